@@ -43,9 +43,9 @@ def check_task_grads(task_grads, num_tasks: int | None = None, *, name: str = "t
       The number of tasks (length of the leading axis).
 
     Raises:
-      ValueError: empty tree, a leaf without a task axis, disagreeing lengths, or
-        a length different from ``num_tasks``.
-      TypeError: a non-floating leaf.
+      ValueError: empty tree, a leaf without a task axis, disagreeing lengths,
+        a length different from ``num_tasks``,
+        or a non-floating leaf (integer or boolean gradients are a wiring error).
     """
     leaves = _leaves_with_paths(task_grads)
     if not leaves:
@@ -55,8 +55,9 @@ def check_task_grads(task_grads, num_tasks: int | None = None, *, name: str = "t
         shape = jnp.shape(leaf)
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(
-                f"{name}{_path_str(path)} has dtype {dtype}; per-task gradients must be floating."
+            raise ValueError(
+                f"{name}{_path_str(path)} has dtype {dtype} and shape {shape}; per-task gradients "
+                "must be floating."
             )
         if len(shape) == 0:
             raise ValueError(
