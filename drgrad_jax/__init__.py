@@ -19,6 +19,13 @@ from drgrad_jax._src.task_grads import (
 )
 
 # --- DRGrad: router, updater, transformation ----------------------------------
+from drgrad_jax._src.routing import RouterDiagnostics
+from drgrad_jax._src.routing import released_code_route
+from drgrad_jax._src.routing import route
+from drgrad_jax._src.transform import DRGradState
+from drgrad_jax._src.transform import drgrad
+from drgrad_jax._src.transform import find_drgrad_state
+from drgrad_jax._src.transform import mixing_weights
 
 # --- the multi-task gradient method zoo ----------------------------------------
 
@@ -27,6 +34,13 @@ from drgrad_jax._src.task_grads import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DRGradState",
+    "RouterDiagnostics",
+    "drgrad",
+    "find_drgrad_state",
+    "mixing_weights",
+    "released_code_route",
+    "route",
     "SHARED",
     "RepGrads",
     "check_task_grads",

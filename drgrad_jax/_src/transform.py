@@ -1,0 +1,407 @@
+"""DRGrad as an optax gradient transformation that routes per-task gradients."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.typing import ArrayLike
+
+from drgrad_jax._src import routing
+from drgrad_jax._src import task_grads as tg
+from drgrad_jax._src import updater as upd
+
+SPACES = ("params", "activations")
+MODES = ("paper", "released_code")
+
+
+class DRGradState(NamedTuple):
+    """State of ``drgrad``.
+
+    Attributes:
+      count: int32 number of updates taken.
+      accumulators: ``[P, 2]`` float32 updater accumulators (sigma', sigma'') per
+        primary task (running sums, or EMAs with ``updater="ema"``).
+      mu: ``[P, 2]`` float32 mixing weights (mu', mu'') for the NEXT forward pass.
+      diagnostics: ``RouterDiagnostics`` of the last step, each field with a
+        leading primary-task axis ``[P, ...]``.
+    """
+
+    count: jax.Array
+    accumulators: jax.Array
+    mu: jax.Array
+    diagnostics: routing.RouterDiagnostics
+
+
+def _key_name(key) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def leaf_paths(tree) -> list[str]:
+    """``"a/b/0/kernel"``-style path strings of a pytree's leaves, in flatten order."""
+    return [
+        "/".join(_key_name(k) for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
+
+
+def _parse_roles(towers: Mapping[str, object], mode: str):
+    """Validates ``towers`` and returns {role: (kind, task_index), ...} with prefix tuples."""
+    if not isinstance(towers, Mapping) or not towers:
+        raise ValueError(
+            "towers must be a non-empty mapping from role ('dedicated', 'shared', 'aux:<task>'; "
+            f"'head:<task>' with mode='released_code') to path prefixes; got {towers!r}."
+        )
+    roles = {}
+    for role, prefixes in towers.items():
+        kind, _, idx = str(role).partition(":")
+        allowed = ("head",) if mode == "released_code" else ("dedicated", "shared", "aux")
+        if kind not in allowed:
+            raise ValueError(f"towers has unknown role {role!r} for mode={mode!r}; use {allowed}.")
+        if idx == "":
+            if kind in ("aux", "head"):
+                raise ValueError(f"towers role {role!r} needs a task index, e.g. '{kind}:1'.")
+            index = 0
+        else:
+            try:
+                index = int(idx)
+            except ValueError:
+                raise ValueError(f"towers role {role!r}: {idx!r} is not a task index.") from None
+        if isinstance(prefixes, str):
+            prefixes = (prefixes,)
+        prefixes = tuple(str(p).strip("/") for p in prefixes)
+        if (kind, index) in roles:
+            raise ValueError(f"towers names role {kind}:{index} twice.")
+        roles[(kind, index)] = prefixes
+    return roles
+
+
+def _match(paths, prefixes):
+    return [
+        i
+        for i, p in enumerate(paths)
+        if any(p == pre or p.startswith(pre + "/") for pre in prefixes)
+    ]
+
+
+def drgrad(
+    towers: Mapping[str, str | tuple[str, ...]],
+    *,
+    space: str = "params",
+    pairing: str = "consistent",
+    updater: str = "cumulative",
+    mode: str = "paper",
+    gamma: ArrayLike = 1.0,
+    ema_decay: ArrayLike = 0.99,
+    temperature: ArrayLike = 1.0,
+    num_tasks: int | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """DRGrad: route per-task gradients between a split primary tower and auxiliary towers.
+
+    Takes per-task gradients (leaves ``[num_tasks, *shape]``) and returns one
+    update with the params' shape. Every leaf first receives the plain sum over
+    tasks; then, for each primary task, the router (paper Eq. R1-R2) ADDS
+
+        g_R'  = (1 - 1{xi1 < 0} xi1) lam1 g1''  +  sum_j 1{xi_j >= 0} lam_j g2j
+        g_R'' = - sum_j 1{xi1 xi_j < 0} xi1 xi_j g1''
+
+    to the dedicated branch (T1' / v1) and the shared branch (T1'' / v_s), with
+    xi1 = cos(g1', g1''), lam1 = clip(||g1'||/||g1''||, 0, 1)^gamma and likewise
+    xi_j, lam_j for each auxiliary gradient g2j (``pairing="consistent"``;
+    ``"as_printed"`` applies Eq. 1 literally, one auxiliary task). Cosines are
+    taken once per step over the whole routed subtree. Auxiliary towers keep
+    their own gradient. The updater then turns the routed norms
+    ||g1' + g_R'||, ||g1'' + g_R''|| into mixing weights (mu', mu''), read by the
+    model's next forward pass through ``mixing_weights(opt_state)``:
+
+        cumulative: sigma += ||.||, mu = softmax(sigma', sigma'')   (the paper)
+        mean:       mu = softmax(sigma / t)
+        ema:        s <- d s + (1 - d) ||.||, mu = softmax(s / temperature)
+        fixed:      mu = (0.5, 0.5)                                 ("+ router" ablation)
+
+    Where the gradients live (``space``):
+
+    * ``"params"``: ``task_grads`` are parameter gradients (e.g. from
+      ``per_task_grads``). ``towers`` maps ``"dedicated"`` (T1'), ``"shared"``
+      (T1'') and ``"aux:<j>"`` (the tower of auxiliary task j) to path prefixes
+      of identically shaped subtrees. g1' and g1'' are the primary task's rows,
+      g2j is task j's row of its tower.
+    * ``"activations"``: ``task_grads`` are cotangents at the representations
+      (``per_task_rep_grads(...).rep_task_grads``). ``towers`` maps
+      ``"dedicated"`` to v1 and ``"shared"`` to the gated v_s; g1'' and every g2j
+      are the rows of v_s (every non-primary task is auxiliary), so v_s receives
+      g1'' + g_R'' + sum_j g2j. Finish the backward with ``RepGrads.finish``.
+
+    Several primary tasks: roles ``"dedicated:<k>"`` and (params space)
+    ``"shared:<k>"``, one router and one (mu', mu'') row per primary task k.
+
+    ``mode="released_code"``: the authors' public Census rule instead (see
+    ``routing.released_code_route``): roles ``"head:<a>"`` and ``"head:<b>"``
+    name two equally shaped head kernels which route symmetrically; no updater.
+
+    Args:
+      towers: mapping from role to one path prefix (or a tuple of them), e.g.
+        ``{"dedicated": "tower_dedicated", "shared": "tower_shared",
+        "aux:1": "aux_towers/1"}``. Paths join pytree keys with ``/``.
+      space: ``"params"`` (default) or ``"activations"``.
+      pairing: ``"consistent"`` (default) or ``"as_printed"``.
+      updater: ``"cumulative"`` (default), ``"mean"``, ``"ema"`` or ``"fixed"``.
+      mode: ``"paper"`` (default) or ``"released_code"``.
+      gamma: exponent of the router's norm ratio (> 0).
+      ema_decay: decay of the ``"ema"`` updater, in [0, 1).
+      temperature: softmax temperature of the ``"ema"`` updater (> 0).
+      num_tasks: declared number of tasks; the task axis must match. ``None``
+        infers it. (A static int: with ``optax.inject_hyperparams`` pass it in
+        ``static_args``.)
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is a
+      ``DRGradState``. Unknown extra arguments to ``update`` are ignored.
+
+    Raises:
+      ValueError: bad hyperparameters here; at trace time, a task axis that
+        disagrees with ``num_tasks`` or the roles, missing or empty towers,
+        towers of unequal shapes (params space), non-floating gradients.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> params = {"trunk": jnp.ones(3), "t1a": jnp.ones(2), "t1b": jnp.ones(2),
+      ...           "t2": jnp.ones(2)}
+      >>> task_grads = jax.tree.map(lambda p: jnp.stack([p, -p]), params)
+      >>> tx = optax.chain(drgrad({"dedicated": "t1a", "shared": "t1b", "aux:1": "t2"}),
+      ...                  optax.sgd(0.1))
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(task_grads, state, params)
+      >>> jax.tree.map(jnp.shape, updates)["t1a"]
+      (2,)
+      >>> [round(float(m), 3) for m in mixing_weights(state)]  # mu', mu''
+      [0.5, 0.5]
+
+    References:
+      Liu, Miao, Xia, "Direct Routing Gradient (DRGrad): A Personalized
+      Information Surgery for Multi-Task Learning (MTL) Recommendations",
+      AAAI 2025. https://arxiv.org/abs/2510.09643
+    """
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}; got {space!r}.")
+    if pairing not in routing.PAIRINGS:
+        raise ValueError(f"pairing must be one of {routing.PAIRINGS}; got {pairing!r}.")
+    if updater not in upd.UPDATERS:
+        raise ValueError(f"updater must be one of {upd.UPDATERS}; got {updater!r}.")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
+    for name, value in (("gamma", gamma), ("temperature", temperature)):
+        if isinstance(value, (int, float)) and not value > 0:
+            raise ValueError(f"{name} must be > 0; got {value}.")
+    if isinstance(ema_decay, (int, float)) and not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1); got {ema_decay}.")
+    if num_tasks is not None:
+        try:
+            num_tasks = operator.index(num_tasks)
+        except TypeError:
+            raise TypeError(
+                "num_tasks must be a static Python int; with optax.inject_hyperparams pass "
+                "static_args=('num_tasks',)."
+            ) from None
+    roles = _parse_roles(towers, mode)
+    if mode == "released_code":
+        heads = sorted(i for kind, i in roles if kind == "head")
+        if len(heads) != 2:
+            raise ValueError(
+                f"mode='released_code' needs exactly two roles 'head:<task>'; got {sorted(roles)}."
+            )
+        primaries = [heads[0]]
+    else:
+        primaries = sorted(i for kind, i in roles if kind == "dedicated")
+        if not primaries:
+            raise ValueError("towers must name the primary task's 'dedicated' branch (T1' or v1).")
+        for k in primaries:
+            has_shared = ("shared", k) in roles or (
+                space == "activations" and ("shared", 0) in roles
+            )
+            if not has_shared:
+                raise ValueError(
+                    f"towers names 'dedicated:{k}' but no matching 'shared:{k}' branch."
+                )
+        if space == "activations" and any(kind == "aux" for kind, _ in roles):
+            raise ValueError(
+                "space='activations' reads auxiliary gradients from the 'shared' representation; "
+                "remove the 'aux:<j>' roles."
+            )
+        if space == "params" and pairing == "as_printed":
+            n_aux = sum(kind == "aux" for kind, _ in roles)
+            if n_aux != 1:
+                raise ValueError(
+                    f"pairing='as_printed' needs exactly one auxiliary tower; got {n_aux}."
+                )
+    num_primary = len(primaries)
+    if space == "activations" and mode == "paper" and num_tasks is None:
+        raise ValueError(
+            "space='activations' needs num_tasks (every non-primary task of the shared "
+            "representation is auxiliary, and the state is sized by their number)."
+        )
+
+    def aux_tasks_for(k_tasks):
+        if mode == "released_code":
+            return [heads[1]]
+        if space == "params":
+            return sorted(i for kind, i in roles if kind == "aux")
+        return [t for t in range(k_tasks) if t not in primaries]
+
+    def init_fn(params):
+        del params
+        n_aux = len(aux_tasks_for(num_tasks))
+        diag = routing.empty_diagnostics(n_aux)
+        diag = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_primary,) + x.shape), diag)
+        accum = upd.init_accumulators(num_primary)
+        mu = jnp.full((num_primary, 2), 0.5, jnp.float32)
+        return DRGradState(jnp.zeros((), jnp.int32), accum, mu, diag)
+
+    def role_indices(paths, kind, k):
+        prefixes = roles.get((kind, k))
+        if prefixes is None and kind == "shared" and space == "activations":
+            prefixes = roles.get(("shared", 0))
+        if prefixes is None:
+            return None
+        idx = _match(paths, prefixes)
+        if not idx:
+            raise ValueError(
+                f"towers role {kind}:{k} with prefixes {prefixes} matches no leaf of task_grads; "
+                f"leaf paths are {paths}."
+            )
+        return idx
+
+    def check_same_shapes(name_a, idx_a, name_b, idx_b, leaves):
+        sa = [tuple(leaves[i].shape[1:]) for i in idx_a]
+        sb = [tuple(leaves[i].shape[1:]) for i in idx_b]
+        if sa != sb:
+            raise ValueError(
+                f"towers {name_a} and {name_b} must have identical shapes; got {sa} and {sb}."
+            )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        k_tasks = tg.check_task_grads(updates, num_tasks, name="task_grads")
+        if params is not None and space == "params":
+            tg.check_matches_params(updates, params, name="task_grads")
+        leaves, treedef = jax.tree_util.tree_flatten(updates)
+        paths = leaf_paths(updates)
+        out = [jnp.sum(g.astype(jnp.float32), axis=0) for g in leaves]
+        used = [kind_k for kind_k in roles]
+        for kind, i in used:
+            if i >= k_tasks:
+                raise ValueError(
+                    f"towers role {kind}:{i} refers to task {i} but task_grads has task-axis "
+                    f"length {k_tasks}."
+                )
+        aux_tasks = aux_tasks_for(k_tasks)
+        diags, norms = [], []
+        if mode == "released_code":
+            a, b = heads
+            ia, ib = role_indices(paths, "head", a), role_indices(paths, "head", b)
+            check_same_shapes(f"head:{a}", ia, f"head:{b}", ib, leaves)
+            ga = [leaves[i][a] for i in ia]
+            gb = [leaves[i][b] for i in ib]
+            add_a, add_b, diag = routing.released_code_route(ga, gb)
+            for i, r in zip(ia, add_a):
+                out[i] = out[i] + r
+            for i, r in zip(ib, add_b):
+                out[i] = out[i] + r
+            diags.append(diag)
+            norms.append(jnp.zeros((2,), jnp.float32))
+        else:
+            for k in primaries:
+                i_ded = role_indices(paths, "dedicated", k)
+                i_sh = role_indices(paths, "shared", k)
+                check_same_shapes(f"dedicated:{k}", i_ded, f"shared:{k}", i_sh, leaves)
+                g1p = [leaves[i][k] for i in i_ded]
+                g1pp = [leaves[i][k] for i in i_sh]
+                if space == "params":
+                    aux_idx = {j: role_indices(paths, "aux", j) for j in aux_tasks}
+                    for j, ij in aux_idx.items():
+                        check_same_shapes(f"dedicated:{k}", i_ded, f"aux:{j}", ij, leaves)
+                    g2 = (
+                        [
+                            jnp.stack([leaves[aux_idx[j][n]][j] for j in aux_tasks])
+                            for n in range(len(i_ded))
+                        ]
+                        if aux_tasks
+                        else [jnp.zeros((0,) + g.shape, g.dtype) for g in g1p]
+                    )
+                else:
+                    rows = np.asarray(aux_tasks, dtype=np.int32)
+                    g2 = [leaves[i][rows] for i in i_sh]
+                r_ded, r_sh, diag = routing.route(g1p, g1pp, g2, gamma=gamma, pairing=pairing)
+                for i, r in zip(i_ded, r_ded):
+                    out[i] = out[i] + r
+                for i, r in zip(i_sh, r_sh):
+                    out[i] = out[i] + r
+                routed_ded = [a.astype(jnp.float32) + r for a, r in zip(g1p, r_ded)]
+                routed_sh = [a.astype(jnp.float32) + r for a, r in zip(g1pp, r_sh)]
+                norms.append(jnp.stack([routing.norm(routed_ded), routing.norm(routed_sh)]))
+                diags.append(diag)
+        count = optax.safe_increment(state.count)
+        norms = jnp.stack(norms)
+        accum = upd.update_accumulators(
+            state.accumulators, norms, count, updater=updater, ema_decay=ema_decay
+        )
+        mu_updater = "fixed" if mode == "released_code" else updater
+        mu = upd.mixing_from_accumulators(accum, count, updater=mu_updater, temperature=temperature)
+        diag = jax.tree.map(lambda *xs: jnp.stack(xs), *diags)
+        new_leaves = [o.astype(g.dtype) for o, g in zip(out, leaves)]
+        new_updates = jax.tree_util.tree_unflatten(treedef, new_leaves)
+        return new_updates, DRGradState(count, accum, mu, diag)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _find_states(opt_state) -> list[DRGradState]:
+    is_drgrad = lambda x: isinstance(x, DRGradState)
+    return [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=is_drgrad) if is_drgrad(s)]
+
+
+def find_drgrad_state(opt_state) -> DRGradState | None:
+    """The ``DRGradState`` inside an optimizer state (anywhere in a chain), or None.
+
+    Raises:
+      ValueError: more than one DRGrad state is present.
+    """
+    states = _find_states(opt_state)
+    if len(states) > 1:
+        raise ValueError(f"opt_state holds {len(states)} DRGrad states; expected at most one.")
+    return states[0] if states else None
+
+
+def mixing_weights(opt_state) -> jax.Array | None:
+    """The updater's mixing weights (mu', mu'') for the model's forward pass.
+
+    Works wherever ``drgrad`` sits in an optax chain (also inside
+    ``inject_hyperparams``, ``masked``, ``apply_if_finite``...).
+
+    Args:
+      opt_state: an optimizer state containing one ``DRGradState``.
+
+    Returns:
+      ``[2]`` float32 ``(mu', mu'')`` with one primary task, ``[P, 2]`` with P
+      primary tasks; ``None`` when the state holds no DRGrad state (a model can
+      then fall back to 0.5 / 0.5).
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = optax.chain(optax.clip(1.0), drgrad({"dedicated": "a", "shared": "b"}))
+      >>> mixing_weights(tx.init({"a": jnp.ones(2), "b": jnp.ones(2)})).tolist()
+      [0.5, 0.5]
+    """
+    state = find_drgrad_state(opt_state)
+    if state is None:
+        return None
+    mu = state.mu
+    return mu[0] if mu.shape[0] == 1 else mu
