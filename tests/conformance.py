@@ -1,0 +1,326 @@
+"""A conformance battery for multi-task gradient transformations.
+
+Every transformation of the library takes per-task gradients (leaves
+``[K, *param_shape]``) and returns one params-shaped update. This module checks
+that such a transformation behaves like any optax transformation: it runs under
+``jax.jit`` without retracing, inside ``lax.scan``, under
+``optax.inject_hyperparams``, keeps float32 / bfloat16 dtypes, ignores unknown
+extra arguments and composes with ``optax.chain``, ``optax.clip_by_global_norm``,
+``optax.apply_if_finite`` and ``flax.nnx.Optimizer``.
+
+It is a plain module, not a test file: test files parametrize over ``CHECKS``::
+
+    @pytest.mark.parametrize("check", sorted(conformance.CHECKS))
+    def test_conformance(check):
+        conformance.run_check(check, drgrad_jax.pcgrad, params, task_grads)
+
+``factory(**kwargs)`` must return an ``optax.GradientTransformationExtraArgs``.
+``extra_args`` (e.g. ``{"losses": losses}``) is passed to every ``update`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+Check = Callable[..., None]
+
+
+def _leaves(tree):
+    return jax.tree_util.tree_leaves(tree)
+
+
+def _num_tasks(task_grads) -> int:
+    return int(jnp.shape(_leaves(task_grads)[0])[0])
+
+
+def _assert_params_like(updates, params, what: str) -> None:
+    u_struct = jax.tree_util.tree_structure(updates)
+    p_struct = jax.tree_util.tree_structure(params)
+    assert u_struct == p_struct, f"{what}: update structure {u_struct} != params {p_struct}"
+    for u, p in zip(_leaves(updates), _leaves(params)):
+        assert jnp.shape(u) == jnp.shape(p), (
+            f"{what}: update shape {jnp.shape(u)} != {jnp.shape(p)}"
+        )
+        assert jnp.result_type(u) == jnp.result_type(p), (
+            f"{what}: update dtype {jnp.result_type(u)} != params dtype {jnp.result_type(p)}"
+        )
+
+
+def _assert_finite(tree, what: str) -> None:
+    for leaf in _leaves(tree):
+        arr = np.asarray(jnp.asarray(leaf, jnp.float32))
+        assert np.all(np.isfinite(arr)), f"{what}: non-finite values {arr}"
+
+
+def _perturbed(task_grads, step):
+    """Task gradients that differ from step to step (same shapes and dtypes)."""
+    scale = 1.0 + 0.1 * jnp.asarray(step, jnp.float32)
+    return jax.tree.map(lambda g: (g.astype(jnp.float32) * scale).astype(g.dtype), task_grads)
+
+
+def check_jit(factory, params, task_grads, kwargs, hyperparam, extra_args) -> None:
+    """Init and update run under ``jax.jit`` and give finite params-shaped updates."""
+    tx = factory(**kwargs)
+    state = jax.jit(tx.init)(params)
+    updates, state = jax.jit(lambda g, s, p: tx.update(g, s, p, **extra_args))(
+        task_grads, state, params
+    )
+    _assert_params_like(updates, params, "jit")
+    _assert_finite(updates, "jit")
+    _assert_finite(state, "jit state")
+
+
+def check_no_recompile(factory, params, task_grads, kwargs, hyperparam, extra_args) -> None:
+    """A jitted step is traced once and reused on later steps with new values."""
+    tx = factory(**kwargs)
+    traces = []
+
+    @jax.jit
+    def step(g, s, p):
+        traces.append(1)
+        u, s = tx.update(g, s, p, **extra_args)
+        return optax.apply_updates(p, u), s
+
+    state = tx.init(params)
+    p = params
+    for t in range(3):
+        p, state = step(_perturbed(task_grads, t), state, p)
+    jax.block_until_ready(p)
+    assert len(traces) == 1, f"update was traced {len(traces)} times over 3 steps; expected 1"
+
+
+def check_scan(factory, params, task_grads, kwargs, hyperparam, extra_args) -> None:
+    """Works as the body of ``lax.scan`` and agrees with a Python loop of jitted steps."""
+    tx = factory(**kwargs)
+    steps = 3
+    grads_seq = jax.tree.map(
+        lambda *xs: jnp.stack(xs), *[_perturbed(task_grads, t) for t in range(steps)]
+    )
+
+    def body(carry, g):
+        p, s = carry
+        u, s = tx.update(g, s, p, **extra_args)
+        return (optax.apply_updates(p, u), s), None
+
+    (p_scan, _), _ = jax.jit(lambda p, gs: jax.lax.scan(body, (p, tx.init(p)), gs))(
+        params, grads_seq
+    )
+    step = jax.jit(lambda c, g: body(c, g)[0])
+    carry = (params, tx.init(params))
+    for t in range(steps):
+        carry = step(carry, _perturbed(task_grads, t))
+    _assert_params_like(p_scan, params, "scan")
+    _assert_finite(p_scan, "scan")
+    for a, b in zip(_leaves(p_scan), _leaves(carry[0])):
+        np.testing.assert_allclose(
+            np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-4, atol=1e-5
+        )
+
+
+def check_inject_hyperparams(factory, params, task_grads, kwargs, hyperparam, extra_args) -> None:
+    """``optax.inject_hyperparams`` can schedule the named float hyperparameter."""
+    if hyperparam is None:
+        pytest.skip("no float hyperparameter named for this transformation")
+    if hyperparam not in kwargs:
+        raise ValueError(f"hyperparam={hyperparam!r} must be given a value in kwargs={kwargs}")
+    static = tuple(k for k in kwargs if k != hyperparam)
+    tx = optax.inject_hyperparams(factory, static_args=static)(**kwargs)
+    state = tx.init(params)
+    assert hyperparam in state.hyperparams, f"{hyperparam} not injected: {state.hyperparams}"
+    traces = []
+
+    @jax.jit
+    def step(g, s, p):
+        traces.append(1)
+        return tx.update(g, s, p, **extra_args)
+
+    u1, s1 = step(task_grads, state, params)
+    state2 = state._replace(
+        hyperparams={
+            **state.hyperparams,
+            hyperparam: jnp.asarray(state.hyperparams[hyperparam]) * 0.5,
+        }
+    )
+    u2, s2 = step(task_grads, state2, params)
+    assert len(traces) == 1, "changing an injected hyperparameter retraced the update"
+    _assert_params_like(u1, params, "inject_hyperparams")
+    _assert_finite(u2, "inject_hyperparams")
+    assert jax.tree_util.tree_structure(s1) == jax.tree_util.tree_structure(s2)
+    for a, b in zip(_leaves(s1), _leaves(s2)):
+        assert jnp.shape(a) == jnp.shape(b) and jnp.result_type(a) == jnp.result_type(b)
+
+
+def _dtype_check(dtype):
+    def check(factory, params, task_grads, kwargs, hyperparam, extra_args) -> None:
+        p = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+        g = jax.tree.map(lambda x: jnp.asarray(x, dtype), task_grads)
+        tx = factory(**kwargs)
+        state = tx.init(p)
+        updates, state = jax.jit(lambda g, s, p: tx.update(g, s, p, **extra_args))(g, state, p)
+        _assert_params_like(updates, p, f"dtype {jnp.dtype(dtype).name}")
+        _assert_finite(updates, f"dtype {jnp.dtype(dtype).name}")
+
+    check.__doc__ = (
+        f"{jnp.dtype(dtype).name} params and task gradients give {jnp.dtype(dtype).name} updates."
+    )
+    return check
+
+
+def check_unknown_extra_args(factory, params, task_grads, kwargs, hyperparam, extra_args) -> None:
+    """Unknown keyword arguments to ``update`` are accepted and ignored."""
+    tx = factory(**kwargs)
+    state = tx.init(params)
+    u_ref, _ = tx.update(task_grads, state, params, **extra_args)
+    more = {
+        "conformance_unknown": jnp.ones(3),
+        "another_unknown": "text",
+        **extra_args,
+    }
+    u, _ = tx.update(task_grads, state, params, **more)
+    for a, b in zip(_leaves(u), _leaves(u_ref)):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def check_chain_adam(factory, params, task_grads, kwargs, hyperparam, extra_args) -> None:
+    """Composes with ``optax.adam`` in ``optax.chain``; params move and stay finite."""
+    tx = optax.chain(factory(**kwargs), optax.adam(1e-2))
+    state = tx.init(params)
+    step = jax.jit(lambda g, s, p: tx.update(g, s, p, **extra_args))
+    p = params
+    for t in range(2):
+        u, state = step(_perturbed(task_grads, t), state, p)
+        _assert_params_like(u, params, "chain adam")
+        p = optax.apply_updates(p, u)
+    _assert_finite(p, "chain adam params")
+
+
+def check_clip_by_global_norm(factory, params, task_grads, kwargs, hyperparam, extra_args) -> None:
+    """Composes with ``optax.clip_by_global_norm``: the chained update's norm is capped."""
+    max_norm = 1e-3
+    tx = optax.chain(factory(**kwargs), optax.clip_by_global_norm(max_norm))
+    state = tx.init(params)
+    u, _ = jax.jit(lambda g, s, p: tx.update(g, s, p, **extra_args))(task_grads, state, params)
+    _assert_params_like(u, params, "clip_by_global_norm")
+    norm = float(optax.global_norm(jax.tree.map(lambda x: x.astype(jnp.float32), u)))
+    assert norm <= max_norm * (1 + 1e-3), f"clipped update has norm {norm} > {max_norm}"
+
+
+def check_apply_if_finite(factory, params, task_grads, kwargs, hyperparam, extra_args) -> None:
+    """After the transform, ``optax.apply_if_finite`` turns a NaN task gradient into no step.
+
+    ``apply_if_finite`` cannot wrap the transform itself (its rejected update has
+    the input's shape, here the per-task shape), so it guards the params-shaped
+    part of the chain: the transform must propagate the NaN, and must not store
+    it in its own state (a finite step afterwards must be finite again).
+    """
+    tx = optax.chain(factory(**kwargs), optax.apply_if_finite(optax.sgd(0.1), 3))
+    state = tx.init(params)
+    first = True
+
+    def poison(g):
+        nonlocal first
+        if first:
+            first = False
+            return g.at[(0,) * g.ndim].set(jnp.nan)
+        return g
+
+    bad = jax.tree.map(poison, task_grads)
+    step = jax.jit(lambda g, s, p: tx.update(g, s, p, **extra_args))
+    u, state = step(bad, state, params)
+    p = optax.apply_updates(params, u)
+    _assert_finite(p, "apply_if_finite params")
+    for a, b in zip(_leaves(p), _leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    u, state = step(task_grads, state, params)
+    _assert_finite(u, "first finite step after a NaN step")
+    p2 = optax.apply_updates(params, u)
+    moved = [
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(_leaves(p2), _leaves(params))
+    ]
+    assert any(moved), "the finite step after a NaN step did not move the params"
+
+
+class _TinyModel(nnx.Module):
+    def __init__(self, num_tasks: int, *, rngs: nnx.Rngs):
+        self.trunk = nnx.Linear(3, 4, rngs=rngs)
+        self.head = nnx.Linear(4, num_tasks, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(jnp.tanh(self.trunk(x)))
+
+
+def check_nnx_optimizer(factory, params, task_grads, kwargs, hyperparam, extra_args) -> None:
+    """Drives ``flax.nnx.Optimizer`` on a tiny NNX model with per-task gradients."""
+    k = _num_tasks(task_grads)
+    model = _TinyModel(k, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, factory(**kwargs), wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(1), (8, 3))
+    y = jax.random.normal(jax.random.key(2), (8, k))
+    graphdef, state = nnx.split(model, nnx.Param)
+
+    def task_losses(state):
+        out = nnx.merge(graphdef, state)(x)
+        return jnp.mean((out - y) ** 2, axis=0)
+
+    per_task = jax.jacrev(task_losses)(state)
+    before = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    optimizer.update(model, per_task, **extra_args)
+    after = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    _assert_finite(after, "nnx params")
+    moved = [not np.allclose(np.asarray(a), b) for a, b in zip(_leaves(after), _leaves(before))]
+    assert any(moved), "nnx.Optimizer.update left every parameter unchanged"
+
+
+CHECKS: dict[str, Check] = {
+    "jit": check_jit,
+    "no_recompile": check_no_recompile,
+    "scan": check_scan,
+    "inject_hyperparams": check_inject_hyperparams,
+    "dtype_float32": _dtype_check(jnp.float32),
+    "dtype_bfloat16": _dtype_check(jnp.bfloat16),
+    "unknown_extra_args": check_unknown_extra_args,
+    "chain_adam": check_chain_adam,
+    "clip_by_global_norm": check_clip_by_global_norm,
+    "apply_if_finite": check_apply_if_finite,
+    "nnx_optimizer": check_nnx_optimizer,
+}
+"""Every conformance check by name; each takes
+``(factory, params, task_grads, kwargs, hyperparam, extra_args)``."""
+
+
+def run_check(
+    name: str,
+    factory: Callable[..., optax.GradientTransformationExtraArgs],
+    params: Any,
+    task_grads: Any,
+    *,
+    kwargs: dict | None = None,
+    hyperparam: str | None = None,
+    extra_args: dict | None = None,
+) -> None:
+    """Runs one conformance check by name (raises ``AssertionError`` on failure).
+
+    Args:
+      name: a key of ``CHECKS``.
+      factory: ``factory(**kwargs)`` returns the transformation under test.
+      params: a small parameter pytree.
+      task_grads: per-task gradients matching ``params`` (leaves ``[K, *shape]``).
+      kwargs: keyword arguments for ``factory``.
+      hyperparam: name of one float hyperparameter in ``kwargs`` for the
+        ``inject_hyperparams`` check (``None`` skips that check).
+      extra_args: keyword arguments passed to every ``update`` call (e.g. losses).
+    """
+    if name not in CHECKS:
+        raise ValueError(f"unknown conformance check {name!r}; choose from {sorted(CHECKS)}")
+    CHECKS[name](
+        factory, params, task_grads, dict(kwargs or {}), hyperparam, dict(extra_args or {})
+    )
