@@ -140,6 +140,11 @@ def drgrad(
       are the rows of v_s (every non-primary task is auxiliary), so v_s receives
       g1'' + g_R'' + sum_j g2j. Finish the backward with ``RepGrads.finish``.
 
+    Non-finite gradients pass through (so ``optax.apply_if_finite`` wrapping the
+    optimizer AFTER drgrad skips the step) but never enter the updater state:
+    ``mu`` and the step count stay as they were. ``apply_if_finite`` cannot wrap
+    drgrad itself, since its skipped update would keep the task axis.
+
     Several primary tasks: roles ``"dedicated:<k>"`` and (params space)
     ``"shared:<k>"``, one router and one (mu', mu'') row per primary task k.
 
@@ -348,11 +353,15 @@ def drgrad(
                 routed_sh = [a.astype(jnp.float32) + r for a, r in zip(g1pp, r_sh)]
                 norms.append(jnp.stack([routing.norm(routed_ded), routing.norm(routed_sh)]))
                 diags.append(diag)
-        count = optax.safe_increment(state.count)
         norms = jnp.stack(norms)
+        # A non-finite step leaves the updater untouched: with optax.apply_if_finite
+        # after drgrad the whole step is then skipped and mu stays usable.
+        finite = jnp.all(jnp.isfinite(norms))
+        count = jnp.where(finite, optax.safe_increment(state.count), state.count)
         accum = upd.update_accumulators(
             state.accumulators, norms, count, updater=updater, ema_decay=ema_decay
         )
+        accum = jnp.where(finite, accum, state.accumulators)
         mu_updater = "fixed" if mode == "released_code" else updater
         mu = upd.mixing_from_accumulators(accum, count, updater=mu_updater, temperature=temperature)
         diag = jax.tree.map(lambda *xs: jnp.stack(xs), *diags)
