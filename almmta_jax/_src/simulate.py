@@ -1,0 +1,691 @@
+"""The CDP simulator: a sequential front-door world with exact attribution truth.
+
+"Consumption drives production": a user watches L items, picked by a confounded
+recommender, and may upload. Watching builds an additive, recency-decayed mediator
+(the inspiration) with no hidden-confounder term; the upload is logistic in the
+mediator with no direct touchpoint-to-outcome edge. A hidden confounder ``w``
+drives both the exposure policy and the upload. Every front-door condition has a
+switch that breaks it (``gamma_TY``, ``gamma_WM``, ``eta_p``, ``kappa``,
+``gamma_w``), and a randomized arm (uniform exposure) gives cluster-level truth.
+
+Because the outcome is logistic in a Gaussian-noised linear index, every
+interventional probability is ``Psi(a, s) = E_{z~N(0,s^2)} sigmoid(a + z)``,
+computed by Gauss-Hermite quadrature: the deletion truths are exact, never a
+second noisy sample.
+
+Generation is seeded (NumPy PCG64), computed in float64, chunked over users, and
+stores model inputs in float32 and truths in float64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from almmta_jax._src.data import JourneyBatch, time_features
+
+SIM_TOUCH_FIELDS = ("item", "cluster", "music", "template")
+"""Column order of ``touch_ids`` in simulator batches."""
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "rct": 3}
+"""Codes of ``SimData.split``: observational 80/10/10, and the randomized arm."""
+
+_PRESETS = ("default", "unit_test", "scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimConfig:
+    """Constants of the CDP simulator (notes §7b); defaults are the "default" preset.
+
+    Use ``SimConfig.preset(name)`` for the named presets and
+    ``dataclasses.replace(config, ...)`` to turn a switch.
+
+    Attributes:
+      n_users: observational users N_U.
+      n_rct: users in the randomized (uniform exposure) arm; ``None`` means ``n_users``.
+      n_items: catalog size N_I.
+      n_clusters: item clusters K_I (the treatment clusters of the evaluation).
+      max_len: journey length L (every journey has L touches unless ``variable_length``).
+      variable_length: draw each journey's length from U{min_len..L}.
+      min_len: shortest journey when ``variable_length``.
+      d_e: content-embedding width.
+      d_x: observed user-feature width.
+      n_music, n_template: music / template id vocabularies.
+      music_per_cluster, template_per_cluster: palette sizes of each cluster.
+      palette_prob: probability an item draws its ids from its cluster's palette.
+      horizon_days: observation window H.
+      decay_days: recency scale of rho(dt) = exp(-dt / decay_days).
+      kappa: exposure sharpness (positivity knob; 0 = uniform).
+      gamma_w: hidden confounding of exposure (its sign sets the naive bias).
+      gamma_WM: W -> M edge (breaks front-door conditions 2-3; 0 by default).
+      gamma_TY: direct T -> Y edge through d_tau (breaks condition 1; 0 by default).
+      eta_p: proxy noise, probability the upload's source is a random catalog item.
+      theta_M, theta_w: outcome weights of the mediator and of w.
+      sigma_M: sd of the mediator noise epsilon.
+      theta_x_sd: sd of each entry of theta_x.
+      base_rate: target P(Y=1) on the observational arm (theta_0 solved numerically).
+      gh_nodes: Gauss-Hermite nodes of Psi.
+      chunk_users: users generated per chunk (memory bound).
+    """
+
+    n_users: int = 20_000
+    n_rct: int | None = None
+    n_items: int = 2_000
+    n_clusters: int = 50
+    max_len: int = 20
+    variable_length: bool = False
+    min_len: int = 5
+    d_e: int = 16
+    d_x: int = 8
+    n_music: int = 200
+    n_template: int = 50
+    music_per_cluster: int = 4
+    template_per_cluster: int = 2
+    palette_prob: float = 0.8
+    horizon_days: float = 7.0
+    decay_days: float = 2.0
+    kappa: float = 1.0
+    gamma_w: float = 1.0
+    gamma_WM: float = 0.0
+    gamma_TY: float = 0.0
+    eta_p: float = 0.2
+    theta_M: float = 0.8
+    theta_w: float = 1.0
+    sigma_M: float = 0.5
+    theta_x_sd: float = 0.3
+    base_rate: float = 0.10
+    gh_nodes: int = 32
+    chunk_users: int = 2_000
+
+    def __post_init__(self):
+        for name in ("n_users", "n_items", "n_clusters", "max_len", "d_e", "d_x"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"SimConfig.{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("n_music", "n_template", "gh_nodes", "chunk_users"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"SimConfig.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.n_rct is not None and int(self.n_rct) < 0:
+            raise ValueError(f"SimConfig.n_rct must be >= 0 or None, got {self.n_rct}.")
+        if self.max_len > self.n_items:
+            raise ValueError(
+                f"SimConfig.max_len={self.max_len} exceeds n_items={self.n_items}; journeys "
+                "hold distinct items."
+            )
+        if self.variable_length and not 1 <= self.min_len <= self.max_len:
+            raise ValueError(
+                f"SimConfig.min_len={self.min_len} must be in [1, max_len={self.max_len}]."
+            )
+        if self.music_per_cluster > self.n_music or self.template_per_cluster > self.n_template:
+            raise ValueError(
+                "SimConfig palettes exceed their vocabularies: music_per_cluster="
+                f"{self.music_per_cluster} (n_music={self.n_music}), template_per_cluster="
+                f"{self.template_per_cluster} (n_template={self.n_template})."
+            )
+        for name in ("palette_prob", "eta_p"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"SimConfig.{name} must be in [0, 1], got {getattr(self, name)}.")
+        if not 0.0 < self.base_rate < 1.0:
+            raise ValueError(f"SimConfig.base_rate must be in (0, 1), got {self.base_rate}.")
+        if self.kappa < 0:
+            raise ValueError(f"SimConfig.kappa must be >= 0, got {self.kappa}.")
+        for name in ("horizon_days", "decay_days", "sigma_M"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"SimConfig.{name} must be > 0, got {getattr(self, name)}.")
+
+    @classmethod
+    def preset(cls, name: Literal["default", "unit_test", "scale"] = "default", **overrides):
+        """A named preset of notes §7b, with optional field overrides.
+
+        * ``"default"``: 20k users + a 20k randomized arm, 2,000 items in 50 clusters, L = 20.
+        * ``"unit_test"``: 2,000 users + 2,000 randomized, 200 items, L = 8.
+        * ``"scale"``: 1M users, 100k items in 1,000 clusters.
+        """
+        if name == "default":
+            base = {}
+        elif name == "unit_test":
+            base = {"n_users": 2_000, "n_items": 200, "max_len": 8}
+        elif name == "scale":
+            base = {"n_users": 1_000_000, "n_items": 100_000, "n_clusters": 1_000}
+        else:
+            raise ValueError(f"Unknown SimConfig preset {name!r}; expected one of {_PRESETS}.")
+        return cls(**{**base, **overrides})
+
+    @property
+    def num_rct(self) -> int:
+        """Users in the randomized arm."""
+        return self.n_users if self.n_rct is None else int(self.n_rct)
+
+    @property
+    def vocab_sizes(self) -> tuple[int, int, int, int]:
+        """Vocabulary of each ``touch_ids`` column: (item, cluster, music, template)."""
+        return (self.n_items, self.n_clusters, self.n_music, self.n_template)
+
+
+class SimData(NamedTuple):
+    """One simulated world: observational users first, then the randomized arm.
+
+    N = n_users + n_rct users, L = max_len, d_e / d_x as configured. Per-user
+    arrays are indexed by user; per-item arrays by item id. Model inputs are
+    float32, truths float64.
+
+    Attributes:
+      item, cluster, music, template: ``[N, L]`` int32 touch ids (0 at padding).
+      dt: ``[N, L]`` float32 days from the touch to the window end, H - t.
+      mask: ``[N, L]`` bool, valid touches (a prefix; times increase along L).
+      x: ``[N, d_x]`` float32 observed user features.
+      w: ``[N]`` float64 hidden confounder (evaluation only; never a model input).
+      y: ``[N]`` int8 upload indicator.
+      yp: ``[N, L]`` float32 proxy y' (0 where y = 0 or padded).
+      yp_music, yp_template, yp_cos: ``[N, L]`` float32 proxy components
+        (music match, template match, max(cos, 0)) for diagnostics.
+      src: ``[N]`` int32 the source touch j* of the upload; -1 when there is no
+        upload or the source was replaced by a random catalog item.
+      up_item, up_music, up_template: ``[N]`` int32 the upload's source item and
+        content ids (-1 without upload).
+      up_e: ``[N, d_e]`` float32 upload content embedding (0 without upload).
+      r: ``[N, L]`` float64 per-touch mediator contributions rho * h (0 at padding).
+      mediator: ``[N]`` float64 the realized mediator M = mu(full) + epsilon.
+      arm: ``[N]`` int8, 0 observational, 1 randomized.
+      split: ``[N]`` int8, ``SPLIT_CODES``: 0/1/2 train/val/test (observational
+        80/10/10), 3 randomized arm.
+      p_unit: ``[N]`` float64 P(Y=1 | do(T=full), x, w) (w fixed).
+      p_x: ``[N]`` float64 P(Y=1 | do(T=full), x) (w integrated out).
+      delta_unit: ``[N, L]`` float64 exact deletion effect
+        P^unit(full) - P^unit(full minus touch j); 0 at padding.
+      delta_x: ``[N, L]`` float64 the same with w integrated out (the estimand of
+        models that see only x).
+      removal_x: ``[N, L]`` float64 P^x(full) - P^x(full minus every touch of
+        touch j's cluster).
+      rct_cluster_uplift: ``[K]`` float64 randomized-arm cluster uplift: mean p_x of
+        the arm's users exposed to the cluster minus that of the unexposed (NaN
+        when a side is empty); exact in the outcome noise.
+      obs_cluster_removal: ``[K]`` float64 mean over exposed observational users of
+        the exact cluster-removal effect (NaN when no user is exposed).
+      item_e: ``[N_I, d_e]`` float32 item content embeddings.
+      item_cluster, item_music, item_template: ``[N_I]`` int32 item ids.
+      item_s: ``[N_I]`` float64 inspiration potency s (standardized c^T e).
+      item_d: ``[N_I]`` float64 direct score d (used by ``gamma_TY``).
+      theta_0: float, the solved intercept.
+      theta_x: ``[d_x]`` float64 outcome weights of x.
+    """
+
+    item: np.ndarray
+    cluster: np.ndarray
+    music: np.ndarray
+    template: np.ndarray
+    dt: np.ndarray
+    mask: np.ndarray
+    x: np.ndarray
+    w: np.ndarray
+    y: np.ndarray
+    yp: np.ndarray
+    yp_music: np.ndarray
+    yp_template: np.ndarray
+    yp_cos: np.ndarray
+    src: np.ndarray
+    up_item: np.ndarray
+    up_music: np.ndarray
+    up_template: np.ndarray
+    up_e: np.ndarray
+    r: np.ndarray
+    mediator: np.ndarray
+    arm: np.ndarray
+    split: np.ndarray
+    p_unit: np.ndarray
+    p_x: np.ndarray
+    delta_unit: np.ndarray
+    delta_x: np.ndarray
+    removal_x: np.ndarray
+    rct_cluster_uplift: np.ndarray
+    obs_cluster_removal: np.ndarray
+    item_e: np.ndarray
+    item_cluster: np.ndarray
+    item_music: np.ndarray
+    item_template: np.ndarray
+    item_s: np.ndarray
+    item_d: np.ndarray
+    theta_0: float
+    theta_x: np.ndarray
+
+
+# ----------------------------------------------------------------------------- Psi
+
+
+def _sigmoid(a):
+    # tanh form: no overflow warnings for large |a|.
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+def _sigmoid_(a):
+    """In-place sigmoid of a float64 scratch array."""
+    a *= 0.5
+    np.tanh(a, out=a)
+    a += 1.0
+    a *= 0.5
+    return a
+
+
+def gauss_hermite_psi(a, s, num_nodes: int = 32) -> np.ndarray:
+    r"""Logistic-normal integral ``Psi(a, s) = E_{z ~ N(0, s^2)} sigmoid(a + z)``.
+
+    .. math::
+      \Psi(a, s) \approx \sum_k \frac{\omega_k}{\sqrt{\pi}}
+        \sigma(a + \sqrt{2}\, s\, \zeta_k)
+
+    with Gauss-Hermite nodes ``zeta_k`` and weights ``omega_k`` (notes §7b, "Exact
+    truth"). Computed in float64; ``a`` and ``s`` broadcast against each other.
+
+    Args:
+      a: mean of the logit (any shape).
+      s: standard deviation of the logit noise, >= 0 (broadcastable to ``a``).
+      num_nodes: quadrature nodes (32 is accurate to ~1e-7 for s <= 3).
+
+    Returns:
+      float64 array of the broadcast shape of ``a`` and ``s``.
+
+    Example:
+      >>> float(gauss_hermite_psi(0.0, 2.0))
+      0.5
+      >>> round(float(gauss_hermite_psi(1.0, 0.0)), 6)
+      0.731059
+    """
+    if int(num_nodes) < 1:
+        raise ValueError(f"num_nodes must be >= 1, got {num_nodes}.")
+    a = np.asarray(a, dtype=np.float64)
+    s = np.asarray(s, dtype=np.float64)
+    if np.any(s < 0):
+        raise ValueError("s (the logit noise sd) must be >= 0.")
+    nodes, weights = np.polynomial.hermite.hermgauss(int(num_nodes))
+    a, s = np.broadcast_arrays(a, s)
+    scratch = np.sqrt(2.0) * s[..., None] * nodes
+    scratch += a[..., None]
+    return (_sigmoid_(scratch) @ (weights / np.sqrt(np.pi))).reshape(a.shape)
+
+
+# ---------------------------------------------------------------------- generation
+
+
+class _World(NamedTuple):
+    item_e: np.ndarray
+    item_cluster: np.ndarray
+    item_music: np.ndarray
+    item_template: np.ndarray
+    item_b: np.ndarray
+    item_s: np.ndarray
+    item_d: np.ndarray
+    item_ce: np.ndarray  # c^T e per item
+    A: np.ndarray  # [d_e, d_x]
+    D: np.ndarray  # [d_x, d_e]
+    theta_x: np.ndarray
+
+
+def _make_world(cfg: SimConfig, rng: np.random.Generator) -> _World:
+    n, k, de, dx = cfg.n_items, cfg.n_clusters, cfg.d_e, cfg.d_x
+    cluster = rng.integers(0, k, size=n)
+    centroids = rng.standard_normal((k, de))
+    e = (centroids[cluster] + 0.5 * rng.standard_normal((n, de))) / np.sqrt(1.25)
+    pal_m = np.stack(
+        [rng.choice(cfg.n_music, cfg.music_per_cluster, replace=False) for _ in range(k)]
+    )
+    pal_t = np.stack(
+        [rng.choice(cfg.n_template, cfg.template_per_cluster, replace=False) for _ in range(k)]
+    )
+    from_pal = rng.random(n) < cfg.palette_prob
+    music = np.where(
+        from_pal,
+        pal_m[cluster, rng.integers(0, cfg.music_per_cluster, size=n)],
+        rng.integers(0, cfg.n_music, size=n),
+    )
+    from_pal = rng.random(n) < cfg.palette_prob
+    template = np.where(
+        from_pal,
+        pal_t[cluster, rng.integers(0, cfg.template_per_cluster, size=n)],
+        rng.integers(0, cfg.n_template, size=n),
+    )
+    b = 0.5 * rng.standard_normal(n)
+    d = rng.standard_normal(n)
+    c = rng.standard_normal(de) * np.sqrt(2.25 / de)
+    D = rng.standard_normal((dx, de)) * np.sqrt(0.25 / (de * dx))
+    A = rng.standard_normal((de, dx)) * np.sqrt(1.0 / (de * dx))
+    theta_x = rng.standard_normal(dx) * cfg.theta_x_sd
+    ce = e @ c
+    s = (ce - ce.mean()) / ce.std()
+    return _World(
+        item_e=e,
+        item_cluster=cluster.astype(np.int32),
+        item_music=music.astype(np.int32),
+        item_template=template.astype(np.int32),
+        item_b=b,
+        item_s=s,
+        item_d=d,
+        item_ce=ce,
+        A=A,
+        D=D,
+        theta_x=theta_x,
+    )
+
+
+def _softplus(v):
+    return np.logaddexp(0.0, v)
+
+
+def _draw_arm(cfg: SimConfig, world: _World, n: int, randomized: bool, rng: np.random.Generator):
+    """Users, exposures, times and mediator pieces for one arm (chunked over users)."""
+    L, ni = cfg.max_len, cfg.n_items
+    x = rng.standard_normal((n, cfg.d_x))
+    w = rng.standard_normal(n)
+    items = np.empty((n, L), dtype=np.int64)
+    # Bound the [chunk, n_items] logit block to ~2e7 float64s at scale.
+    chunk = max(1, min(cfg.chunk_users, 20_000_000 // ni))
+    item_s32 = world.item_s.astype(np.float32)
+    item_e32 = world.item_e.astype(np.float32)
+    item_b32 = world.item_b.astype(np.float32)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        m = hi - lo
+        if randomized or cfg.kappa == 0.0:
+            logits = np.zeros((m, ni), np.float32)
+        else:
+            xa = x[lo:hi] @ world.A.T  # [m, d_e]
+            logits = xa.astype(np.float32) @ item_e32.T
+            logits += (cfg.gamma_w * w[lo:hi, None]).astype(np.float32) * item_s32[None, :]
+            logits += item_b32[None, :]
+            logits *= np.float32(cfg.kappa)
+        # Gumbel-top-L: L distinct items, softmax sampling without replacement. The
+        # exponential race log(E) - logit (E ~ Exp(1)) is the negated Gumbel-max
+        # key; float32 suffices for sampling.
+        g = rng.standard_exponential(size=(m, ni), dtype=np.float32)
+        np.log(np.maximum(g, np.float32(1e-30), out=g), out=g)
+        g -= logits
+        top = np.argpartition(g, L - 1, axis=1)[:, :L]
+        # Random order inside the window: which item comes when is independent of the draw.
+        order = np.argsort(rng.random((m, L)), axis=1)
+        items[lo:hi] = np.take_along_axis(top, order, axis=1)
+    if cfg.variable_length:
+        lengths = rng.integers(cfg.min_len, L + 1, size=n)
+    else:
+        lengths = np.full(n, L)
+    mask = np.arange(L)[None, :] < lengths[:, None]
+    t = np.where(mask, rng.uniform(0.0, cfg.horizon_days, size=(n, L)), np.inf)
+    t = np.sort(t, axis=1)
+    dt = np.where(mask, cfg.horizon_days - t, 0.0)
+    items = np.where(mask, items, 0)
+    rho = np.where(mask, np.exp(-dt / cfg.decay_days), 0.0)
+    e_t = world.item_e[items]  # [n, L, d_e]
+    xde = np.einsum("nk,nlk->nl", x @ world.D, e_t)
+    h = _softplus(world.item_ce[items] + xde - 1.0)
+    r = np.where(mask, rho * h, 0.0)
+    direct = np.where(mask, rho * world.item_d[items], 0.0)
+    return x, w, items, mask, dt, r, direct
+
+
+def _solve_theta0(base, s, target, num_nodes):
+    """theta_0 with mean_u Psi(base_u + theta_0, s) = target (safeguarded Newton)."""
+    nodes, weights = np.polynomial.hermite.hermgauss(int(num_nodes))
+    z = np.sqrt(2.0) * s * nodes
+    wts = weights / np.sqrt(np.pi)
+    lo, hi = -60.0, 60.0
+    t0 = float(np.log(target / (1.0 - target)) - np.median(base))
+    for _ in range(100):
+        p = _sigmoid(base[:, None] + t0 + z[None, :])
+        f = float((p @ wts).mean()) - target
+        if f < 0:
+            lo = t0
+        else:
+            hi = t0
+        if abs(f) < 1e-13 or hi - lo < 1e-12:
+            break
+        slope = float(((p * (1.0 - p)) @ wts).mean())
+        step = t0 - f / slope if slope > 0 else 0.5 * (lo + hi)
+        t0 = step if lo < step < hi else 0.5 * (lo + hi)
+    return t0
+
+
+def _proxy(cfg, world, items, mask, r, y, rng):
+    """Upload content and per-touch proxy y' (notes §7b, "Proxy")."""
+    n, L = items.shape
+    src = np.full(n, -1, dtype=np.int64)
+    up_item = np.full(n, -1, dtype=np.int64)
+    # j* ~ r_uj over valid touches (r > 0 since softplus > 0 and rho > 0).
+    cum = np.cumsum(r, axis=1)
+    u = rng.random(n) * cum[:, -1]
+    jstar = np.minimum((cum < u[:, None]).sum(axis=1), L - 1)
+    jstar = np.minimum(jstar, mask.sum(axis=1) - 1)
+    replace = rng.random(n) < cfg.eta_p
+    rand_item = rng.integers(0, cfg.n_items, size=n)
+    chosen = np.where(replace, rand_item, items[np.arange(n), jstar])
+    xi = rng.standard_normal((n, cfg.d_e))
+    up = y == 1
+    src[up & ~replace] = jstar[up & ~replace]
+    up_item[up] = chosen[up]
+    e_up = world.item_e[chosen] + 0.5 * xi
+    e_up /= np.linalg.norm(e_up, axis=1, keepdims=True)
+    m_up = world.item_music[chosen]
+    tp_up = world.item_template[chosen]
+    e_t = world.item_e[items]
+    cos = np.einsum("nk,nlk->nl", e_up, e_t) / np.linalg.norm(e_t, axis=2)
+    valid = mask & up[:, None]
+    comp_m = np.where(valid, (world.item_music[items] == m_up[:, None]).astype(float), 0.0)
+    comp_t = np.where(valid, (world.item_template[items] == tp_up[:, None]).astype(float), 0.0)
+    comp_c = np.where(valid, np.maximum(cos, 0.0), 0.0)
+    yp = np.clip(0.5 * comp_m + 0.3 * comp_t + 0.2 * comp_c, 0.0, 1.0)
+    up_music = np.where(up, m_up, -1)
+    up_template = np.where(up, tp_up, -1)
+    up_e = np.where(up[:, None], e_up, 0.0)
+    return yp, comp_m, comp_t, comp_c, src, up_item, up_music, up_template, up_e
+
+
+def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
+    r"""Simulates the CDP world of notes §7b with exact deletion truths.
+
+    Items carry content embeddings, clusters, music/template ids, popularity
+    ``b``, potency ``s = standardize(c^T e)`` and a direct score ``d``. Users have
+    observed ``x ~ N(0, I)`` and hidden ``w ~ N(0, 1)``. Exposure draws L distinct
+    items by Gumbel-top-L on
+
+    .. math:: \ell_u(\tau) = \kappa (e_\tau^\top A x_u + \gamma_w w_u s_\tau + b_\tau),
+
+    times ``t ~ U(0, H)`` sorted. The mediator is
+    ``mu_u(S) = sum_{j in S} rho(dt_j) softplus(c^T e_j + x^T D e_j - 1) + gamma_WM w_u``
+    with ``M = mu(full) + eps``, ``eps ~ N(0, sigma_M^2)``, and
+
+    .. math:: a_u(S) = \theta_0 + \theta_M \mu_u(S) + \theta_x^\top x_u + \theta_w w_u
+      + \gamma_{TY} \sum_{j \in S} \rho(dt_j) d_j,
+      \quad Y_u \sim \mathrm{Bern}(\sigma(a_u(\mathrm{full}) + \theta_M \varepsilon_u)).
+
+    ``theta_0`` is solved so the observational arm's mean of ``p_unit`` is
+    ``base_rate``; the randomized arm (kappa = gamma_w = 0) reuses it. Truths
+    (notes §7b, "Exact truth"):
+
+    * ``P^unit(S) = Psi(a(S), theta_M sigma_M)`` and
+      ``delta_unit_j = P^unit(full) - P^unit(full minus j)``;
+    * ``P^x(S) = Psi(a^x(S), s_x)`` with the w terms dropped from ``a`` and
+      ``s_x^2 = theta_M^2 sigma_M^2 + (theta_w + theta_M gamma_WM)^2``; ``delta_x``.
+
+    Args:
+      config: a ``SimConfig`` (default preset when None).
+      seed: integer seed of the PCG64 generator.
+
+    Returns:
+      A ``SimData`` of NumPy arrays: observational users first, then the
+      randomized arm.
+
+    Example:
+      >>> sim = simulate_cdp(SimConfig.preset("unit_test", n_users=200, n_rct=50), seed=0)
+      >>> sim.item.shape, sim.delta_x.shape
+      ((250, 8), (250, 8))
+    """
+    cfg = SimConfig() if config is None else config
+    if not isinstance(cfg, SimConfig):
+        raise TypeError(f"config must be a SimConfig, got {type(cfg).__name__}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
+    rng = np.random.Generator(np.random.PCG64(int(seed)))
+    world = _make_world(cfg, rng)
+    n_obs, n_rct = cfg.n_users, cfg.num_rct
+    obs = _draw_arm(cfg, world, n_obs, False, rng)
+    if n_rct > 0:
+        rct = _draw_arm(cfg, world, n_rct, True, rng)
+        x, w, items, mask, dt, r, direct = (np.concatenate([a, b]) for a, b in zip(obs, rct))
+    else:
+        x, w, items, mask, dt, r, direct = obs
+    n = n_obs + n_rct
+    arm = np.concatenate([np.zeros(n_obs, np.int8), np.ones(n_rct, np.int8)])
+
+    tm, tw, gwm, gty = cfg.theta_M, cfg.theta_w, cfg.gamma_WM, cfg.gamma_TY
+    s_unit = tm * cfg.sigma_M
+    s_x = float(np.sqrt(s_unit**2 + (tw + tm * gwm) ** 2))
+    mu_full = r.sum(axis=1)
+    dir_full = direct.sum(axis=1)
+    xt = x @ world.theta_x
+    # a(S) without theta_0; the w terms kept separately for the x-truth.
+    ax_full = tm * mu_full + xt + gty * dir_full
+    w_terms = (tw + tm * gwm) * w
+    theta_0 = _solve_theta0(ax_full[:n_obs] + w_terms[:n_obs], s_unit, cfg.base_rate, cfg.gh_nodes)
+    ax_full = ax_full + theta_0
+    # Deleting touch j removes its mediator and direct contributions (additivity).
+    ax_del = ax_full[:, None] - tm * r - gty * direct
+    psi = lambda a, s: gauss_hermite_psi(a, s, cfg.gh_nodes)
+    p_unit = psi(ax_full + w_terms, s_unit)
+    p_x = psi(ax_full, s_x)
+    delta_unit = np.where(mask, p_unit[:, None] - psi(ax_del + w_terms[:, None], s_unit), 0.0)
+    delta_x = np.where(mask, p_x[:, None] - psi(ax_del, s_x), 0.0)
+    # Removing the whole cluster of touch j.
+    clus = world.item_cluster[items]
+    same = (clus[:, :, None] == clus[:, None, :]) & mask[:, None, :] & mask[:, :, None]
+    ax_rem = ax_full[:, None] - np.einsum("njk,nk->nj", same, tm * r + gty * direct)
+    removal_x = np.where(mask, p_x[:, None] - psi(ax_rem, s_x), 0.0)
+
+    eps = cfg.sigma_M * rng.standard_normal(n)
+    mediator = mu_full + gwm * w + eps
+    logit_y = ax_full + w_terms + tm * eps
+    y = (rng.random(n) < _sigmoid(logit_y)).astype(np.int8)
+    yp, comp_m, comp_t, comp_c, src, up_item, up_music, up_template, up_e = _proxy(
+        cfg, world, items, mask, r, y, rng
+    )
+
+    split = np.full(n, SPLIT_CODES["rct"], dtype=np.int8)
+    perm = rng.permutation(n_obs)
+    n_tr, n_va = int(round(0.8 * n_obs)), int(round(0.1 * n_obs))
+    split[perm[:n_tr]] = SPLIT_CODES["train"]
+    split[perm[n_tr : n_tr + n_va]] = SPLIT_CODES["val"]
+    split[perm[n_tr + n_va :]] = SPLIT_CODES["test"]
+
+    K = cfg.n_clusters
+    exposed = np.zeros((n, K), dtype=bool)
+    rows = np.broadcast_to(np.arange(n)[:, None], clus.shape)
+    exposed[rows[mask], clus[mask]] = True
+    rct_cluster_uplift = np.full(K, np.nan)
+    if n_rct > 0:
+        e_r, p_r = exposed[n_obs:], p_x[n_obs:]
+        n_pos = e_r.sum(axis=0)
+        n_neg = n_rct - n_pos
+        s_pos = p_r @ e_r
+        s_neg = p_r.sum() - s_pos
+        ok = (n_pos > 0) & (n_neg > 0)
+        rct_cluster_uplift[ok] = s_pos[ok] / n_pos[ok] - s_neg[ok] / n_neg[ok]
+    # Per user and cluster, the removal effect (any of the user's touches of c carries it).
+    rem_uc = np.zeros((n_obs, K))
+    rem_uc[rows[:n_obs][mask[:n_obs]], clus[:n_obs][mask[:n_obs]]] = removal_x[:n_obs][mask[:n_obs]]
+    n_exp = exposed[:n_obs].sum(axis=0)
+    obs_cluster_removal = np.full(K, np.nan)
+    obs_cluster_removal[n_exp > 0] = rem_uc.sum(axis=0)[n_exp > 0] / n_exp[n_exp > 0]
+
+    f32 = np.float32
+    return SimData(
+        item=items.astype(np.int32),
+        cluster=np.where(mask, clus, 0).astype(np.int32),
+        music=np.where(mask, world.item_music[items], 0).astype(np.int32),
+        template=np.where(mask, world.item_template[items], 0).astype(np.int32),
+        dt=dt.astype(f32),
+        mask=mask,
+        x=x.astype(f32),
+        w=w,
+        y=y,
+        yp=yp.astype(f32),
+        yp_music=comp_m.astype(f32),
+        yp_template=comp_t.astype(f32),
+        yp_cos=comp_c.astype(f32),
+        src=src.astype(np.int32),
+        up_item=up_item.astype(np.int32),
+        up_music=up_music.astype(np.int32),
+        up_template=up_template.astype(np.int32),
+        up_e=up_e.astype(f32),
+        r=r,
+        mediator=mediator,
+        arm=arm,
+        split=split,
+        p_unit=p_unit,
+        p_x=p_x,
+        delta_unit=delta_unit,
+        delta_x=delta_x,
+        removal_x=removal_x,
+        rct_cluster_uplift=rct_cluster_uplift,
+        obs_cluster_removal=obs_cluster_removal,
+        item_e=world.item_e.astype(f32),
+        item_cluster=world.item_cluster,
+        item_music=world.item_music,
+        item_template=world.item_template,
+        item_s=world.item_s,
+        item_d=world.item_d,
+        theta_0=float(theta_0),
+        theta_x=world.theta_x,
+    )
+
+
+def sim_to_batch(
+    sim: SimData,
+    split: Literal["train", "val", "test", "rct", "all"] = "train",
+    *,
+    ipw: np.ndarray | None = None,
+) -> JourneyBatch:
+    """The journeys of one split as a ``JourneyBatch`` of NumPy arrays.
+
+    ``touch_ids`` columns are ``SIM_TOUCH_FIELDS`` = (item, cluster, music,
+    template), with vocabularies ``SimConfig.vocab_sizes``. ``tfeat`` holds
+    log1p(hours to the window end H), log1p(hours since the previous touch; 0 for
+    the first) and position-from-end / L. ``yp`` is ``[N, L, 1]`` and ``yp_mask``
+    is ``touch_mask & (y == 1)``. ``user_id`` is the row of the user in ``sim``.
+
+    Args:
+      sim: the output of ``simulate_cdp``.
+      split: "train", "val", "test" (observational 80/10/10), "rct" (randomized
+        arm) or "all".
+      ipw: optional ``[N_split]`` weights (ones when None).
+
+    Returns:
+      A ``JourneyBatch`` with leading axis N_split (propensity left as None).
+    """
+    if not isinstance(sim, SimData):
+        raise TypeError(f"sim must be a SimData, got {type(sim).__name__}.")
+    if split == "all":
+        rows = np.arange(sim.y.shape[0])
+    elif split in SPLIT_CODES:
+        rows = np.flatnonzero(sim.split == SPLIT_CODES[split])
+    else:
+        raise ValueError(f"split must be one of {tuple(SPLIT_CODES) + ('all',)}, got {split!r}.")
+    mask = sim.mask[rows]
+    hours_to_end = sim.dt[rows].astype(np.float64) * 24.0
+    y = sim.y[rows].astype(np.float32)
+    n = rows.shape[0]
+    if ipw is None:
+        ipw = np.ones(n, np.float32)
+    else:
+        ipw = np.asarray(ipw, np.float32)
+        if ipw.shape != (n,):
+            raise ValueError(f"ipw has shape {ipw.shape}; expected ({n},) for split {split!r}.")
+    return JourneyBatch(
+        x=sim.x[rows],
+        user_id=rows.astype(np.int32),
+        touch_ids=np.stack(
+            [sim.item[rows], sim.cluster[rows], sim.music[rows], sim.template[rows]], axis=-1
+        ).astype(np.int32),
+        tfeat=time_features(-hours_to_end * 3600.0, mask, end_time=np.zeros(n)),
+        touch_mask=mask,
+        y=y,
+        yp=sim.yp[rows][..., None],
+        yp_mask=mask & (y == 1)[:, None],
+        ipw=ipw,
+    )
