@@ -1,0 +1,1017 @@
+"""Multi-task recommender networks in Flax NNX: Shared-Bottom, MMoE, PLE, Split-MMoE.
+
+Every model maps a batch of features to per-task logits ``[B, K]``::
+
+    logits = model(cat, dense, user, mu=mu)          # == model.heads(model.trunk(...), mu=mu)
+
+with ``cat`` ``[B, F]`` int32 categorical ids (one column per field),
+``dense`` ``[B, D]`` float32 numeric features and ``user`` ``[B]`` int32 user ids
+(only read by a personalized gate; ``None`` otherwise). ``mu`` is the DRGrad
+updater's ``(mu', mu'')`` and is only read by ``SplitMMoE``.
+
+The split into ``trunk`` (shared computation up to the task representations)
+and ``heads`` (the task towers) lets ``per_task_rep_grads`` take per-task
+gradients at the representations. ``task_of(model)`` labels each parameter with
+the one task that reads it (or ``SHARED``) so ``per_task_grads`` only pays K
+backward passes through the shared part. Models are trained functionally:
+``graphdef, state = nnx.split(model)``; ``params = nnx.to_pure_dict(state)``;
+``nnx.merge(graphdef, params)`` inside a jitted step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from drgrad_jax._src.task_grads import SHARED
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
+    "gelu": jax.nn.gelu,
+    "tanh": jnp.tanh,
+    "identity": lambda x: x,
+}
+MIXES = ("logits", "probs")
+PPNETS = (None, "single", "gatenu")
+
+
+def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {name!r}.")
+    return ACTIVATIONS[name]
+
+
+def _widths(name: str, value) -> tuple[int, ...]:
+    value = tuple(int(v) for v in value)
+    if any(v <= 0 for v in value):
+        raise ValueError(f"{name} must hold positive layer widths; got {value}.")
+    return value
+
+
+def _positive(name: str, value: int) -> int:
+    if int(value) != value or value <= 0:
+        raise ValueError(f"{name} must be a positive int; got {value!r}.")
+    return int(value)
+
+
+# --- building blocks -------------------------------------------------------------
+
+
+class MLP(nnx.Module):
+    """A stack of dense layers, activation after every layer but (optionally) the last.
+
+    Args:
+      in_features: input width.
+      features: output width of each layer.
+      activation: name in ``ACTIVATIONS``.
+      activate_last: whether the last layer is followed by the activation too.
+      kernel_init: kernel initializer (default LeCun normal).
+      rngs: ``nnx.Rngs``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        features: Sequence[int],
+        *,
+        activation: str = "relu",
+        activate_last: bool = True,
+        kernel_init=None,
+        rngs: nnx.Rngs,
+    ):
+        features = _widths("features", features)
+        kw = {} if kernel_init is None else {"kernel_init": kernel_init}
+        dims = (in_features,) + features
+        self.layers = nnx.List(
+            [nnx.Linear(a, b, rngs=rngs, **kw) for a, b in zip(dims[:-1], dims[1:])]
+        )
+        self.activation = activation
+        self.activate_last = activate_last
+        self.out_features = dims[-1]
+        _activation(activation)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _activation(self.activation)
+        n = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < n - 1 or self.activate_last:
+                x = act(x)
+        return x
+
+
+class Tower(nnx.Module):
+    """A task tower: hidden layers then one logit. Returns ``[B]``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        *,
+        activation: str = "relu",
+        kernel_init=None,
+        rngs: nnx.Rngs,
+    ):
+        self.mlp = MLP(
+            in_features,
+            tuple(hidden) + (1,),
+            activation=activation,
+            activate_last=False,
+            kernel_init=kernel_init,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.mlp(x)[:, 0]
+
+
+class ExpertPool(nnx.Module):
+    """``num_experts`` identical MLP experts stored stacked and run as one einsum.
+
+    ``x`` ``[B, in]`` -> ``[B, num_experts, out]``; every layer is followed by
+    the activation (experts end in a nonlinearity, as in MMoE and PLE).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_experts: int,
+        hidden: Sequence[int],
+        *,
+        activation: str = "relu",
+        rngs: nnx.Rngs,
+    ):
+        num_experts = _positive("num_experts", num_experts)
+        hidden = _widths("expert_hidden", hidden)
+        if not hidden:
+            raise ValueError("expert_hidden must name at least one layer width.")
+        init = jax.nn.initializers.lecun_normal(batch_axis=0)
+        dims = (in_features,) + hidden
+        self.kernels = nnx.List(
+            [
+                nnx.Param(init(rngs.params(), (num_experts, a, b), jnp.float32))
+                for a, b in zip(dims[:-1], dims[1:])
+            ]
+        )
+        self.biases = nnx.List(
+            [nnx.Param(jnp.zeros((num_experts, b), jnp.float32)) for b in hidden]
+        )
+        self.activation = activation
+        self.num_experts = num_experts
+        self.out_features = hidden[-1]
+        _activation(activation)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _activation(self.activation)
+        h = act(jnp.einsum("bi,eio->beo", x, self.kernels[0][...]) + self.biases[0][...][None])
+        for w, b in zip(self.kernels[1:], self.biases[1:]):
+            h = act(jnp.einsum("bei,eio->beo", h, w[...]) + b[...][None])
+        return h
+
+
+class Gate(nnx.Module):
+    """Softmax gate over experts: ``G(x) = softmax(MLP(x))`` with optional hidden layers."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_experts: int,
+        *,
+        hidden: Sequence[int] = (),
+        activation: str = "relu",
+        rngs: nnx.Rngs,
+    ):
+        self.mlp = MLP(
+            in_features,
+            tuple(hidden) + (num_experts,),
+            activation=activation,
+            activate_last=False,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array, experts: jax.Array) -> jax.Array:
+        """Mixes ``experts`` ``[B, E, d]`` with the gate's weights: ``[B, d]``."""
+        weights = jax.nn.softmax(self.mlp(x), axis=-1)
+        return jnp.einsum("be,bed->bd", weights, experts)
+
+
+class PersonalizedGate(nnx.Module):
+    """DRGrad's personalized gate: ``2 * sigmoid`` of a projection of ID embeddings.
+
+    ::
+
+      single:  g = 2 sigma(v_PP W_PP)                         (the paper, PPNet-like)
+      gatenu:  g = 2 sigma(W2 relu(W1 v_PP + b1) + b2)       (PEPNet's Gate NU)
+
+    The gate multiplies the shared representation coordinate-wise,
+    ``v_s <- g * v_s``; values lie in ``(0, 2)`` and equal 1 at zero
+    pre-activation, so each coordinate can be amplified or suppressed per user.
+
+    Args:
+      in_features: width of the ID embedding ``v_PP``.
+      features: width of the gated representation.
+      kind: ``"single"`` (default) or ``"gatenu"``.
+      hidden: hidden width of ``"gatenu"``.
+      rngs: ``nnx.Rngs``.
+
+    Example:
+      >>> from flax import nnx
+      >>> import jax.numpy as jnp
+      >>> gate = PersonalizedGate(4, 3, rngs=nnx.Rngs(0))
+      >>> gate(jnp.zeros((2, 4))).tolist()   # zero input: every coordinate kept
+      [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+
+    References:
+      Liu, Miao, Xia, "Direct Routing Gradient (DRGrad)", AAAI 2025, Sec. 2.5.
+      Chang et al., "PEPNet: Parameter and Embedding Personalized Network",
+      KDD 2023, https://arxiv.org/abs/2302.01115.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        *,
+        kind: str = "single",
+        hidden: int = 32,
+        rngs: nnx.Rngs,
+    ):
+        if kind not in ("single", "gatenu"):
+            raise ValueError(f"kind must be 'single' or 'gatenu'; got {kind!r}.")
+        widths = (features,) if kind == "single" else (hidden, features)
+        self.mlp = MLP(in_features, widths, activate_last=False, rngs=rngs)
+        self.kind = kind
+
+    def __call__(self, v_pp: jax.Array) -> jax.Array:
+        return 2.0 * jax.nn.sigmoid(self.mlp(v_pp))
+
+
+# --- feature encoders ------------------------------------------------------------
+
+
+def _check_features(cat, dense, vocab_sizes, num_dense):
+    f = len(vocab_sizes)
+    if cat is None:
+        if f:
+            raise ValueError(f"cat is None but the model expects {f} categorical fields.")
+    elif jnp.ndim(cat) != 2 or cat.shape[1] != f:
+        raise ValueError(f"cat has shape {jnp.shape(cat)}; expected [batch, {f}].")
+    elif not jnp.issubdtype(cat.dtype, jnp.integer):
+        raise TypeError(f"cat must hold integer ids; got dtype {cat.dtype}.")
+    if dense is None:
+        if num_dense:
+            raise ValueError(f"dense is None but the model expects {num_dense} dense features.")
+    elif jnp.ndim(dense) != 2 or dense.shape[1] != num_dense:
+        raise ValueError(f"dense has shape {jnp.shape(dense)}; expected [batch, {num_dense}].")
+
+
+class EmbeddingEncoder(nnx.Module):
+    """Embeds every categorical field and concatenates the dense features.
+
+    One table holds all fields (row offsets per field), so a lookup is one
+    gather: ``h = [E[cat_1 + o_1], ..., E[cat_F + o_F], dense]``.
+    """
+
+    def __init__(
+        self,
+        vocab_sizes: Sequence[int],
+        num_dense: int,
+        *,
+        embed_dim: int = 8,
+        rngs: nnx.Rngs,
+    ):
+        self.vocab_sizes = tuple(_positive("vocab_sizes entry", v) for v in vocab_sizes)
+        self.num_dense = int(num_dense)
+        if not self.vocab_sizes and not self.num_dense:
+            raise ValueError("the model needs at least one categorical or dense feature.")
+        self.offsets = tuple(int(o) for o in np.cumsum((0,) + self.vocab_sizes[:-1]))
+        self.embed_dim = _positive("embed_dim", embed_dim)
+        self.table = (
+            nnx.Embed(sum(self.vocab_sizes), self.embed_dim, rngs=rngs)
+            if self.vocab_sizes
+            else None
+        )
+        self.out_features = len(self.vocab_sizes) * self.embed_dim + self.num_dense
+
+    def __call__(self, cat, dense) -> jax.Array:
+        _check_features(cat, dense, self.vocab_sizes, self.num_dense)
+        parts = []
+        if self.vocab_sizes:
+            ids = cat + jnp.asarray(self.offsets, cat.dtype)[None, :]
+            emb = self.table(ids)
+            parts.append(emb.reshape(emb.shape[0], -1))
+        if self.num_dense:
+            parts.append(dense.astype(jnp.float32))
+        return jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+
+class FieldMLPEncoder(nnx.Module):
+    """The released DRGrad Census input network: one small MLP per categorical field.
+
+    ::
+
+      field_f = MLP[dim_f/2, dim_f](onehot_f)        dim_f = vocabulary size of field f
+      sparse  = MLP[64, 128](concat_f field_f);      dense = MLP[32](x_dense)
+      h       = MLP[128](concat(sparse, dense))      mish after every layer
+
+    The first layer on a one-hot input is computed as an embedding lookup plus
+    a bias (the same function, without the one-hot matrix).
+    """
+
+    def __init__(
+        self,
+        vocab_sizes: Sequence[int],
+        num_dense: int,
+        *,
+        sparse_hidden: Sequence[int] = (64, 128),
+        dense_hidden: Sequence[int] = (32,),
+        out_hidden: Sequence[int] = (128,),
+        activation: str = "mish",
+        rngs: nnx.Rngs,
+    ):
+        self.vocab_sizes = tuple(_positive("vocab_sizes entry", v) for v in vocab_sizes)
+        self.num_dense = int(num_dense)
+        if not self.vocab_sizes:
+            raise ValueError("FieldMLPEncoder needs at least one categorical field.")
+        self.activation = activation
+        act_init = jax.nn.initializers.glorot_uniform()
+        halves = [max(1, v // 2) for v in self.vocab_sizes]
+        self.field_embed = nnx.List(
+            [nnx.Embed(v, h, rngs=rngs) for v, h in zip(self.vocab_sizes, halves)]
+        )
+        self.field_bias = nnx.List([nnx.Param(jnp.zeros((h,), jnp.float32)) for h in halves])
+        self.field_out = nnx.List(
+            [
+                nnx.Linear(h, v, kernel_init=act_init, rngs=rngs)
+                for v, h in zip(self.vocab_sizes, halves)
+            ]
+        )
+        self.sparse = MLP(sum(self.vocab_sizes), sparse_hidden, activation=activation, rngs=rngs)
+        width = self.sparse.out_features
+        if self.num_dense:
+            self.dense = MLP(self.num_dense, dense_hidden, activation=activation, rngs=rngs)
+            width += self.dense.out_features
+        else:
+            self.dense = None
+        self.out = MLP(width, out_hidden, activation=activation, rngs=rngs)
+        self.out_features = self.out.out_features
+
+    def __call__(self, cat, dense) -> jax.Array:
+        _check_features(cat, dense, self.vocab_sizes, self.num_dense)
+        act = _activation(self.activation)
+        fields = []
+        for f, (emb, bias, lin) in enumerate(
+            zip(self.field_embed, self.field_bias, self.field_out)
+        ):
+            h = act(emb(cat[:, f]) + bias[...][None, :])
+            fields.append(act(lin(h)))
+        parts = [self.sparse(jnp.concatenate(fields, axis=1))]
+        if self.dense is not None:
+            parts.append(self.dense(dense.astype(jnp.float32)))
+        return self.out(jnp.concatenate(parts, axis=1))
+
+
+def _make_encoder(encoder, vocab_sizes, num_dense, embed_dim, rngs):
+    if encoder == "embed":
+        return EmbeddingEncoder(vocab_sizes, num_dense, embed_dim=embed_dim, rngs=rngs)
+    if encoder == "field_mlp":
+        return FieldMLPEncoder(vocab_sizes, num_dense, rngs=rngs)
+    raise ValueError(f"encoder must be 'embed' or 'field_mlp'; got {encoder!r}.")
+
+
+def _check_tasks(num_tasks: int, minimum: int = 1) -> int:
+    if int(num_tasks) != num_tasks or num_tasks < minimum:
+        raise ValueError(f"num_tasks must be an int >= {minimum}; got {num_tasks!r}.")
+    return int(num_tasks)
+
+
+def _stack_logits(logits: Sequence[jax.Array]) -> jax.Array:
+    return jnp.stack(logits, axis=1)
+
+
+# --- models --------------------------------------------------------------------
+
+
+class SharedBottom(nnx.Module):
+    """Shared-Bottom multi-task network: one shared MLP, one tower per task.
+
+    ::
+
+      h = f(x);  z_k = T_k(h)            (Caruana 1997; MMoE's baseline)
+
+    Args:
+      vocab_sizes: vocabulary size of each categorical field (ids in
+        ``[0, vocab)``).
+      num_dense: number of dense features.
+      num_tasks: number of tasks K.
+      embed_dim: embedding width per categorical field.
+      bottom: widths of the shared MLP.
+      tower: hidden widths of each tower (each ends in one logit).
+      activation: name in ``ACTIVATIONS``.
+      rngs: ``nnx.Rngs``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> m = SharedBottom((5, 3), 2, num_tasks=2, rngs=nnx.Rngs(0))
+      >>> m(jnp.zeros((4, 2), jnp.int32), jnp.ones((4, 2))).shape
+      (4, 2)
+    """
+
+    def __init__(
+        self,
+        vocab_sizes: Sequence[int],
+        num_dense: int,
+        num_tasks: int = 2,
+        *,
+        embed_dim: int = 8,
+        bottom: Sequence[int] = (64,),
+        tower: Sequence[int] = (16,),
+        activation: str = "relu",
+        rngs: nnx.Rngs,
+    ):
+        self.num_tasks = _check_tasks(num_tasks)
+        self.encoder = EmbeddingEncoder(vocab_sizes, num_dense, embed_dim=embed_dim, rngs=rngs)
+        self.bottom = MLP(self.encoder.out_features, bottom, activation=activation, rngs=rngs)
+        self.towers = nnx.List(
+            [
+                Tower(self.bottom.out_features, tower, activation=activation, rngs=rngs)
+                for _ in range(self.num_tasks)
+            ]
+        )
+
+    def trunk(self, cat, dense, user=None) -> dict[str, jax.Array]:
+        del user
+        return {"shared": self.bottom(self.encoder(cat, dense))}
+
+    def heads(self, reps, *, mu=None) -> jax.Array:
+        del mu
+        return _stack_logits([t(reps["shared"]) for t in self.towers])
+
+    def __call__(self, cat, dense, user=None, *, mu=None) -> jax.Array:
+        return self.heads(self.trunk(cat, dense, user), mu=mu)
+
+    def task_owner(self, path: tuple[str, ...]) -> int:
+        return int(path[1]) if path[0] == "towers" else SHARED
+
+
+class MMoE(nnx.Module):
+    """Multi-gate Mixture-of-Experts: one softmax gate per task over a shared expert pool.
+
+    ::
+
+      f_k(x) = sum_e softmax(W_k h)_e  E_e(h);    z_k = T_k(f_k(x))      (MMoE Eq. 5-7)
+
+    ``trunk`` returns ``{"task_k": f_k}``: each representation is read by one
+    task only.
+
+    Args:
+      vocab_sizes: vocabulary size of each categorical field.
+      num_dense: number of dense features.
+      num_tasks: number of tasks K.
+      embed_dim: embedding width per categorical field.
+      num_experts: number of experts.
+      expert_hidden: widths of each expert MLP (the last is the expert output d).
+      tower: hidden widths of each tower.
+      gate_hidden: hidden widths of each gate (``()``: a single linear layer).
+      activation: name in ``ACTIVATIONS``.
+      rngs: ``nnx.Rngs``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> m = MMoE((), 3, num_tasks=3, num_experts=4, rngs=nnx.Rngs(0))
+      >>> sorted(m.trunk(None, jnp.ones((2, 3))))
+      ['task_0', 'task_1', 'task_2']
+
+    References:
+      Ma et al., "Modeling Task Relationships in Multi-task Learning with
+      Multi-gate Mixture-of-Experts", KDD 2018,
+      https://doi.org/10.1145/3219819.3220007.
+    """
+
+    def __init__(
+        self,
+        vocab_sizes: Sequence[int],
+        num_dense: int,
+        num_tasks: int = 2,
+        *,
+        embed_dim: int = 8,
+        num_experts: int = 8,
+        expert_hidden: Sequence[int] = (16,),
+        tower: Sequence[int] = (8,),
+        gate_hidden: Sequence[int] = (),
+        activation: str = "relu",
+        rngs: nnx.Rngs,
+    ):
+        self.num_tasks = _check_tasks(num_tasks)
+        self.encoder = EmbeddingEncoder(vocab_sizes, num_dense, embed_dim=embed_dim, rngs=rngs)
+        width = self.encoder.out_features
+        self.experts = ExpertPool(
+            width, num_experts, expert_hidden, activation=activation, rngs=rngs
+        )
+        d = self.experts.out_features
+        self.gates = nnx.List(
+            [
+                Gate(width, num_experts, hidden=gate_hidden, activation=activation, rngs=rngs)
+                for _ in range(self.num_tasks)
+            ]
+        )
+        self.towers = nnx.List(
+            [Tower(d, tower, activation=activation, rngs=rngs) for _ in range(self.num_tasks)]
+        )
+
+    def trunk(self, cat, dense, user=None) -> dict[str, jax.Array]:
+        del user
+        h = self.encoder(cat, dense)
+        experts = self.experts(h)
+        return {f"task_{k}": g(h, experts) for k, g in enumerate(self.gates)}
+
+    def heads(self, reps, *, mu=None) -> jax.Array:
+        del mu
+        return _stack_logits([t(reps[f"task_{k}"]) for k, t in enumerate(self.towers)])
+
+    def __call__(self, cat, dense, user=None, *, mu=None) -> jax.Array:
+        return self.heads(self.trunk(cat, dense, user), mu=mu)
+
+    def task_owner(self, path: tuple[str, ...]) -> int:
+        return int(path[1]) if path[0] in ("towers", "gates") else SHARED
+
+
+class PLE(nnx.Module):
+    """Progressive Layered Extraction: stacked CGC levels of task-specific and shared experts.
+
+    At level l, task k's gate mixes task k's experts with the shared experts
+    (reading task k's input of that level); below the last level a shared gate
+    mixes every expert into the next level's shared input::
+
+      f_k^l = softmax(W_k^l x_k^{l-1}) [E_k^l(x_k^{l-1}), E_s^l(x_s^{l-1})]
+      f_s^l = softmax(W_s^l x_s^{l-1}) [E_1^l, ..., E_K^l, E_s^l]
+      z_k   = T_k(f_k^L)
+
+    ``census_released`` builds the DRGrad authors' Census network as a PLE
+    configuration.
+
+    Args:
+      vocab_sizes: vocabulary size of each categorical field.
+      num_dense: number of dense features.
+      num_tasks: number of tasks K.
+      num_levels: number of CGC levels.
+      num_specific: experts per task per level.
+      num_shared: shared experts per level.
+      embed_dim: embedding width per field (``encoder="embed"``).
+      expert_hidden: widths of each expert MLP.
+      tower: hidden widths of each tower.
+      gate_hidden: hidden widths of each gate.
+      activation: activation of experts, gates and encoder.
+      tower_activation: activation inside the towers (default: ``activation``).
+      encoder: ``"embed"`` (embeddings + dense) or ``"field_mlp"`` (released code).
+      rngs: ``nnx.Rngs``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> m = PLE((4,), 2, num_tasks=2, rngs=nnx.Rngs(0))
+      >>> m(jnp.zeros((3, 1), jnp.int32), jnp.ones((3, 2))).shape
+      (3, 2)
+
+    References:
+      Tang et al., "Progressive Layered Extraction (PLE): A Novel Multi-Task
+      Learning (MTL) Model for Personalized Recommendations", RecSys 2020,
+      https://doi.org/10.1145/3383313.3412236.
+    """
+
+    def __init__(
+        self,
+        vocab_sizes: Sequence[int],
+        num_dense: int,
+        num_tasks: int = 2,
+        *,
+        num_levels: int = 2,
+        num_specific: int = 1,
+        num_shared: int = 1,
+        embed_dim: int = 8,
+        expert_hidden: Sequence[int] = (16,),
+        tower: Sequence[int] = (8,),
+        gate_hidden: Sequence[int] = (),
+        activation: str = "relu",
+        tower_activation: str | None = None,
+        encoder: str = "embed",
+        rngs: nnx.Rngs,
+    ):
+        self.num_tasks = k = _check_tasks(num_tasks)
+        self.num_levels = _positive("num_levels", num_levels)
+        num_specific = _positive("num_specific", num_specific)
+        num_shared = _positive("num_shared", num_shared)
+        self.encoder = _make_encoder(encoder, vocab_sizes, num_dense, embed_dim, rngs)
+        width = self.encoder.out_features
+        spec, shared, tgates, sgates = [], [], [], []
+        for level in range(self.num_levels):
+            last = level == self.num_levels - 1
+            spec.append(
+                nnx.List(
+                    [
+                        ExpertPool(
+                            width, num_specific, expert_hidden, activation=activation, rngs=rngs
+                        )
+                        for _ in range(k)
+                    ]
+                )
+            )
+            shared.append(
+                ExpertPool(width, num_shared, expert_hidden, activation=activation, rngs=rngs)
+            )
+            n_mix = num_specific + num_shared
+            tgates.append(
+                nnx.List(
+                    [
+                        Gate(width, n_mix, hidden=gate_hidden, activation=activation, rngs=rngs)
+                        for _ in range(k)
+                    ]
+                )
+            )
+            sgates.append(
+                None
+                if last
+                else Gate(
+                    width,
+                    k * num_specific + num_shared,
+                    hidden=gate_hidden,
+                    activation=activation,
+                    rngs=rngs,
+                )
+            )
+            width = spec[-1][0].out_features
+        self.specific_experts = nnx.List(spec)
+        self.shared_experts = nnx.List(shared)
+        self.task_gates = nnx.List(tgates)
+        self.shared_gates = nnx.List([g for g in sgates if g is not None])
+        tower_act = activation if tower_activation is None else tower_activation
+        self.towers = nnx.List(
+            [Tower(width, tower, activation=tower_act, rngs=rngs) for _ in range(k)]
+        )
+
+    def trunk(self, cat, dense, user=None) -> dict[str, jax.Array]:
+        del user
+        h = self.encoder(cat, dense)
+        task_in = [h] * self.num_tasks
+        shared_in = h
+        for level in range(self.num_levels):
+            own = [pool(x) for pool, x in zip(self.specific_experts[level], task_in)]
+            common = self.shared_experts[level](shared_in)
+            new_task_in = [
+                gate(x, jnp.concatenate([e, common], axis=1))
+                for gate, x, e in zip(self.task_gates[level], task_in, own)
+            ]
+            if level < self.num_levels - 1:
+                shared_in = self.shared_gates[level](
+                    shared_in, jnp.concatenate(own + [common], axis=1)
+                )
+            task_in = new_task_in
+        return {f"task_{k}": x for k, x in enumerate(task_in)}
+
+    def heads(self, reps, *, mu=None) -> jax.Array:
+        del mu
+        return _stack_logits([t(reps[f"task_{k}"]) for k, t in enumerate(self.towers)])
+
+    def __call__(self, cat, dense, user=None, *, mu=None) -> jax.Array:
+        return self.heads(self.trunk(cat, dense, user), mu=mu)
+
+    def task_owner(self, path: tuple[str, ...]) -> int:
+        if path[0] == "towers":
+            return int(path[1])
+        # Only the last level's task experts and task gates are read by one task.
+        last = str(self.num_levels - 1)
+        if path[0] in ("specific_experts", "task_gates") and path[1] == last:
+            return int(path[2])
+        return SHARED
+
+
+def census_released(
+    vocab_sizes: Sequence[int], num_dense: int, num_tasks: int = 2, *, rngs: nnx.Rngs
+) -> PLE:
+    """The DRGrad authors' released Census network, as a ``PLE`` configuration.
+
+    Per-field MLPs with mish on the one-hot inputs, a 128-wide input layer, two
+    CGC-like levels with one Dense(128)+mish expert per task and one shared
+    expert, gates MLP[128, n] with mish, and heads MLP[64, 1] with ReLU.
+
+    Args:
+      vocab_sizes: vocabulary size of each categorical field.
+      num_dense: number of dense features.
+      num_tasks: number of tasks (the released code has 2).
+      rngs: ``nnx.Rngs``.
+
+    Returns:
+      A ``PLE``.
+
+    References:
+      https://github.com/logwhistle/drgrad_for_aaai25 (TensorFlow 1 code).
+    """
+    return PLE(
+        vocab_sizes,
+        num_dense,
+        num_tasks,
+        num_levels=2,
+        num_specific=1,
+        num_shared=1,
+        expert_hidden=(128,),
+        gate_hidden=(128,),
+        tower=(64,),
+        activation="mish",
+        tower_activation="relu",
+        encoder="field_mlp",
+        rngs=rngs,
+    )
+
+
+def mix_logits(z_dedicated: jax.Array, z_shared: jax.Array, mu, mix: str = "logits") -> jax.Array:
+    """The task-1 logit from its two branches and the updater's ``(mu', mu'')``.
+
+    ::
+
+      logits: z1 = mu' z1' + mu'' z1''
+      probs:  p1 = mu' sigma(z1') + mu'' sigma(z1''),  returned as logit(p1)
+
+    ``probs`` is computed in log space (``logsumexp``), so it is finite for any
+    logits. ``mu`` carries no gradient (it is the updater's constant).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> float(mix_logits(jnp.array([2.0]), jnp.array([0.0]), jnp.array([0.5, 0.5]))[0])
+      1.0
+    """
+    if mix not in MIXES:
+        raise ValueError(f"mix must be one of {MIXES}; got {mix!r}.")
+    mu = jnp.asarray((0.5, 0.5) if mu is None else mu, jnp.float32)
+    if mu.shape != (2,):
+        raise ValueError(
+            f"mu has shape {mu.shape}; expected [2] (mu', mu'') for the one primary task."
+        )
+    mu = jax.lax.stop_gradient(mu)
+    if mix == "logits":
+        return mu[0] * z_dedicated + mu[1] * z_shared
+    log_mu = jnp.log(mu)
+    log_p = jnp.logaddexp(
+        log_mu[0] + jax.nn.log_sigmoid(z_dedicated), log_mu[1] + jax.nn.log_sigmoid(z_shared)
+    )
+    log_q = jnp.logaddexp(
+        log_mu[0] + jax.nn.log_sigmoid(-z_dedicated), log_mu[1] + jax.nn.log_sigmoid(-z_shared)
+    )
+    return log_p - log_q
+
+
+class SplitMMoE(nnx.Module):
+    """DRGrad's Split-MMoE: the primary tower split over a dedicated and a shared mixture.
+
+    One expert pool; a task-1 gate gives the dedicated mixture v1 and a "shared"
+    gate gives v_s, optionally rescaled by the personalized gate; T1' reads v1,
+    T1'' and every auxiliary tower read v_s (paper Sec. 2.1, decision D7)::
+
+      v1 = sum_e G_1(h)_e E_e(h);   v_s = g_PP(u) * sum_e G_s(h)_e E_e(h)
+      z1 = mix(T1'(v1), T1''(v_s); mu);   z_j = T_j(v_s), j = 2..K
+
+    Task 0 is the primary task; tasks 1..K-1 are auxiliary. T1', T1'' and the
+    auxiliary towers have identical shapes and live at the paths
+    ``tower_dedicated``, ``tower_shared`` and ``aux_towers/<j>``, which is what
+    ``drgrad(towers=model.drgrad_towers())`` routes between.
+
+    Args:
+      vocab_sizes: vocabulary size of each categorical field.
+      num_dense: number of dense features.
+      num_tasks: number of tasks K >= 2 (task 0 primary).
+      embed_dim: embedding width per field.
+      num_experts: size of the one expert pool.
+      expert_hidden: widths of each expert MLP.
+      tower: hidden widths of every tower.
+      gate_hidden: hidden widths of the two gates.
+      activation: name in ``ACTIVATIONS``.
+      mix: ``"logits"`` (default) or ``"probs"`` (decision D5).
+      ppnet: ``None`` (no personalized gate), ``"single"`` or ``"gatenu"``.
+      num_users: user-id vocabulary of the personalized gate.
+      user_embed_dim: width of the user-id embedding read by the gate.
+      ppnet_hidden: hidden width of ``"gatenu"``.
+      rngs: ``nnx.Rngs``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> m = SplitMMoE((), 3, num_tasks=3, rngs=nnx.Rngs(0))
+      >>> m(None, jnp.ones((2, 3)), mu=jnp.array([0.7, 0.3])).shape
+      (2, 3)
+      >>> m.drgrad_towers()["aux:2"]
+      'aux_towers/2'
+
+    References:
+      Liu, Miao, Xia, "Direct Routing Gradient (DRGrad): A Personalized
+      Information Surgery for Multi-Task Learning (MTL) Recommendations",
+      AAAI 2025, https://arxiv.org/abs/2510.09643.
+    """
+
+    def __init__(
+        self,
+        vocab_sizes: Sequence[int],
+        num_dense: int,
+        num_tasks: int = 2,
+        *,
+        embed_dim: int = 8,
+        num_experts: int = 8,
+        expert_hidden: Sequence[int] = (16,),
+        tower: Sequence[int] = (8,),
+        gate_hidden: Sequence[int] = (),
+        activation: str = "relu",
+        mix: str = "logits",
+        ppnet: str | None = None,
+        num_users: int = 0,
+        user_embed_dim: int = 8,
+        ppnet_hidden: int = 32,
+        rngs: nnx.Rngs,
+    ):
+        self.num_tasks = _check_tasks(num_tasks, minimum=2)
+        if mix not in MIXES:
+            raise ValueError(f"mix must be one of {MIXES}; got {mix!r}.")
+        if ppnet not in PPNETS:
+            raise ValueError(f"ppnet must be one of {PPNETS}; got {ppnet!r}.")
+        self.mix = mix
+        self.encoder = EmbeddingEncoder(vocab_sizes, num_dense, embed_dim=embed_dim, rngs=rngs)
+        width = self.encoder.out_features
+        self.experts = ExpertPool(
+            width, num_experts, expert_hidden, activation=activation, rngs=rngs
+        )
+        d = self.experts.out_features
+        gate = lambda: Gate(
+            width, num_experts, hidden=gate_hidden, activation=activation, rngs=rngs
+        )
+        self.gate_dedicated = gate()
+        self.gate_shared = gate()
+        if ppnet is None:
+            self.user_embed = None
+            self.personalized_gate = None
+        else:
+            _positive("num_users", num_users)
+            self.user_embed = nnx.Embed(num_users, user_embed_dim, rngs=rngs)
+            self.personalized_gate = PersonalizedGate(
+                user_embed_dim, d, kind=ppnet, hidden=ppnet_hidden, rngs=rngs
+            )
+        tower_fn = lambda: Tower(d, tower, activation=activation, rngs=rngs)
+        self.tower_dedicated = tower_fn()
+        self.tower_shared = tower_fn()
+        self.aux_towers = nnx.Dict({str(j): tower_fn() for j in range(1, self.num_tasks)})
+
+    def trunk(self, cat, dense, user=None) -> dict[str, jax.Array]:
+        h = self.encoder(cat, dense)
+        experts = self.experts(h)
+        v1 = self.gate_dedicated(h, experts)
+        vs = self.gate_shared(h, experts)
+        if self.personalized_gate is not None:
+            if user is None:
+                raise ValueError("this SplitMMoE has a personalized gate: pass user ids [batch].")
+            if jnp.ndim(user) != 1 or user.shape[0] != h.shape[0]:
+                raise ValueError(f"user has shape {jnp.shape(user)}; expected [{h.shape[0]}].")
+            vs = vs * self.personalized_gate(self.user_embed(user))
+        return {"v1": v1, "vs": vs}
+
+    def heads(self, reps, *, mu=None) -> jax.Array:
+        z1 = mix_logits(
+            self.tower_dedicated(reps["v1"]), self.tower_shared(reps["vs"]), mu, self.mix
+        )
+        aux = [self.aux_towers[str(j)](reps["vs"]) for j in range(1, self.num_tasks)]
+        return _stack_logits([z1] + aux)
+
+    def __call__(self, cat, dense, user=None, *, mu=None) -> jax.Array:
+        return self.heads(self.trunk(cat, dense, user), mu=mu)
+
+    def task_owner(self, path: tuple[str, ...]) -> int:
+        if path[0] in ("tower_dedicated", "tower_shared", "gate_dedicated"):
+            return 0
+        if path[0] == "aux_towers":
+            return int(path[1])
+        return SHARED
+
+    def drgrad_towers(self, space: str = "params") -> dict[str, str]:
+        """The ``towers`` argument of ``drgrad`` for this model's params or representations."""
+        if space == "activations":
+            return {"dedicated": "v1", "shared": "vs"}
+        if space != "params":
+            raise ValueError(f"space must be 'params' or 'activations'; got {space!r}.")
+        towers = {"dedicated": "tower_dedicated", "shared": "tower_shared"}
+        towers.update({f"aux:{j}": f"aux_towers/{j}" for j in range(1, self.num_tasks)})
+        return towers
+
+
+# --- parameter bookkeeping ------------------------------------------------------
+
+
+def _key_str(key) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def params_of(model: nnx.Module):
+    """``(graphdef, params)``: the model's parameters as a plain nested dict."""
+    graphdef, state = nnx.split(model)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def task_of(model: nnx.Module):
+    """Labels every parameter with the one task that reads it, or ``SHARED`` (-1).
+
+    The result has the structure of ``params_of(model)[1]`` and is the
+    ``task_of`` argument of ``per_task_grads``: leaves read by a single task (its
+    tower, its gate) then cost no per-task backward pass.
+
+    Example:
+      >>> from flax import nnx
+      >>> m = MMoE((), 2, num_tasks=2, num_experts=2, rngs=nnx.Rngs(0))
+      >>> labels = task_of(m)
+      >>> labels["towers"][1]["mlp"]["layers"][0]["bias"], labels["experts"]["biases"][0]
+      (1, -1)
+    """
+    _, params = params_of(model)
+    owner = getattr(model, "task_owner", None)
+    if owner is None:
+        raise TypeError(f"{type(model).__name__} has no task_owner(path) method.")
+    flat = jax.tree_util.tree_flatten_with_path(params)
+    labels = [int(owner(tuple(_key_str(k) for k in path))) for path, _ in flat[0]]
+    return jax.tree_util.tree_unflatten(flat[1], labels)
+
+
+def param_count(model: nnx.Module) -> int:
+    """Number of scalar parameters of a model (also of an abstract ``nnx.eval_shape`` one).
+
+    Example:
+      >>> from flax import nnx
+      >>> param_count(nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
+      8
+    """
+    state = nnx.state(model, nnx.Param)
+    return int(sum(math.prod(jnp.shape(x)) for x in jax.tree_util.tree_leaves(state)))
+
+
+def match_width(
+    build: Callable[[int], nnx.Module],
+    target: int | nnx.Module,
+    *,
+    low: int = 1,
+    high: int = 4096,
+) -> tuple[int, int]:
+    """The width whose model has the parameter count closest to ``target``.
+
+    The paper compares methods at equal parameter count; ``build(width)``
+    returns a model whose count grows with ``width`` (e.g. a Shared-Bottom
+    layer width or an expert width). Models are built abstractly
+    (``nnx.eval_shape``), so the search allocates nothing.
+
+    Args:
+      build: ``build(width) -> nnx.Module``, non-decreasing count in ``width``.
+      target: a parameter count, or a model whose count is the target.
+      low: smallest width tried.
+      high: largest width tried.
+
+    Returns:
+      ``(width, count)`` of the closest match (the smaller width on a tie).
+
+    Example:
+      >>> from flax import nnx
+      >>> mmoe = MMoE((), 100, num_tasks=2, num_experts=8, expert_hidden=(16,),
+      ...             tower=(8,), rngs=nnx.Rngs(0))
+      >>> width, count = match_width(
+      ...     lambda w: SharedBottom((), 100, 2, bottom=(w,), tower=(8,), rngs=nnx.Rngs(0)),
+      ...     mmoe)
+      >>> abs(count - param_count(mmoe)) <= 100 + 2 * 8
+      True
+    """
+    if isinstance(target, nnx.Module):
+        target = param_count(target)
+    if not 1 <= low <= high:
+        raise ValueError(f"need 1 <= low <= high; got low={low}, high={high}.")
+    count = lambda w: param_count(nnx.eval_shape(lambda: build(w)))
+    lo, hi = low, high
+    while lo < hi:  # first width with count >= target
+        mid = (lo + hi) // 2
+        if count(mid) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    best = min(
+        (w for w in (lo - 1, lo) if low <= w <= high), key=lambda w: (abs(count(w) - target), w)
+    )
+    return best, count(best)
+
+
+MODELS: Mapping[str, Callable[..., nnx.Module]] = {
+    "shared_bottom": SharedBottom,
+    "mmoe": MMoE,
+    "ple": PLE,
+    "split_mmoe": SplitMMoE,
+    "census_released": census_released,
+}
+"""Model constructors by name: ``MODELS[name](vocab_sizes, num_dense, num_tasks, ..., rngs=)``."""
