@@ -207,8 +207,12 @@ class SimData(NamedTuple):
       item_cluster, item_music, item_template: ``[N_I]`` int32 item ids.
       item_s: ``[N_I]`` float64 inspiration potency s (standardized c^T e).
       item_d: ``[N_I]`` float64 direct score d (used by ``gamma_TY``).
+      item_b: ``[N_I]`` float64 item popularity b.
       theta_0: float, the solved intercept.
       theta_x: ``[d_x]`` float64 outcome weights of x.
+      c_vec: ``[d_e]`` float64 the mediator direction c.
+      D: ``[d_x, d_e]`` float64 the mediator's user-item interaction.
+      A: ``[d_e, d_x]`` float64 the exposure policy's user-item interaction.
     """
 
     item: np.ndarray
@@ -246,8 +250,12 @@ class SimData(NamedTuple):
     item_template: np.ndarray
     item_s: np.ndarray
     item_d: np.ndarray
+    item_b: np.ndarray
     theta_0: float
     theta_x: np.ndarray
+    c_vec: np.ndarray
+    D: np.ndarray
+    A: np.ndarray
 
 
 # ----------------------------------------------------------------------------- Psi
@@ -280,7 +288,8 @@ def gauss_hermite_psi(a, s, num_nodes: int = 32) -> np.ndarray:
     Args:
       a: mean of the logit (any shape).
       s: standard deviation of the logit noise, >= 0 (broadcastable to ``a``).
-      num_nodes: quadrature nodes (32 is accurate to ~1e-7 for s <= 3).
+      num_nodes: quadrature nodes (32 are accurate to ~1e-7 for s <= 2 and
+        ~2e-5 at s = 3; raise it for wider noise).
 
     Returns:
       float64 array of the broadcast shape of ``a`` and ``s``.
@@ -316,6 +325,7 @@ class _World(NamedTuple):
     item_s: np.ndarray
     item_d: np.ndarray
     item_ce: np.ndarray  # c^T e per item
+    c: np.ndarray
     A: np.ndarray  # [d_e, d_x]
     D: np.ndarray  # [d_x, d_e]
     theta_x: np.ndarray
@@ -361,6 +371,7 @@ def _make_world(cfg: SimConfig, rng: np.random.Generator) -> _World:
         item_s=s,
         item_d=d,
         item_ce=ce,
+        c=c,
         A=A,
         D=D,
         theta_x=theta_x,
@@ -630,8 +641,12 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
         item_template=world.item_template,
         item_s=world.item_s,
         item_d=world.item_d,
+        item_b=world.item_b,
         theta_0=float(theta_0),
         theta_x=world.theta_x,
+        c_vec=world.c,
+        D=world.D,
+        A=world.A,
     )
 
 
