@@ -8,10 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 from hypothesis import given, settings
 
 import drgrad_jax
 from drgrad_jax import drgrad, mixing_weights
+from tests import conformance
 
 # ----------------------------------------------------------------------------
 # Slow, obvious NumPy references.
@@ -430,3 +432,63 @@ def test_all_sign_cases_reachable_on_both_pairings():
         g2 = [jnp.array([[b * 1.0, -1.0]])]
         _, _, diag = drgrad_jax.route(g1p, g1pp, g2, pairing=pairing)
         assert int(diag.case[0]) == {(1, 1): 0, (-1, -1): 3}[(a, b)]
+
+
+# ----------------------------------------------------------------------------
+# Conformance battery and flax.nnx.Optimizer.
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conformance_inputs():
+    params, tg = with_sign_case(np.random.default_rng(7), 1)
+    return params, jax.tree.map(jnp.asarray, tg)
+
+
+@pytest.mark.parametrize("check", sorted(set(conformance.CHECKS) - {"nnx_optimizer"}))
+def test_conformance(check, conformance_inputs):
+    params, tg = conformance_inputs
+    conformance.run_check(
+        check, drgrad, params, tg, kwargs={"towers": TOWERS, "gamma": 1.0}, hyperparam="gamma"
+    )
+
+
+class _SplitModel(nnx.Module):
+    """A tiny split-tower model: trunk, T1', T1'', T2."""
+
+    def __init__(self, *, rngs):
+        self.trunk = nnx.Linear(3, 4, rngs=rngs)
+        self.t1a = nnx.Linear(4, 1, rngs=rngs)
+        self.t1b = nnx.Linear(4, 1, rngs=rngs)
+        self.t2 = nnx.Linear(4, 1, rngs=rngs)
+
+    def __call__(self, x, mu):
+        h = jnp.tanh(self.trunk(x))
+        z1 = mu[0] * self.t1a(h)[:, 0] + mu[1] * self.t1b(h)[:, 0]
+        return jnp.stack([z1, self.t2(h)[:, 0]], axis=-1)
+
+
+def test_composes_with_nnx_optimizer():
+    model = _SplitModel(rngs=nnx.Rngs(0))
+    tx = optax.chain(drgrad(TOWERS), optax.adam(1e-2))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(1), (16, 3))
+    y = (jax.random.normal(jax.random.key(2), (16, 2)) > 0).astype(jnp.float32)
+    graphdef, state = nnx.split(model, nnx.Param)
+    before = jax.tree.map(np.asarray, nnx.to_pure_dict(state))
+    for _ in range(3):
+        state = nnx.state(model, nnx.Param)
+        mu = mixing_weights(optimizer.opt_state)
+
+        def task_losses(s, mu=mu):
+            logits = nnx.merge(graphdef, s)(x, mu)
+            return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y), axis=0)
+
+        task_of = {"t1a": 0, "t1b": 0, "t2": 1}
+        _, tg = drgrad_jax.per_task_grads(task_losses, state, task_of=task_of)
+        optimizer.update(model, tg)
+    after = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(after))
+    assert not np.allclose(after["t1a"]["kernel"], before["t1a"]["kernel"])
+    mu = mixing_weights(optimizer.opt_state)
+    assert abs(float(mu.sum()) - 1.0) < 1e-6 and float(mu[0]) != 0.5

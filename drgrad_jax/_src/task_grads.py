@@ -9,7 +9,7 @@ leaf, and produces per-task gradients cheaply, either in parameter space
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -177,9 +177,11 @@ def per_task_grads(
       loss_fn: ``loss_fn(params, *args) -> losses[K]`` or ``(losses, aux)``.
       params: the parameter pytree.
       *args: further arguments of ``loss_fn`` (the batch, ...).
-      task_of: a pytree with the structure of ``params`` (or a prefix of it)
-        whose leaves are ints: ``SHARED`` (-1) or the index of the one task that
-        reads that subtree. ``None`` means every leaf is shared.
+      task_of: a mapping from path prefixes (pytree keys joined with ``/``, as in
+        ``leaf_paths``) to the index of the one task that reads that subtree, e.g.
+        ``{"tower_a": 0, "tower_b": 1}``; ``SHARED`` (-1) marks a shared subtree
+        explicitly. Unlisted leaves are shared. ``None``: every leaf is shared.
+        A pytree prefix of ``params`` with int leaves is accepted too.
       has_aux: whether ``loss_fn`` returns ``(losses, aux)``.
 
     Returns:
@@ -200,11 +202,7 @@ def per_task_grads(
       >>> g["trunk"].tolist(), g["t1"].tolist()
       ([[1.0, 1.0], [2.0, 2.0]], [[0.0, 0.0], [1.0, 1.0]])
     """
-    if task_of is None:
-        labels = jax.tree.map(lambda _: SHARED, params)
-    else:
-        labels = _broadcast_labels(task_of, params)
-    label_leaves = jax.tree_util.tree_leaves(labels)
+    label_leaves = leaf_task_labels(task_of, params)
     param_leaves, treedef = jax.tree_util.tree_flatten(params)
     shared_idx = [i for i, lab in enumerate(label_leaves) if lab == SHARED]
     own_idx = [i for i, lab in enumerate(label_leaves) if lab != SHARED]
@@ -248,22 +246,81 @@ def per_task_grads(
     return losses, task_grads
 
 
-def _broadcast_labels(task_of, params):
-    """Expands a prefix tree of int labels to one label per params leaf."""
+def _key_name(key) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def leaf_paths(tree) -> list[str]:
+    """``"a/b/0/kernel"``-style path strings of a pytree's leaves, in flatten order.
+
+    Keys of dicts, attributes and sequence indices are joined with ``/`` (an NNX
+    ``State`` leaf reads e.g. ``"tower_shared/kernel/value"``).
+    """
+    return [
+        "/".join(_key_name(k) for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
+
+
+def match_prefix(paths: list[str], prefixes: tuple[str, ...]) -> list[int]:
+    """Indices of the paths equal to, or below, one of the ``/``-joined prefixes."""
+    return [
+        i
+        for i, p in enumerate(paths)
+        if any(p == pre or p.startswith(pre + "/") for pre in prefixes)
+    ]
+
+
+def leaf_task_labels(task_of, params) -> list[int]:
+    """One task label per params leaf from a ``{path prefix: task index}`` mapping."""
+    paths = leaf_paths(params)
+    labels = [SHARED] * len(paths)
+    if task_of is None:
+        return labels
+    is_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    nested = lambda v: isinstance(v, (Mapping, list, tuple))
+    if isinstance(task_of, Mapping) and any(nested(v) for v in task_of.values()):
+        return _broadcast_labels(task_of, params)
+    if not isinstance(task_of, Mapping):
+        raise ValueError(
+            f"task_of must map path prefixes to int task indices, e.g. {{'towers/0': 0}}; "
+            f"got {task_of!r}."
+        )
+    for prefix, task in task_of.items():
+        if not is_int(task):
+            raise ValueError(
+                f"task_of[{prefix!r}] must be an int task index (or SHARED=-1); got {task!r}."
+            )
+        idx = match_prefix(paths, (str(prefix).strip("/"),))
+        if not idx:
+            raise ValueError(
+                f"task_of prefix {prefix!r} matches no params leaf; paths are {paths}."
+            )
+        for i in idx:
+            labels[i] = int(task)
+    return labels
+
+
+def _broadcast_labels(task_of, params) -> list[int]:
+    """Labels from a pytree prefix of ``params`` whose leaves are int task indices."""
 
     def expand(label, subtree):
-        if not isinstance(label, (int, np.integer)):
+        if not isinstance(label, (int, np.integer)) or isinstance(label, bool):
             raise ValueError(
-                f"task_of leaves must be ints (task index or SHARED=-1); got {label!r}."
+                f"task_of must map path prefixes to int task indices (or be a pytree prefix of "
+                f"params with int leaves); got a leaf {label!r}."
             )
         return jax.tree.map(lambda _: int(label), subtree)
 
     try:
-        return jax.tree.map(expand, task_of, params)
+        return jax.tree_util.tree_leaves(jax.tree.map(expand, task_of, params))
     except ValueError as e:
-        if "task_of leaves" in str(e):
+        if "task_of must" in str(e):
             raise
-        raise ValueError(f"task_of must be a prefix of the params tree structure: {e}") from None
+        raise ValueError(f"task_of is not a prefix of the params tree structure: {e}") from None
 
 
 class RepGrads(NamedTuple):

@@ -38,21 +38,6 @@ class DRGradState(NamedTuple):
     diagnostics: routing.RouterDiagnostics
 
 
-def _key_name(key) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
-def leaf_paths(tree) -> list[str]:
-    """``"a/b/0/kernel"``-style path strings of a pytree's leaves, in flatten order."""
-    return [
-        "/".join(_key_name(k) for k in path)
-        for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
-    ]
-
-
 def _parse_roles(towers: Mapping[str, object], mode: str):
     """Validates ``towers`` and returns {role: (kind, task_index), ...} with prefix tuples."""
     if not isinstance(towers, Mapping) or not towers:
@@ -82,14 +67,6 @@ def _parse_roles(towers: Mapping[str, object], mode: str):
             raise ValueError(f"towers names role {kind}:{index} twice.")
         roles[(kind, index)] = prefixes
     return roles
-
-
-def _match(paths, prefixes):
-    return [
-        i
-        for i, p in enumerate(paths)
-        if any(p == pre or p.startswith(pre + "/") for pre in prefixes)
-    ]
 
 
 def drgrad(
@@ -276,7 +253,7 @@ def drgrad(
             prefixes = roles.get(("shared", 0))
         if prefixes is None:
             return None
-        idx = _match(paths, prefixes)
+        idx = tg.match_prefix(paths, prefixes)
         if not idx:
             raise ValueError(
                 f"towers role {kind}:{k} with prefixes {prefixes} matches no leaf of task_grads; "
@@ -298,7 +275,7 @@ def drgrad(
         if params is not None and space == "params":
             tg.check_matches_params(updates, params, name="task_grads")
         leaves, treedef = jax.tree_util.tree_flatten(updates)
-        paths = leaf_paths(updates)
+        paths = tg.leaf_paths(updates)
         out = [jnp.sum(g.astype(jnp.float32), axis=0) for g in leaves]
         used = [kind_k for kind_k in roles]
         for kind, i in used:
