@@ -1,0 +1,195 @@
+"""Loss-weighting methods in the per-task-gradient contract: DWA and uncertainty weighting.
+
+These methods choose task weights from the task LOSSES, not from the gradients.
+They fit the contract as transformations that take per-task gradients (leaves
+``[K, *param_shape]``) and the current task losses as an extra argument,
+``tx.update(task_grads, state, params, losses=losses)``, keep what they learn
+about the losses in their state, and return ``sum_k w_k g_k`` -- exactly the
+gradient of ``sum_k w_k L_k`` with the weights held constant, as in the papers.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine
+
+
+def _losses_arg(extra_args: dict, num_tasks: int, method: str) -> jax.Array:
+    if "losses" not in extra_args or extra_args["losses"] is None:
+        raise ValueError(
+            f"{method} weights tasks by their losses: call "
+            "tx.update(task_grads, state, params, losses=losses) with losses of shape "
+            f"[{num_tasks}]."
+        )
+    losses = jnp.asarray(extra_args["losses"])
+    if losses.shape != (num_tasks,):
+        raise ValueError(
+            f"losses has shape {losses.shape}; expected [{num_tasks}] (one loss per task)."
+        )
+    return losses.astype(jnp.float32)
+
+
+class DWAState(NamedTuple):
+    """State of ``dwa``.
+
+    Attributes:
+      count: int32 number of updates seen.
+      prev_losses: ``[2, K]``: the losses of the previous two updates
+        (row 0 is ``L(t-1)``, row 1 is ``L(t-2)``).
+    """
+
+    count: jax.Array
+    prev_losses: jax.Array
+
+
+def dwa(
+    temperature: jax.typing.ArrayLike = 2.0, *, num_tasks: int
+) -> optax.GradientTransformationExtraArgs:
+    r"""Dynamic weight average (DWA): weight tasks by how slowly their loss falls.
+
+    Liu, Johns & Davison (2019), Eq. (7):
+
+    .. math::
+      w_k(t) = \frac{K \exp(r_k(t-1)/T)}{\sum_i \exp(r_i(t-1)/T)}, \qquad
+      r_k(t-1) = \frac{L_k(t-1)}{L_k(t-2)},
+
+    with ``w_k = 1`` for the first two updates, and the update
+    ``d = sum_k w_k(t) g_k``. The paper uses epoch-averaged losses; here
+    ``L(t)`` is whatever ``losses`` is passed to each update (pass running or
+    epoch means to follow the paper exactly). The losses of the current call
+    are stored for the next ones.
+
+    Degenerate inputs: a previous loss of 0 gives ratio 1; non-finite losses
+    are not stored (the state keeps the last finite ones); ``K = 1`` gives
+    ``g_1``. Task gradients only enter linearly.
+
+    Args:
+      temperature: ``T > 0``; large ``T`` flattens the weights towards 1.
+      num_tasks: ``K`` (static; sizes the stored losses).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``update`` requires the
+      extra argument ``losses`` (shape ``[K]``) and ignores other extra args.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = dwa(num_tasks=2)
+      >>> g = {"w": jnp.eye(2)}
+      >>> s = tx.init(None)
+      >>> for l in ([1.0, 1.0], [0.5, 1.0]):
+      ...   _, s = tx.update(g, s, losses=jnp.array(l))
+      >>> tx.update(g, s, losses=jnp.array([0.4, 1.0]))[0]["w"].round(3).tolist()
+      [0.755, 1.245]
+
+    References:
+      Liu, Johns & Davison, *End-to-End Multi-Task Learning with Attention*,
+      CVPR 2019, https://arxiv.org/abs/1803.10704.
+    """
+    if not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+
+    def init_fn(params):
+        del params
+        return DWAState(
+            count=jnp.zeros([], jnp.int32),
+            prev_losses=jnp.ones((2, num_tasks), jnp.float32),
+        )
+
+    def update_fn(task_grads, state, params=None, **extra_args):
+        check_task_grads(task_grads, num_tasks)
+        check_matches_params(task_grads, params)
+        losses = _losses_arg(extra_args, num_tasks, "dwa")
+        last, before = state.prev_losses[0], state.prev_losses[1]
+        ratio = jnp.where(before != 0, last / jnp.where(before != 0, before, 1.0), 1.0)
+        t = jnp.asarray(temperature, jnp.float32)
+        weights = num_tasks * jax.nn.softmax(ratio / t)
+        weights = jnp.where(state.count >= 2, weights, jnp.ones_like(weights))
+        finite = jnp.all(jnp.isfinite(losses))
+        prev = jnp.where(finite, jnp.stack([losses, last]), state.prev_losses)
+        count = jnp.where(finite, optax.safe_increment(state.count), state.count)
+        return combine(weights, task_grads), DWAState(count=count, prev_losses=prev)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class UncertaintyWeightingState(NamedTuple):
+    """State of ``uncertainty_weighting``.
+
+    Attributes:
+      count: int32 step counter.
+      log_vars: ``[K]`` learned log-variances ``s_k = log sigma_k^2`` (start at 0).
+    """
+
+    count: jax.Array
+    log_vars: jax.Array
+
+
+def uncertainty_weighting(
+    learning_rate: jax.typing.ArrayLike = 1e-2, *, num_tasks: int
+) -> optax.GradientTransformationExtraArgs:
+    r"""Homoscedastic uncertainty weighting with learned task log-variances.
+
+    Kendall, Gal & Cipolla (2018), Eq. (7) in the form of LibMTL
+    (``s_k = log sigma_k^2``):
+
+    .. math::
+      \mathcal L(\theta, s) = \sum_k \tfrac12 e^{-s_k} L_k(\theta) + \tfrac12 s_k,
+      \qquad d = \sum_k \tfrac12 e^{-s_k} g_k.
+
+    The log-variances are learned parameters in the paper; here they live in the
+    transformation's state and take one SGD step per update on the same
+    objective, ``s_k <- s_k - lr (1 - e^{-s_k} L_k) / 2`` (their fixed point is
+    ``s_k = log L_k``). ``d`` uses ``s`` before the step.
+
+    Degenerate inputs: non-finite losses leave ``s`` unchanged; ``K = 1`` gives
+    ``e^{-s} g_1 / 2``; task gradients only enter linearly.
+
+    Args:
+      learning_rate: SGD step size for the log-variances.
+      num_tasks: ``K`` (static; sizes the log-variances).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``update`` requires the
+      extra argument ``losses`` (shape ``[K]``) and ignores other extra args.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = uncertainty_weighting(num_tasks=2)
+      >>> g = {"w": jnp.eye(2)}
+      >>> d, s = tx.update(g, tx.init(None), losses=jnp.array([3.0, 1.0]))
+      >>> d["w"].tolist(), s.log_vars.round(3).tolist()
+      ([0.5, 0.5], [0.01, 0.0])
+
+    References:
+      Kendall, Gal & Cipolla, *Multi-Task Learning Using Uncertainty to Weigh
+      Losses for Scene Geometry and Semantics*, CVPR 2018,
+      https://arxiv.org/abs/1705.07115.
+    """
+    if not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+
+    def init_fn(params):
+        del params
+        return UncertaintyWeightingState(
+            count=jnp.zeros([], jnp.int32), log_vars=jnp.zeros((num_tasks,), jnp.float32)
+        )
+
+    def update_fn(task_grads, state, params=None, **extra_args):
+        check_task_grads(task_grads, num_tasks)
+        check_matches_params(task_grads, params)
+        losses = _losses_arg(extra_args, num_tasks, "uncertainty_weighting")
+        precision = jnp.exp(-state.log_vars)
+        weights = 0.5 * precision
+        grad_s = 0.5 * (1.0 - precision * losses)
+        new_s = state.log_vars - jnp.asarray(learning_rate, jnp.float32) * grad_s
+        new_s = jnp.where(jnp.all(jnp.isfinite(losses)), new_s, state.log_vars)
+        return combine(weights, task_grads), UncertaintyWeightingState(
+            count=optax.safe_increment(state.count), log_vars=new_s
+        )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
