@@ -7,6 +7,8 @@ grouped-AUUC evaluation.
 """
 
 # --- data: journey batches, simulator, loaders ----------------------------------
+from almmta_jax._src.criteo import convert_criteo_raw as convert_criteo_raw
+from almmta_jax._src.criteo import load_criteo_attribution as load_criteo_attribution
 from almmta_jax._src.data import JourneyBatch as JourneyBatch
 from almmta_jax._src.data import NpzShards as NpzShards
 from almmta_jax._src.data import journey_batches as journey_batches
@@ -34,8 +36,10 @@ __all__: list[str] = [
     "NpzShards",
     "SimConfig",
     "SimData",
+    "convert_criteo_raw",
     "gauss_hermite_psi",
     "journey_batches",
+    "load_criteo_attribution",
     "load_journey_npz",
     "pad_ragged",
     "ragged_to_batch",

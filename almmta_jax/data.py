@@ -2,9 +2,23 @@
 
 Public names: ``JourneyBatch``, ``validate_journeys``, ``journey_batches``,
 ``pad_ragged``, ``time_features``, ``ragged_to_batch``, ``check_offsets``,
-``load_journey_npz``, ``save_journey_npz`` and ``NpzShards``.
+``load_journey_npz``, ``save_journey_npz`` and ``NpzShards``; the Criteo loaders
+``load_criteo_attribution``, ``load_criteo_flat``, ``criteo_proxy``,
+``convert_criteo_raw``, ``criteo_raw_journeys``, ``split_journeys`` and their
+constants; and the simulator's ``SIM_TOUCH_FIELDS``.
 """
 
+from almmta_jax._src.criteo import (
+    CRITEO_PROXY_TAU_S,
+    CRITEO_TOUCH_FIELDS,
+    CRITEO_VOCAB_SIZES,
+    convert_criteo_raw,
+    criteo_proxy,
+    criteo_raw_journeys,
+    load_criteo_attribution,
+    load_criteo_flat,
+    split_journeys,
+)
 from almmta_jax._src.data import (
     JourneyBatch,
     NpzShards,
@@ -17,8 +31,19 @@ from almmta_jax._src.data import (
     time_features,
     validate_journeys,
 )
+from almmta_jax._src.simulate import SIM_TOUCH_FIELDS
 
 __all__ = [
+    "CRITEO_PROXY_TAU_S",
+    "CRITEO_TOUCH_FIELDS",
+    "CRITEO_VOCAB_SIZES",
+    "SIM_TOUCH_FIELDS",
+    "convert_criteo_raw",
+    "criteo_proxy",
+    "criteo_raw_journeys",
+    "load_criteo_attribution",
+    "load_criteo_flat",
+    "split_journeys",
     "JourneyBatch",
     "NpzShards",
     "check_offsets",
