@@ -428,6 +428,12 @@ def _concat(parts: Sequence[JourneyBatch]) -> JourneyBatch:
                 raise ValueError(f"field {name} is None in some shards but not in others.")
             fields.append(None)
         else:
+            shapes = {np.shape(v)[1:] for v in vals}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"shards disagree on the trailing shape of {name}: {sorted(shapes)}; every "
+                    "shard needs the same L, d_x, id fields and proxy channels."
+                )
             fields.append(np.concatenate(vals, axis=0))
     return JourneyBatch(*fields)
 
