@@ -25,6 +25,43 @@ from almmta_jax._src.simulate import sim_to_batch as sim_to_batch
 from almmta_jax._src.simulate import simulate_cdp as simulate_cdp
 
 # --- model, training, attribution ----------------------------------------------
+# isort: split
+from almmta_jax._src.attribution import Attribution as Attribution
+from almmta_jax._src.attribution import attribute as attribute
+from almmta_jax._src.attribution import positive_shares as positive_shares
+from almmta_jax._src.frontdoor import ReferencePool as ReferencePool
+from almmta_jax._src.frontdoor import build_reference_pool as build_reference_pool
+from almmta_jax._src.frontdoor import frontdoor_sum as frontdoor_sum
+from almmta_jax._src.frontdoor import high_match_set as high_match_set
+from almmta_jax._src.frontdoor import match_scores as match_scores
+from almmta_jax._src.losses import adversary_loss as adversary_loss
+from almmta_jax._src.losses import confusion_loss as confusion_loss
+from almmta_jax._src.losses import info_nce_loss as info_nce_loss
+from almmta_jax._src.losses import outcome_loss as outcome_loss
+from almmta_jax._src.losses import proxy_loss as proxy_loss
+from almmta_jax._src.networks import ALMMTA as ALMMTA
+from almmta_jax._src.networks import Encoded as Encoded
+from almmta_jax._src.networks import ModelConfig as ModelConfig
+from almmta_jax._src.propensity import PropensityModel as PropensityModel
+from almmta_jax._src.propensity import cluster_counts as cluster_counts
+from almmta_jax._src.propensity import cluster_log_frequency as cluster_log_frequency
+from almmta_jax._src.propensity import fit_propensity as fit_propensity
+from almmta_jax._src.propensity import ipw_weights as ipw_weights
+from almmta_jax._src.train import EvalMetrics as EvalMetrics
+from almmta_jax._src.train import StepMetrics as StepMetrics
+from almmta_jax._src.train import TrainConfig as TrainConfig
+from almmta_jax._src.train import Trainer as Trainer
+from almmta_jax._src.train import TrainState as TrainState
+from almmta_jax._src.train import adversary_weight as adversary_weight
+from almmta_jax._src.train import gradient_reversal as gradient_reversal
+from almmta_jax._src.train import init_state as init_state
+from almmta_jax._src.train import make_step as make_step
+from almmta_jax._src.train import make_train as make_train
+from almmta_jax._src.train import make_trainer as make_trainer
+from almmta_jax._src.train import random_journeys as random_journeys
+from almmta_jax._src.train import restore_checkpoint as restore_checkpoint
+from almmta_jax._src.train import save_checkpoint as save_checkpoint
+from almmta_jax._src.train import split_model as split_model
 
 # --- evaluation -----------------------------------------------------------------
 
@@ -48,4 +85,41 @@ __all__: list[str] = [
     "simulate_cdp",
     "time_features",
     "validate_journeys",
+    # model, training, attribution
+    "ALMMTA",
+    "Attribution",
+    "Encoded",
+    "EvalMetrics",
+    "ModelConfig",
+    "PropensityModel",
+    "ReferencePool",
+    "StepMetrics",
+    "TrainConfig",
+    "TrainState",
+    "Trainer",
+    "adversary_loss",
+    "adversary_weight",
+    "attribute",
+    "build_reference_pool",
+    "cluster_counts",
+    "cluster_log_frequency",
+    "confusion_loss",
+    "fit_propensity",
+    "frontdoor_sum",
+    "gradient_reversal",
+    "high_match_set",
+    "info_nce_loss",
+    "init_state",
+    "ipw_weights",
+    "make_step",
+    "make_train",
+    "make_trainer",
+    "match_scores",
+    "outcome_loss",
+    "positive_shares",
+    "proxy_loss",
+    "random_journeys",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "split_model",
 ]

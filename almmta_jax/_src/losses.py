@@ -1,0 +1,149 @@
+"""The ALM-MTA losses (notes §4.3): outcome, proxy, adversary and contrastive terms.
+
+All functions are pure maps from arrays to a scalar (and, for InfoNCE, an
+accuracy); masks are explicit, and an empty mask gives a loss of 0 rather than
+a NaN.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def _check_same(name_a, a, name_b, b):
+    if jnp.shape(a) != jnp.shape(b):
+        raise ValueError(
+            f"{name_a} has shape {jnp.shape(a)} but {name_b} has shape {jnp.shape(b)}; "
+            "they must match."
+        )
+
+
+def outcome_loss(logits: jax.Array, y: jax.Array, ipw: jax.Array) -> jax.Array:
+    """Self-normalized IPW binary cross-entropy of the outcome head (notes §4.3).
+
+    ``L_y = Σ_i ipw_i BCE(logit_i, y_i) / Σ_i ipw_i``.
+
+    Args:
+      logits: ``[B]`` outcome logits.
+      y: ``[B]`` binary outcomes.
+      ipw: ``[B]`` non-negative inverse-propensity weights.
+
+    Returns:
+      A scalar.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> round(float(outcome_loss(jnp.zeros(2), jnp.array([0., 1.]), jnp.ones(2))), 4)
+      0.6931
+    """
+    _check_same("logits", logits, "y", y)
+    _check_same("logits", logits, "ipw", ipw)
+    bce = optax.sigmoid_binary_cross_entropy(logits, y.astype(logits.dtype))
+    return jnp.sum(ipw * bce) / jnp.maximum(jnp.sum(ipw), 1e-12)
+
+
+def proxy_loss(proxy_logits: jax.Array, yp: jax.Array, yp_mask: jax.Array) -> jax.Array:
+    """Per-touchpoint soft-target BCE of the proxy head on uploading journeys (notes §4.3).
+
+    ``L_p = mean_{(i,j): yp_mask_ij} mean_p BCE(logit_ijp, y'_ijp)``; 0 when no
+    position is masked in.
+
+    Args:
+      proxy_logits: ``[B, L, P]`` logits of ``ŷ'``.
+      yp: ``[B, L, P]`` soft targets in [0, 1].
+      yp_mask: ``[B, L]`` bool, where ``y'`` is defined.
+
+    Returns:
+      A scalar.
+    """
+    _check_same("proxy_logits", proxy_logits, "yp", yp)
+    if jnp.shape(yp_mask) != jnp.shape(yp)[:2]:
+        raise ValueError(
+            f"yp_mask has shape {jnp.shape(yp_mask)}; expected {jnp.shape(yp)[:2]} (yp is [B, L, P])."
+        )
+    bce = jnp.mean(optax.sigmoid_binary_cross_entropy(proxy_logits, yp), axis=-1)
+    w = yp_mask.astype(bce.dtype)
+    return jnp.sum(w * bce) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def adversary_loss(d_logits: jax.Array, y: jax.Array) -> jax.Array:
+    """The discriminator's loss ``L_adv = mean_i BCE(D(M_i), y_i)`` (notes §4.3)."""
+    _check_same("d_logits", d_logits, "y", y)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(d_logits, y.astype(d_logits.dtype)))
+
+
+def confusion_loss(d_logits: jax.Array) -> jax.Array:
+    """The mediator's confusion objective ``mean_i BCE(D(M_i), 1/2)`` (notes §4.5)."""
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(d_logits, jnp.full_like(d_logits, 0.5)))
+
+
+def info_nce_loss(
+    query: jax.Array,
+    keys: jax.Array,
+    positive: jax.Array,
+    key_valid: jax.Array,
+    queue: jax.Array,
+    queue_valid: jax.Array,
+    temperature: float = 0.1,
+) -> tuple[jax.Array, jax.Array]:
+    """Multi-positive InfoNCE with in-batch and queued negatives (notes §4.3).
+
+    For every positive pair ``(i, j)``::
+
+        ℓ_ij = −log e^{q_i·k_ij/T} / (e^{q_i·k_ij/T} + Σ_{n ∈ N_i} e^{q_i·k_n/T})
+
+    where ``N_i`` holds every valid key of the other journeys in the batch and
+    every valid queued key. The loss is the mean of ``ℓ_ij`` over positives (0
+    without positives). The accuracy is the fraction of positives scoring above
+    all of their negatives.
+
+    Args:
+      query: ``[B, d_c]`` unit-norm queries.
+      keys: ``[B, L, d_c]`` unit-norm touch keys (gradient flows through them).
+      positive: ``[B, L]`` bool, the positive pairs.
+      key_valid: ``[B, L]`` bool, keys usable as negatives for other journeys.
+      queue: ``[Q, d_c]`` queued keys of the momentum encoder (no gradient).
+      queue_valid: ``[Q]`` bool, filled queue slots.
+      temperature: ``T_c``.
+
+    Returns:
+      ``(loss, accuracy)`` scalars.
+
+    References:
+      van den Oord, Li & Vinyals, "Representation Learning with Contrastive
+      Predictive Coding", https://arxiv.org/abs/1807.03748, 2018; He et al.,
+      "Momentum Contrast for Unsupervised Visual Representation Learning",
+      https://arxiv.org/abs/1911.05722, 2019.
+    """
+    b, l, dc = keys.shape
+    if jnp.shape(query) != (b, dc):
+        raise ValueError(
+            f"query has shape {jnp.shape(query)}; expected {(b, dc)} from keys {keys.shape}."
+        )
+    for name, arr in (("positive", positive), ("key_valid", key_valid)):
+        if jnp.shape(arr) != (b, l):
+            raise ValueError(f"{name} has shape {jnp.shape(arr)}; expected {(b, l)}.")
+    if jnp.ndim(queue) != 2 or queue.shape[1] != dc or jnp.shape(queue_valid) != queue.shape[:1]:
+        raise ValueError(
+            f"queue must be [Q, {dc}] with queue_valid [Q]; got {jnp.shape(queue)} and "
+            f"{jnp.shape(queue_valid)}."
+        )
+    neg_inf = jnp.finfo(query.dtype).min
+    pos_scores = jnp.einsum("bd,bld->bl", query, keys) / temperature
+    # In-batch negatives: all valid keys of the other journeys.
+    batch_scores = jnp.einsum("bd,cld->bcl", query, keys) / temperature
+    other = jnp.logical_not(jnp.eye(b, dtype=bool))[:, :, None] & key_valid[None, :, :]
+    batch_scores = jnp.where(other, batch_scores, neg_inf).reshape(b, b * l)
+    queue_scores = (query @ jax.lax.stop_gradient(queue).T) / temperature
+    queue_scores = jnp.where(queue_valid[None, :], queue_scores, neg_inf)
+    neg = jnp.concatenate([batch_scores, queue_scores], axis=1)
+    neg_lse = jax.nn.logsumexp(neg, axis=1)
+    per_pair = jnp.logaddexp(pos_scores, neg_lse[:, None]) - pos_scores
+    w = positive.astype(query.dtype)
+    count = jnp.sum(w)
+    loss = jnp.sum(w * per_pair) / jnp.maximum(count, 1.0)
+    wins = (pos_scores > jnp.max(neg, axis=1)[:, None]).astype(query.dtype)
+    accuracy = jnp.sum(w * wins) / jnp.maximum(count, 1.0)
+    return loss, accuracy
