@@ -2,26 +2,46 @@
 
 Public names: ``SimConfig`` (presets "default", "unit_test", "scale"; switches
 ``gamma_TY``, ``gamma_WM``, ``eta_p``, ``kappa``, ``gamma_w``), ``simulate_cdp``,
-``SimData``, ``sim_to_batch``, ``gauss_hermite_psi``, ``SIM_TOUCH_FIELDS``,
-and ``SPLIT_CODES``.
+``SimData``, ``sim_to_batch``, ``gauss_hermite_psi``, ``shapley_truth``,
+``SIM_TOUCH_FIELDS`` and ``SPLIT_CODES``; and the closed-form FD-CATE oracle of
+notes §7c (``fd_oracle_sample``, ``fd_oracle_tau``, ``fd_oracle_nuisances``,
+``fd_fitted_nuisances``, ``fd_plugin``).
 """
 
+from almmta_jax._src.frontdoor_oracle import (
+    FDOracleData,
+    FDOracleParams,
+    fd_fitted_nuisances,
+    fd_oracle_nuisances,
+    fd_oracle_sample,
+    fd_oracle_tau,
+    fd_plugin,
+)
 from almmta_jax._src.simulate import (
     SIM_TOUCH_FIELDS,
     SPLIT_CODES,
     SimConfig,
     SimData,
     gauss_hermite_psi,
+    shapley_truth,
     sim_to_batch,
     simulate_cdp,
 )
 
 __all__ = [
+    "FDOracleData",
+    "FDOracleParams",
+    "fd_fitted_nuisances",
+    "fd_oracle_nuisances",
+    "fd_oracle_sample",
+    "fd_oracle_tau",
+    "fd_plugin",
     "SIM_TOUCH_FIELDS",
     "SPLIT_CODES",
     "SimConfig",
     "SimData",
     "gauss_hermite_psi",
+    "shapley_truth",
     "sim_to_batch",
     "simulate_cdp",
 ]

@@ -1,6 +1,8 @@
 """Tests of the CDP simulator (notes §7b) and the FD-CATE oracle (notes §7c)."""
 
 import dataclasses
+import itertools
+import math
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from almmta_jax.simulate import (
     SimConfig,
     SimData,
     gauss_hermite_psi,
+    shapley_truth,
     sim_to_batch,
     simulate_cdp,
 )
@@ -154,7 +157,7 @@ def test_mediator_matches_its_definition(sim):
     x = sim.x.astype(np.float64)
     h = np.logaddexp(0.0, e @ sim.c_vec + np.einsum("nk,kd,nld->nl", x, sim.D, e) - 1.0)
     r = np.exp(-sim.dt.astype(np.float64) / UNIT.decay_days) * h
-    np.testing.assert_allclose(sim.r, r, rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(sim.r, r, rtol=1e-12, atol=0)
     resid = sim.mediator - sim.r.sum(axis=1)
     assert abs(resid.std() - UNIT.sigma_M) < 0.03
     assert abs(np.corrcoef(resid, sim.w)[0, 1]) < 0.06  # no W -> M by default
@@ -318,6 +321,58 @@ def test_sim_to_batch(sim):
         sim_to_batch(sim, "holdout")
     with pytest.raises(ValueError, match="ipw"):
         sim_to_batch(sim, "val", ipw=np.ones(3))
+
+
+# ------------------------------------------------------------------ Shapley
+
+
+def _shapley_loop(value, L):
+    """Textbook subset-enumeration Shapley values of a set function on range(L)."""
+    phi = np.zeros(L)
+    for j in range(L):
+        others = [k for k in range(L) if k != j]
+        for size in range(L):
+            w = math.factorial(size) * math.factorial(L - size - 1) / math.factorial(L)
+            for S in itertools.combinations(others, size):
+                phi[j] += w * (value(set(S) | {j}) - value(set(S)))
+    return phi
+
+
+@pytest.mark.parametrize("kind", ["x", "unit"])
+def test_shapley_truth_exact_and_permutation(kind):
+    cfg = dataclasses.replace(UNIT, n_users=40, n_rct=0, variable_length=True, gamma_TY=0.5)
+    s = simulate_cdp(cfg, seed=7)
+    exact = shapley_truth(s, cfg, kind=kind)
+    u = 3
+    x = s.x[u].astype(np.float64)
+    base = s.theta_0 + x @ s.theta_x
+    sd = cfg.theta_M * cfg.sigma_M
+    if kind == "x":
+        sd = np.sqrt(sd**2 + cfg.theta_w**2)
+    else:
+        base += cfg.theta_w * s.w[u]
+    inc = cfg.theta_M * s.r[u] + cfg.gamma_TY * s.direct[u]
+    value = lambda S: float(gauss_hermite_psi(base + sum(inc[k] for k in S), sd, 64))
+    L = int(s.mask[u].sum())
+    np.testing.assert_allclose(exact[u, :L], _shapley_loop(value, L), rtol=1e-6, atol=1e-9)
+    assert (exact[~s.mask] == 0).all()
+    # Efficiency: the values add up to P(full) - P(empty).
+    p_full = s.p_x if kind == "x" else s.p_unit
+    empty = [
+        float(
+            gauss_hermite_psi(
+                s.theta_0
+                + s.x[i].astype(np.float64) @ s.theta_x
+                + (0.0 if kind == "x" else cfg.theta_w * s.w[i]),
+                sd,
+            )
+        )
+        for i in range(40)
+    ]
+    np.testing.assert_allclose(exact.sum(axis=1), p_full - np.array(empty), atol=1e-12)
+    mc = shapley_truth(s, cfg, np.arange(20), kind=kind, exact_max_len=0, num_permutations=300)
+    np.testing.assert_allclose(mc.sum(axis=1), exact[:20].sum(axis=1), atol=1e-12)
+    assert np.abs(mc - exact[:20]).max() < 0.1 * np.abs(exact).max()
 
 
 # ------------------------------------------------ front-door identification

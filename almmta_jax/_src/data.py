@@ -39,8 +39,9 @@ class JourneyBatch(NamedTuple):
       x: ``[B, d_x]`` float32 observed user features.
       user_id: ``[B]`` int32 user ids (hashed or contiguous; 0 if unknown).
       touch_ids: ``[B, L, F]`` int32 categorical ids of each touchpoint, one column
-        per id field (simulator: item, cluster, music, template; Criteo: campaign).
-        Padding positions hold 0.
+        per id field (simulator: item, cluster, music, template, vocabularies
+        ``SimConfig.vocab_sizes``; Criteo: campaign, ``CRITEO_VOCAB_SIZES = (10,)``).
+        Padding positions hold 0; ids are not shifted, so use ``touch_mask``.
       tfeat: ``[B, L, 3]`` float32 time features: log1p(hours to window end),
         log1p(hours since previous touch), position-from-end / L.
       touch_mask: ``[B, L]`` bool, True at real touchpoints.
@@ -50,7 +51,14 @@ class JourneyBatch(NamedTuple):
       yp_mask: ``[B, L]`` bool, ``touch_mask & (y == 1)``: where y' is defined.
       ipw: ``[B]`` float32 inverse-propensity weights (ones when not computed).
       propensity: optional ``[B, L]`` float32 logged propensity of each touch
-        (e.g. the serving policy's probability), in (0, 1]; ``None`` when absent.
+        (e.g. the serving policy's probability), in (0, 1]; ``None`` when absent
+        (an empty pytree node, so batches without it still go through ``jax.jit``).
+
+    Example:
+      >>> b = ragged_to_batch(offsets=[0, 2, 5], touch_ids=[3, 1, 4, 1, 5],
+      ...     timestamp=[0, 3600, 0, 7200, 10800], y=[0, 1], max_len=4)
+      >>> b.touch_ids.shape, b.touch_mask.sum(axis=1).tolist(), b.yp_mask.sum()
+      ((2, 4, 1), [2, 3], np.int64(3))
     """
 
     x: jax.Array

@@ -186,6 +186,8 @@ class SimData(NamedTuple):
         content ids (-1 without upload).
       up_e: ``[N, d_e]`` float32 upload content embedding (0 without upload).
       r: ``[N, L]`` float64 per-touch mediator contributions rho * h (0 at padding).
+      direct: ``[N, L]`` float64 per-touch direct terms rho * d (they enter the
+        outcome only through ``gamma_TY``; 0 at padding).
       mediator: ``[N]`` float64 the realized mediator M = mu(full) + epsilon.
       arm: ``[N]`` int8, 0 observational, 1 randomized.
       split: ``[N]`` int8, ``SPLIT_CODES``: 0/1/2 train/val/test (observational
@@ -234,6 +236,7 @@ class SimData(NamedTuple):
     up_template: np.ndarray
     up_e: np.ndarray
     r: np.ndarray
+    direct: np.ndarray
     mediator: np.ndarray
     arm: np.ndarray
     split: np.ndarray
@@ -336,6 +339,8 @@ def _make_world(cfg: SimConfig, rng: np.random.Generator) -> _World:
     cluster = rng.integers(0, k, size=n)
     centroids = rng.standard_normal((k, de))
     e = (centroids[cluster] + 0.5 * rng.standard_normal((n, de))) / np.sqrt(1.25)
+    # Model inputs are stored in float32; round them first so the truths are exact for them.
+    e = e.astype(np.float32).astype(np.float64)
     pal_m = np.stack(
         [rng.choice(cfg.n_music, cfg.music_per_cluster, replace=False) for _ in range(k)]
     )
@@ -385,7 +390,7 @@ def _softplus(v):
 def _draw_arm(cfg: SimConfig, world: _World, n: int, randomized: bool, rng: np.random.Generator):
     """Users, exposures, times and mediator pieces for one arm (chunked over users)."""
     L, ni = cfg.max_len, cfg.n_items
-    x = rng.standard_normal((n, cfg.d_x))
+    x = rng.standard_normal((n, cfg.d_x)).astype(np.float32).astype(np.float64)
     w = rng.standard_normal(n)
     items = np.empty((n, L), dtype=np.int64)
     # Bound the [chunk, n_items] logit block to ~2e7 float64s at scale.
@@ -421,7 +426,7 @@ def _draw_arm(cfg: SimConfig, world: _World, n: int, randomized: bool, rng: np.r
     mask = np.arange(L)[None, :] < lengths[:, None]
     t = np.where(mask, rng.uniform(0.0, cfg.horizon_days, size=(n, L)), np.inf)
     t = np.sort(t, axis=1)
-    dt = np.where(mask, cfg.horizon_days - t, 0.0)
+    dt = np.where(mask, cfg.horizon_days - t, 0.0).astype(np.float32).astype(np.float64)
     items = np.where(mask, items, 0)
     rho = np.where(mask, np.exp(-dt / cfg.decay_days), 0.0)
     e_t = world.item_e[items]  # [n, L, d_e]
@@ -625,6 +630,7 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
         up_template=up_template.astype(np.int32),
         up_e=up_e.astype(f32),
         r=r,
+        direct=direct,
         mediator=mediator,
         arm=arm,
         split=split,
@@ -704,3 +710,90 @@ def sim_to_batch(
         yp_mask=mask & (y == 1)[:, None],
         ipw=ipw,
     )
+
+
+# ------------------------------------------------------------------ Shapley
+
+
+def _psi_parts(sim: SimData, config: SimConfig, rows, kind: str):
+    """(empty-set logit [n], per-touch logit increments [n, L], noise sd) of P^kind."""
+    cfg = config
+    tm, gwm, tw = cfg.theta_M, cfg.gamma_WM, cfg.theta_w
+    x = sim.x[rows].astype(np.float64)
+    base = sim.theta_0 + x @ sim.theta_x
+    inc = np.where(sim.mask[rows], tm * sim.r[rows] + cfg.gamma_TY * sim.direct[rows], 0.0)
+    s_unit = tm * cfg.sigma_M
+    if kind == "x":
+        return base, inc, float(np.sqrt(s_unit**2 + (tw + tm * gwm) ** 2))
+    if kind == "unit":
+        return base + (tw + tm * gwm) * sim.w[rows], inc, s_unit
+    raise ValueError(f"kind must be 'x' or 'unit', got {kind!r}.")
+
+
+def shapley_truth(
+    sim: SimData,
+    config: SimConfig,
+    rows=None,
+    *,
+    kind: Literal["x", "unit"] = "x",
+    num_permutations: int = 256,
+    exact_max_len: int = 10,
+    seed: int = 0,
+) -> np.ndarray:
+    r"""Shapley values of the touches for the exact upload probability (notes §7b).
+
+    The value of a touch set S is ``P(S) = Psi(a(S), s)`` (``kind="x"``: w
+    integrated out; ``"unit"``: w fixed), with ``a(S)`` additive over touches, so
+    every coalition is evaluated exactly. For ``L <= exact_max_len`` the Shapley
+    value enumerates all subsets,
+
+    .. math:: \phi_j = \sum_{S \subseteq N \setminus j}
+      \frac{|S|!(L-|S|-1)!}{L!} [P(S \cup j) - P(S)],
+
+    otherwise it averages marginal contributions over ``num_permutations``
+    random permutations (padding positions are null players and get 0). Either
+    way ``sum_j phi_j = P(full) - P(empty)``.
+
+    Args:
+      sim: the output of ``simulate_cdp(config, ...)``.
+      config: the ``SimConfig`` that generated ``sim``.
+      rows: user rows to evaluate (all when None); the permutation estimate costs
+        ``rows * num_permutations * (L + 1)`` quadratures.
+      kind: "x" or "unit".
+      num_permutations: permutations of the Monte Carlo estimate.
+      exact_max_len: largest L that is enumerated exactly.
+      seed: permutation seed.
+
+    Returns:
+      ``[n_rows, L]`` float64 Shapley values.
+    """
+    if not isinstance(sim, SimData) or not isinstance(config, SimConfig):
+        raise TypeError("shapley_truth needs a SimData and the SimConfig that generated it.")
+    rows = np.arange(sim.y.shape[0]) if rows is None else np.asarray(rows)
+    base, inc, sd = _psi_parts(sim, config, rows, kind)
+    n, L = inc.shape
+    psi = lambda a: gauss_hermite_psi(a, sd, config.gh_nodes)
+    if L <= exact_max_len:
+        subsets = ((np.arange(2**L)[:, None] >> np.arange(L)[None, :]) & 1).astype(bool)
+        sizes = subsets.sum(axis=1)
+        value = psi(base[:, None] + inc @ subsets.T.astype(np.float64))  # [n, 2^L]
+        fact = np.array([np.prod(np.arange(1, k + 1), dtype=np.float64) for k in range(L + 1)])
+        phi = np.zeros((n, L))
+        for j in range(L):
+            without = np.flatnonzero(~subsets[:, j])
+            k = sizes[without]
+            wts = fact[k] * fact[L - k - 1] / fact[L]
+            gain = value[:, without + (1 << j)] - value[:, without]
+            phi[:, j] = gain @ wts
+        return phi
+    rng = np.random.Generator(np.random.PCG64(int(seed)))
+    phi = np.zeros((n, L))
+    for _ in range(int(num_permutations)):
+        perm = np.argsort(rng.random((n, L)), axis=1)
+        inc_p = np.take_along_axis(inc, perm, axis=1)
+        cum = np.concatenate([np.zeros((n, 1)), np.cumsum(inc_p, axis=1)], axis=1)
+        v = psi(base[:, None] + cum)
+        np.put_along_axis(
+            phi, perm, np.take_along_axis(phi, perm, axis=1) + np.diff(v, axis=1), axis=1
+        )
+    return phi / int(num_permutations)
