@@ -61,10 +61,24 @@ from drgrad_jax._src.upgrad import upgrad
 from drgrad_jax._src.upgrad import upgrad_weights
 
 # --- models, data, metrics, training (submodules) ------------------------------
+from drgrad_jax import data, metrics, models
+from drgrad_jax._src.train import TrainConfig
+from drgrad_jax._src.train import TrainResult
+from drgrad_jax._src.train import device_splits
+from drgrad_jax._src.train import make_train
+from drgrad_jax._src.train import select_by_validation
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "data",
+    "device_splits",
+    "make_train",
+    "metrics",
+    "models",
+    "select_by_validation",
     "AlignedMTLState",
     "aligned_mtl",
     "aligned_mtl_weights",
