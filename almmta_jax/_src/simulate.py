@@ -311,9 +311,17 @@ def gauss_hermite_psi(a, s, num_nodes: int = 32) -> np.ndarray:
         raise ValueError("s (the logit noise sd) must be >= 0.")
     nodes, weights = np.polynomial.hermite.hermgauss(int(num_nodes))
     a, s = np.broadcast_arrays(a, s)
-    scratch = np.sqrt(2.0) * s[..., None] * nodes
-    scratch += a[..., None]
-    return (_sigmoid_(scratch) @ (weights / np.sqrt(np.pi))).reshape(a.shape)
+    shape = a.shape
+    a, s = a.reshape(-1), s.reshape(-1)
+    wts = weights / np.sqrt(np.pi)
+    out = np.empty(a.shape[0])
+    # Blocks bound the [block, nodes] scratch to ~32 MB at any scale.
+    block = max(1, (1 << 22) // nodes.shape[0])
+    for lo in range(0, a.shape[0], block):
+        scratch = np.sqrt(2.0) * s[lo : lo + block, None] * nodes
+        scratch += a[lo : lo + block, None]
+        out[lo : lo + block] = _sigmoid_(scratch) @ wts
+    return out.reshape(shape)
 
 
 # ---------------------------------------------------------------------- generation
@@ -570,8 +578,13 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
     delta_x = np.where(mask, p_x[:, None] - psi(ax_del, s_x), 0.0)
     # Removing the whole cluster of touch j.
     clus = world.item_cluster[items]
-    same = (clus[:, :, None] == clus[:, None, :]) & mask[:, None, :] & mask[:, :, None]
-    ax_rem = ax_full[:, None] - np.einsum("njk,nk->nj", same, tm * r + gty * direct)
+    touch_logit = tm * r + gty * direct
+    ax_rem = np.empty_like(ax_del)
+    for lo in range(0, n, cfg.chunk_users):
+        sl = slice(lo, lo + cfg.chunk_users)
+        c, m = clus[sl], mask[sl]
+        same = (c[:, :, None] == c[:, None, :]) & m[:, None, :] & m[:, :, None]
+        ax_rem[sl] = ax_full[sl, None] - np.einsum("njk,nk->nj", same, touch_logit[sl])
     removal_x = np.where(mask, p_x[:, None] - psi(ax_rem, s_x), 0.0)
 
     eps = cfg.sigma_M * rng.standard_normal(n)
