@@ -9,4 +9,5 @@ writes one JSON file per benchmark under ``benchmarks/out/``.
 # ``main(argv: list[str] | None = None) -> dict``.
 BENCHMARKS = [
     "drgrad_speed",
+    "mmoe_census",
 ]
