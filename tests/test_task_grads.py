@@ -151,3 +151,23 @@ def test_drgrad_activation_space_end_to_end():
     for name in ("t1a", "t1b", "t2"):
         np.testing.assert_allclose(grads[name], head_grads[name], rtol=1e-5, atol=1e-6)
     assert state.diagnostics.xi_aux.shape == (1, 1)
+
+
+def test_summed_shared_layout_gives_drgrad_the_same_update(setup):
+    """shared='summed' keeps the task sum of shared leaves; DRGrad's update is unchanged."""
+    params, x = setup
+    towers = {"dedicated": "towers/0", "shared": "towers/1", "aux:2": "towers/2"}
+    task_of = {"towers/0": 0, "towers/1": 0, "towers/2": 2}
+    _, full = per_task_grads(loss_fn, params, x, task_of=task_of)
+    _, summed = per_task_grads(loss_fn, params, x, task_of=task_of, shared="summed")
+    np.testing.assert_allclose(summed["trunk"]["w"][1], 0.0)
+    np.testing.assert_allclose(
+        summed["trunk"]["w"][0], full["trunk"]["w"].sum(0), rtol=1e-5, atol=1e-6
+    )
+    tx = drgrad_jax.drgrad(towers)
+    a, _ = tx.update(full, tx.init(params), params)
+    b, _ = tx.update(summed, tx.init(params), params)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="shared must be"):
+        per_task_grads(loss_fn, params, x, shared="sum")

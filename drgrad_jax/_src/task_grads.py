@@ -156,6 +156,7 @@ def per_task_grads(
     params,
     *args,
     task_of=None,
+    shared: str = "per_task",
     has_aux: bool = False,
 ):
     """Per-task gradients in the library's contract, at the cost the model really needs.
@@ -168,10 +169,14 @@ def per_task_grads(
     ``SHARED`` need one backward pass per task, done as one vmapped VJP. With
     ``task_of=None`` every leaf is treated as shared, which equals ``jax.jacrev``.
 
-    Methods that only use the summed gradient of task-exclusive leaves (DRGrad in
-    parameter space routes towers that are exclusive to one task) should label
-    everything they can: then the cost is one forward and one backward pass,
-    plus K backward passes through the shared leaves only.
+    Label everything you can: the cost is then one forward and one backward pass,
+    plus K backward passes through the shared leaves only. A transformation that
+    only ever SUMS the shared leaves over tasks (``drgrad`` in parameter space,
+    ``linear_scalarization``) does not need them per task: ``shared="summed"``
+    then computes everything in ONE backward pass, placing each shared leaf's
+    summed gradient in row 0 of its task axis (other rows zero). That layout
+    keeps the sum over tasks exact but not the rows, so never feed it to a method
+    that compares tasks on shared leaves (PCGrad, MGDA, ...).
 
     Args:
       loss_fn: ``loss_fn(params, *args) -> losses[K]`` or ``(losses, aux)``.
@@ -182,6 +187,9 @@ def per_task_grads(
         ``{"tower_a": 0, "tower_b": 1}``; ``SHARED`` (-1) marks a shared subtree
         explicitly. Unlisted leaves are shared. ``None``: every leaf is shared.
         A pytree prefix of ``params`` with int leaves is accepted too.
+      shared: ``"per_task"`` (default): shared leaves get one row per task (K
+        backward passes through them); ``"summed"``: one backward pass, each
+        shared leaf's summed gradient in row 0 (see above).
       has_aux: whether ``loss_fn`` returns ``(losses, aux)``.
 
     Returns:
@@ -202,7 +210,11 @@ def per_task_grads(
       >>> g["trunk"].tolist(), g["t1"].tolist()
       ([[1.0, 1.0], [2.0, 2.0]], [[0.0, 0.0], [1.0, 1.0]])
     """
+    if shared not in ("per_task", "summed"):
+        raise ValueError(f"shared must be 'per_task' or 'summed'; got {shared!r}.")
     label_leaves = leaf_task_labels(task_of, params)
+    if shared == "summed":
+        label_leaves = [0 if lab == SHARED else lab for lab in label_leaves]
     param_leaves, treedef = jax.tree_util.tree_flatten(params)
     shared_idx = [i for i, lab in enumerate(label_leaves) if lab == SHARED]
     own_idx = [i for i, lab in enumerate(label_leaves) if lab != SHARED]
@@ -275,52 +287,39 @@ def match_prefix(paths: list[str], prefixes: tuple[str, ...]) -> list[int]:
 
 
 def leaf_task_labels(task_of, params) -> list[int]:
-    """One task label per params leaf from a ``{path prefix: task index}`` mapping."""
+    """One task label per params leaf from ``task_of`` (see ``per_task_grads``).
+
+    ``task_of`` maps path prefixes to task indices, or is a nested tree of ints
+    (e.g. a pure-dict label tree of an NNX model), which is read as the mapping
+    from each of its leaf paths to its label. The longest matching prefix wins.
+    """
     paths = leaf_paths(params)
     labels = [SHARED] * len(paths)
     if task_of is None:
         return labels
-    is_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-    nested = lambda v: isinstance(v, (Mapping, list, tuple))
-    if isinstance(task_of, Mapping) and any(nested(v) for v in task_of.values()):
-        return _broadcast_labels(task_of, params)
-    if not isinstance(task_of, Mapping):
+    if not isinstance(task_of, (Mapping, list, tuple)):
         raise ValueError(
             f"task_of must map path prefixes to int task indices, e.g. {{'towers/0': 0}}; "
             f"got {task_of!r}."
         )
-    for prefix, task in task_of.items():
-        if not is_int(task):
+    flat = jax.tree_util.tree_flatten_with_path(task_of)[0]
+    mapping = {"/".join(_key_name(k) for k in path): label for path, label in flat}
+    depth = [-1] * len(paths)
+    for prefix, task in mapping.items():
+        if not isinstance(task, (int, np.integer)) or isinstance(task, bool):
             raise ValueError(
                 f"task_of[{prefix!r}] must be an int task index (or SHARED=-1); got {task!r}."
             )
-        idx = match_prefix(paths, (str(prefix).strip("/"),))
+        prefix = prefix.strip("/")
+        idx = match_prefix(paths, (prefix,))
         if not idx:
             raise ValueError(
                 f"task_of prefix {prefix!r} matches no params leaf; paths are {paths}."
             )
         for i in idx:
-            labels[i] = int(task)
+            if len(prefix) > depth[i]:
+                labels[i], depth[i] = int(task), len(prefix)
     return labels
-
-
-def _broadcast_labels(task_of, params) -> list[int]:
-    """Labels from a pytree prefix of ``params`` whose leaves are int task indices."""
-
-    def expand(label, subtree):
-        if not isinstance(label, (int, np.integer)) or isinstance(label, bool):
-            raise ValueError(
-                f"task_of must map path prefixes to int task indices (or be a pytree prefix of "
-                f"params with int leaves); got a leaf {label!r}."
-            )
-        return jax.tree.map(lambda _: int(label), subtree)
-
-    try:
-        return jax.tree_util.tree_leaves(jax.tree.map(expand, task_of, params))
-    except ValueError as e:
-        if "task_of must" in str(e):
-            raise
-        raise ValueError(f"task_of is not a prefix of the params tree structure: {e}") from None
 
 
 class RepGrads(NamedTuple):
