@@ -59,6 +59,19 @@ def test_field_order_is_the_interface():
     assert float(out) == float(b.y.sum())
 
 
+def test_validate_at_trace_time():
+    b = jax.device_put(_batch(n=4, L=3))
+
+    @jax.jit
+    def total(batch):
+        validate_journeys(batch)  # shapes and dtypes only: values are abstract here
+        return jnp.sum(batch.y)
+
+    assert float(total(b)) == float(np.sum(b.y))
+    with pytest.raises(ValueError, match="yp_mask has shape"):
+        total(b._replace(yp_mask=b.yp_mask[:, :2]))
+
+
 # ------------------------------------------------------------------ padding
 
 

@@ -80,6 +80,11 @@ def _shape(a) -> tuple[int, ...]:
     return tuple(np.shape(a))
 
 
+def _dtype(a) -> np.dtype:
+    # Works for NumPy arrays, jax.Arrays and tracers without a host transfer.
+    return np.dtype(a.dtype) if hasattr(a, "dtype") else np.asarray(a).dtype
+
+
 def validate_journeys(batch: JourneyBatch, *, allow_padding_rows: bool = False) -> JourneyBatch:
     """Checks a ``JourneyBatch`` of host arrays: shapes, dtypes and values.
 
@@ -131,15 +136,11 @@ def validate_journeys(batch: JourneyBatch, *, allow_padding_rows: bool = False) 
             f"propensity has shape {_shape(batch.propensity)}; expected ({B}, {L}) or None."
         )
     for name in ("touch_ids", "user_id"):
-        if not np.issubdtype(np.asarray(getattr(batch, name)).dtype, np.integer):
-            raise TypeError(
-                f"{name} has dtype {np.asarray(getattr(batch, name)).dtype}; expected integers."
-            )
+        if not np.issubdtype(_dtype(getattr(batch, name)), np.integer):
+            raise TypeError(f"{name} has dtype {_dtype(getattr(batch, name))}; expected integers.")
     for name in ("touch_mask", "yp_mask"):
-        if np.asarray(getattr(batch, name)).dtype != np.bool_:
-            raise TypeError(
-                f"{name} has dtype {np.asarray(getattr(batch, name)).dtype}; expected bool."
-            )
+        if _dtype(getattr(batch, name)) != np.bool_:
+            raise TypeError(f"{name} has dtype {_dtype(getattr(batch, name))}; expected bool.")
     if not all(isinstance(a, np.ndarray) for a in batch if a is not None):
         return batch
 
@@ -488,6 +489,8 @@ def journey_batches(
     into a buffer; once it holds ``batch_size + shuffle_buffer`` journeys, it is
     permuted and a batch is taken from the front, so memory stays bounded by the
     buffer plus one shard. Shard order is permuted too when the source has a length.
+    An in-memory source is one shard, so it is always fully shuffled (unless
+    ``shuffle_buffer=0``).
 
     Args:
       source: the journeys (see above).
