@@ -68,7 +68,7 @@ def aligned_mtl() -> optax.GradientTransformationExtraArgs:
       >>> import jax.numpy as jnp
       >>> tx = aligned_mtl()
       >>> g = {"w": jnp.array([[1.0, 0.0], [0.0, 3.0]])}
-      >>> tx.update(g, tx.init(None))[0]["w"].round(3).tolist()
+      >>> [round(v, 3) for v in tx.update(g, tx.init(None))[0]["w"].tolist()]
       [1.0, 1.0]
 
     References:

@@ -113,7 +113,7 @@ def gradvac(
       >>> import jax.numpy as jnp
       >>> tx = gradvac(num_tasks=2)
       >>> g = {"w": jnp.array([[1.0, 0.0], [-1.0, 1.0]])}
-      >>> tx.update(g, tx.init(None))[0]["w"].round(3).tolist()
+      >>> [round(v, 3) for v in tx.update(g, tx.init(None))[0]["w"].tolist()]
       [0.5, 1.5]
 
     References:

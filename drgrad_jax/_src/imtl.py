@@ -81,7 +81,7 @@ def imtl_g() -> optax.GradientTransformationExtraArgs:
       >>> import jax.numpy as jnp
       >>> tx = imtl_g()
       >>> g = {"w": jnp.array([[1.0, 0.0], [0.0, 3.0]])}
-      >>> tx.update(g, tx.init(None))[0]["w"].round(3).tolist()
+      >>> [round(v, 3) for v in tx.update(g, tx.init(None))[0]["w"].tolist()]
       [0.75, 0.75]
 
     References:

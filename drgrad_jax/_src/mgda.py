@@ -49,7 +49,7 @@ def mgda() -> optax.GradientTransformationExtraArgs:
       >>> import jax.numpy as jnp
       >>> tx = mgda()
       >>> g = {"w": jnp.array([[1.0, 0.0], [0.0, 2.0]])}
-      >>> tx.update(g, tx.init(None))[0]["w"].round(3).tolist()
+      >>> [round(v, 3) for v in tx.update(g, tx.init(None))[0]["w"].tolist()]
       [0.8, 0.4]
 
     References:

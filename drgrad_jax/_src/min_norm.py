@@ -134,7 +134,7 @@ def min_norm_weights(gram: jax.typing.ArrayLike) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> min_norm_weights(jnp.array([[1.0, 0.0], [0.0, 4.0]])).round(3).tolist()
+      >>> [round(v, 3) for v in min_norm_weights(jnp.array([[1.0, 0.0], [0.0, 4.0]])).tolist()]
       [0.8, 0.2]
     """
     gram = _normalized(gram)

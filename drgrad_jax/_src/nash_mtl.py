@@ -119,7 +119,7 @@ def nash_mtl(
       >>> import jax.numpy as jnp
       >>> tx = nash_mtl(eps=0.0)
       >>> g = {"w": jnp.array([[2.0, 0.0], [0.0, 4.0]])}
-      >>> tx.update(g, tx.init(None))[0]["w"].round(4).tolist()
+      >>> [round(v, 4) for v in tx.update(g, tx.init(None))[0]["w"].tolist()]
       [1.0, 1.0]
 
     References:

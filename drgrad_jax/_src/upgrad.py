@@ -65,7 +65,7 @@ def upgrad() -> optax.GradientTransformationExtraArgs:
       >>> import jax.numpy as jnp
       >>> tx = upgrad()
       >>> g = {"w": jnp.array([[1.0, 0.0], [-1.0, 1.0]])}
-      >>> tx.update(g, tx.init(None))[0]["w"].round(3).tolist()
+      >>> [round(v, 3) for v in tx.update(g, tx.init(None))[0]["w"].tolist()]
       [0.25, 0.75]
 
     References:

@@ -1,0 +1,156 @@
+"""Slow, obvious NumPy references of the published multi-task gradient rules.
+
+Each reference works on the flattened task-gradient matrix ``G`` ``[K, n]`` in
+float64, follows the paper's own statement of the rule (loops, projections,
+generic solvers), and shares no code with the JAX implementations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.optimize as so
+
+
+def linear_scalarization(g, weights):
+    return weights @ g
+
+
+def pcgrad(g, orders):
+    k = g.shape[0]
+    out = np.zeros_like(g[0])
+    for i in range(k):
+        gi = g[i].copy()
+        for j in orders[i]:
+            if j == i:
+                continue
+            dot = gi @ g[j]
+            if dot < 0 and g[j] @ g[j] > 0:
+                gi = gi - dot / (g[j] @ g[j]) * g[j]
+        out += gi
+    return out
+
+
+def gradvac(g, orders, targets, beta):
+    k = g.shape[0]
+    targets = targets.copy()
+    out = np.zeros_like(g[0])
+    for i in range(k):
+        gi = g[i].copy()
+        for j in orders[i]:
+            if j == i:
+                continue
+            rho = gi @ g[j] / (np.linalg.norm(gi) * np.linalg.norm(g[j]))
+            phi = targets[i, j]
+            if rho < phi:
+                gi = (
+                    gi
+                    + (
+                        np.linalg.norm(gi)
+                        * (phi * np.sqrt(1 - rho**2) - rho * np.sqrt(1 - phi**2))
+                        / (np.linalg.norm(g[j]) * np.sqrt(1 - phi**2))
+                    )
+                    * g[j]
+                )
+            targets[i, j] = (1 - beta) * phi + beta * rho
+        out += gi
+    return out, targets
+
+
+def cagrad(g, c):
+    """Solves the PRIMAL max_d min_k <g_k, d> s.t. ||d - g0|| <= c ||g0|| with SLSQP."""
+    k, n = g.shape
+    g0 = g.mean(0)
+    radius = c * np.linalg.norm(g0)
+    x0 = np.concatenate([g0, [(g @ g0).min()]])
+    res = so.minimize(
+        lambda x: -x[-1],
+        x0,
+        jac=lambda x: np.concatenate([np.zeros(n), [-1.0]]),
+        constraints=[
+            {
+                "type": "ineq",
+                "fun": lambda x: g @ x[:-1] - x[-1],
+                "jac": lambda x: np.concatenate([g, -np.ones((k, 1))], axis=1),
+            },
+            {
+                "type": "ineq",
+                "fun": lambda x: radius**2 - np.sum((x[:-1] - g0) ** 2),
+                "jac": lambda x: np.concatenate([-2 * (x[:-1] - g0), [0.0]]),
+            },
+        ],
+        method="SLSQP",
+        options={"ftol": 1e-15, "maxiter": 2000},
+    )
+    return res.x[:-1]
+
+
+def mgda(g):
+    """Min-norm point of the convex hull, by SLSQP over the simplex."""
+    k = g.shape[0]
+    m = g @ g.T
+    res = so.minimize(
+        lambda w: w @ m @ w,
+        np.full(k, 1.0 / k),
+        jac=lambda w: 2 * m @ w,
+        bounds=[(0, None)] * k,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones(k)}],
+        method="SLSQP",
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
+    return res.x @ g
+
+
+def nash_mtl(g):
+    """Solves G G^T alpha = 1 / alpha with a generic root finder."""
+    m = g @ g.T
+    alpha = so.fsolve(lambda a: m @ a - 1 / a, 1 / np.sqrt(np.diag(m)), xtol=1e-13)
+    return alpha @ g
+
+
+def imtl_g(g):
+    """The closed form alpha_{2:K} = g_1 U^T (D U^T)^{-1} of the paper."""
+    if g.shape[0] == 1:
+        return g[0]
+    u = g / np.linalg.norm(g, axis=1, keepdims=True)
+    d = g[0] - g[1:]
+    uu = u[0] - u[1:]
+    alpha = g[0] @ uu.T @ np.linalg.inv(d @ uu.T)
+    alpha = np.concatenate([[1 - alpha.sum()], alpha])
+    return alpha @ g
+
+
+def aligned_mtl(g):
+    """B = sigma_min V Lambda^{-1/2} V^T on the (full-rank) Gramian; d = (B G)^T 1."""
+    lam, v = np.linalg.eigh(g @ g.T)
+    b = np.sqrt(lam.min()) * v @ np.diag(lam**-0.5) @ v.T
+    return (b @ g).sum(0)
+
+
+def upgrad(g):
+    """Mean of the projections of each g_i onto the dual cone {v : G v >= 0}, via NNLS.
+
+    The projection of ``x`` is ``x + G^T lam`` with ``lam = argmin_{lam >= 0}
+    ||x + G^T lam||`` (the projection's KKT conditions).
+    """
+    k = g.shape[0]
+    out = np.zeros_like(g[0])
+    for i in range(k):
+        lam, _ = so.nnls(g.T, -g[i])
+        out += g[i] + g.T @ lam
+    return out / k
+
+
+def dwa(g, loss_history, temperature):
+    """Weights from the last two stored losses (all ones for the first two updates)."""
+    k = g.shape[0]
+    if len(loss_history) < 2:
+        w = np.ones(k)
+    else:
+        r = np.asarray(loss_history[-1]) / np.asarray(loss_history[-2])
+        e = np.exp(r / temperature)
+        w = k * e / e.sum()
+    return w @ g
+
+
+def uncertainty_weighting(g, log_vars):
+    return (0.5 * np.exp(-log_vars)) @ g
