@@ -165,6 +165,26 @@ def test_mediator_matches_its_definition(sim):
     assert np.corrcoef(wm.mediator - wm.r.sum(axis=1), wm.w)[0, 1] > 0.8
 
 
+def test_serving_propensity(sim):
+    """serve_prob is the softmax of the exposure logits at the shown item."""
+    for u in (0, 17, 1234):
+        x = sim.x[u].astype(np.float64)
+        logit = UNIT.kappa * (
+            sim.item_e.astype(np.float64) @ (sim.A @ x)
+            + UNIT.gamma_w * sim.w[u] * sim.item_s
+            + sim.item_b
+        )
+        p = np.exp(logit - logit.max())
+        p /= p.sum()
+        np.testing.assert_allclose(sim.serve_prob[u], p[sim.item[u]], rtol=1e-5)
+    rct = sim.arm == 1
+    np.testing.assert_allclose(sim.serve_prob[rct], 1.0 / UNIT.n_items, rtol=1e-6)
+    b = sim_to_batch(sim, "test", logged_propensity=True)
+    rows = np.flatnonzero(sim.split == SPLIT_CODES["test"])
+    np.testing.assert_allclose(b.propensity, sim.serve_prob[rows], rtol=1e-6)
+    assert sim_to_batch(sim, "test").propensity is None
+
+
 def test_base_rate_and_outcome_draws(sim):
     obs = sim.arm == 0
     assert abs(sim.p_unit[obs].mean() - UNIT.base_rate) < 1e-9

@@ -189,6 +189,9 @@ class SimData(NamedTuple):
       direct: ``[N, L]`` float64 per-touch direct terms rho * d (they enter the
         outcome only through ``gamma_TY``; 0 at padding).
       mediator: ``[N]`` float64 the realized mediator M = mu(full) + epsilon.
+      serve_prob: ``[N, L]`` float64 the exposure policy's single-draw softmax
+        probability of each shown item (what a serving system would log; it
+        depends on the hidden w); 1/N_I in the randomized arm, 0 at padding.
       arm: ``[N]`` int8, 0 observational, 1 randomized.
       split: ``[N]`` int8, ``SPLIT_CODES``: 0/1/2 train/val/test (observational
         80/10/10), 3 randomized arm.
@@ -238,6 +241,7 @@ class SimData(NamedTuple):
     r: np.ndarray
     direct: np.ndarray
     mediator: np.ndarray
+    serve_prob: np.ndarray
     arm: np.ndarray
     split: np.ndarray
     p_unit: np.ndarray
@@ -401,6 +405,7 @@ def _draw_arm(cfg: SimConfig, world: _World, n: int, randomized: bool, rng: np.r
     x = rng.standard_normal((n, cfg.d_x)).astype(np.float32).astype(np.float64)
     w = rng.standard_normal(n)
     items = np.empty((n, L), dtype=np.int64)
+    serve = np.empty((n, L))
     # Bound the [chunk, n_items] logit block to ~2e7 float64s at scale.
     chunk = max(1, min(cfg.chunk_users, 20_000_000 // ni))
     item_s32 = world.item_s.astype(np.float32)
@@ -427,6 +432,12 @@ def _draw_arm(cfg: SimConfig, world: _World, n: int, randomized: bool, rng: np.r
         # Random order inside the window: which item comes when is independent of the draw.
         order = np.argsort(rng.random((m, L)), axis=1)
         items[lo:hi] = np.take_along_axis(top, order, axis=1)
+        # The serving policy's single-draw probability of each shown item (a logged propensity).
+        peak = logits.max(axis=1, keepdims=True)
+        g = np.subtract(logits, peak, out=g)
+        lse = np.log(np.exp(g, out=g).sum(axis=1, dtype=np.float64)) + peak[:, 0]
+        chosen = np.take_along_axis(logits, items[lo:hi], axis=1).astype(np.float64)
+        serve[lo:hi] = np.exp(chosen - lse[:, None])
     if cfg.variable_length:
         lengths = rng.integers(cfg.min_len, L + 1, size=n)
     else:
@@ -442,7 +453,8 @@ def _draw_arm(cfg: SimConfig, world: _World, n: int, randomized: bool, rng: np.r
     h = _softplus(world.item_ce[items] + xde - 1.0)
     r = np.where(mask, rho * h, 0.0)
     direct = np.where(mask, rho * world.item_d[items], 0.0)
-    return x, w, items, mask, dt, r, direct
+    serve = np.where(mask, serve, 0.0)
+    return x, w, items, mask, dt, r, direct, serve
 
 
 def _solve_theta0(base, s, target, num_nodes):
@@ -552,9 +564,9 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
     obs = _draw_arm(cfg, world, n_obs, False, rng)
     if n_rct > 0:
         rct = _draw_arm(cfg, world, n_rct, True, rng)
-        x, w, items, mask, dt, r, direct = (np.concatenate([a, b]) for a, b in zip(obs, rct))
+        x, w, items, mask, dt, r, direct, serve = (np.concatenate([a, b]) for a, b in zip(obs, rct))
     else:
-        x, w, items, mask, dt, r, direct = obs
+        x, w, items, mask, dt, r, direct, serve = obs
     n = n_obs + n_rct
     arm = np.concatenate([np.zeros(n_obs, np.int8), np.ones(n_rct, np.int8)])
 
@@ -645,6 +657,7 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
         r=r,
         direct=direct,
         mediator=mediator,
+        serve_prob=serve,
         arm=arm,
         split=split,
         p_unit=p_unit,
@@ -674,6 +687,7 @@ def sim_to_batch(
     split: Literal["train", "val", "test", "rct", "all"] = "train",
     *,
     ipw: np.ndarray | None = None,
+    logged_propensity: bool = False,
 ) -> JourneyBatch:
     """The journeys of one split as a ``JourneyBatch`` of NumPy arrays.
 
@@ -688,9 +702,11 @@ def sim_to_batch(
       split: "train", "val", "test" (observational 80/10/10), "rct" (randomized
         arm) or "all".
       ipw: optional ``[N_split]`` weights (ones when None).
+      logged_propensity: fill ``propensity`` with ``serve_prob`` (1 at padding);
+        otherwise it is None.
 
     Returns:
-      A ``JourneyBatch`` with leading axis N_split (propensity left as None).
+      A ``JourneyBatch`` with leading axis N_split.
     """
     if not isinstance(sim, SimData):
         raise TypeError(f"sim must be a SimData, got {type(sim).__name__}.")
@@ -722,6 +738,11 @@ def sim_to_batch(
         yp=sim.yp[rows][..., None],
         yp_mask=mask & (y == 1)[:, None],
         ipw=ipw,
+        propensity=(
+            np.where(mask, sim.serve_prob[rows], 1.0).astype(np.float32)
+            if logged_propensity
+            else None
+        ),
     )
 
 
