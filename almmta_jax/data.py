@@ -2,10 +2,10 @@
 
 Public names: ``JourneyBatch``, ``validate_journeys``, ``journey_batches``,
 ``pad_ragged``, ``time_features``, ``ragged_to_batch``, ``check_offsets``,
-``load_journey_npz``, ``save_journey_npz`` and ``NpzShards``; the Criteo loaders
-``load_criteo_attribution``, ``load_criteo_flat``, ``criteo_proxy``,
-``convert_criteo_raw``, ``criteo_raw_journeys``, ``split_journeys`` and their
-constants; and the simulator's ``SIM_TOUCH_FIELDS``.
+``load_journey_npz``, ``save_journey_npz`` and ``NpzShards``; the Criteo
+loaders ``load_criteo_attribution``, ``load_criteo_flat``, ``criteo_proxy``,
+``criteo_user_history``, ``convert_criteo_raw``, ``criteo_raw_journeys``,
+``split_journeys`` and their constants; and the simulator's ``SIM_TOUCH_FIELDS``.
 """
 
 from almmta_jax._src.criteo import (
@@ -15,6 +15,7 @@ from almmta_jax._src.criteo import (
     convert_criteo_raw,
     criteo_proxy,
     criteo_raw_journeys,
+    criteo_user_history,
     load_criteo_attribution,
     load_criteo_flat,
     split_journeys,
@@ -41,6 +42,7 @@ __all__ = [
     "convert_criteo_raw",
     "criteo_proxy",
     "criteo_raw_journeys",
+    "criteo_user_history",
     "load_criteo_attribution",
     "load_criteo_flat",
     "split_journeys",

@@ -13,6 +13,7 @@ from almmta_jax.data import (
     convert_criteo_raw,
     criteo_proxy,
     criteo_raw_journeys,
+    criteo_user_history,
     load_criteo_attribution,
     load_criteo_flat,
     split_journeys,
@@ -76,6 +77,24 @@ def test_shipped_features_against_reference(shipped, criteo_dir):
         else:
             assert not b.yp[i].any() and not b.yp_mask[i].any()
         assert not b.touch_mask[i, n:].any()
+
+
+def test_user_history(criteo_dir):
+    hist = criteo_user_history(criteo_dir)
+    train = load_criteo_flat(criteo_dir, "train")
+    assert hist.shape == (157_332, 11)
+    rng = np.random.default_rng(1)
+    off = train["offsets"]
+    for u in rng.choice(train["user"], 20):
+        js = np.flatnonzero(train["user"] == u)
+        camps = np.concatenate([train["campaign"][off[j] : off[j + 1]] for j in js])
+        ref = np.bincount(camps, minlength=10) / camps.size
+        np.testing.assert_allclose(hist[u, :10], ref, rtol=1e-6)
+        np.testing.assert_allclose(hist[u, 10], np.log(js.size), rtol=1e-6)
+    b = load_criteo_attribution(criteo_dir, "test", user_features=hist)
+    np.testing.assert_array_equal(b.x, hist[b.user_id])
+    with pytest.raises(ValueError, match="user_features"):
+        load_criteo_attribution(criteo_dir, "test", user_features=hist[:10])
 
 
 # ------------------------------------------------------------ flat errors

@@ -120,8 +120,45 @@ def criteo_proxy(timestamp, offsets, label) -> np.ndarray:
     return np.where(conv[:, None], yp, 0.0).astype(np.float32)
 
 
+def criteo_user_history(path) -> np.ndarray:
+    """Per-user features from the train split (notes §5.3, step 3).
+
+    Row u holds user u's campaign histogram over all of its train touches,
+    normalized to sum 1 (10 columns), then log(number of train journeys). Users
+    without train journeys get zeros. Test users are a subset of train users, so
+    every test journey has a history; train journeys' histories include the
+    journey itself (a summary of treatment, meant for evaluation propensities).
+
+    Args:
+      path: directory holding ``train.npz`` (and ``test.npz``, used only to size
+        the table to every user id).
+
+    Returns:
+      ``[num_users, 11]`` float32, indexed by ``user_id``.
+    """
+    train = load_criteo_flat(path, "train")
+    num_users = int(train["user"].max(initial=-1)) + 1
+    p = pathlib.Path(os.fspath(path))
+    if p.is_dir() and (p / "test.npz").exists():
+        num_users = max(num_users, int(load_criteo_flat(path, "test")["user"].max(initial=-1)) + 1)
+    lengths = np.diff(train["offsets"])
+    touch_user = np.repeat(train["user"].astype(np.int64), lengths)
+    k = CRITEO_VOCAB_SIZES[0]
+    hist = np.zeros((num_users, k))
+    np.add.at(hist, (touch_user, train["campaign"].astype(np.int64)), 1.0)
+    total = hist.sum(axis=1, keepdims=True)
+    hist = np.divide(hist, total, out=np.zeros_like(hist), where=total > 0)
+    journeys = np.bincount(train["user"], minlength=num_users).astype(np.float64)
+    logj = np.log(np.maximum(journeys, 1.0)) * (journeys > 0)
+    return np.concatenate([hist, logj[:, None]], axis=1).astype(np.float32)
+
+
 def load_criteo_attribution(
-    path, split: Literal["train", "test"] = "train", *, max_len: int = 20
+    path,
+    split: Literal["train", "test"] = "train",
+    *,
+    max_len: int = 20,
+    user_features: np.ndarray | None = None,
 ) -> JourneyBatch:
     """One split of the shipped Criteo journeys as a ``JourneyBatch`` (notes §7a).
 
@@ -134,6 +171,8 @@ def load_criteo_attribution(
       is ``touch_mask & (y == 1)``.
     * ``x``: ``[n, 1]`` ones: Criteo ships no dense user features; the user
       enters through ``user_id`` (contiguous ids, shared by train and test).
+      Pass ``user_features`` (e.g. ``criteo_user_history(path)``) to use
+      ``user_features[user_id]`` instead.
     * ``ipw``: ones.
 
     Journeys longer than ``max_len`` keep their most recent ``max_len`` touches
@@ -144,12 +183,23 @@ def load_criteo_attribution(
       path: directory holding ``train.npz``/``test.npz`` (or one split's file).
       split: "train" or "test".
       max_len: padded length L.
+      user_features: optional ``[num_users, d_x]`` table indexed by user id.
 
     Returns:
       A validated ``JourneyBatch`` of NumPy arrays.
     """
     flat = load_criteo_flat(path, split)
     off, ts = flat["offsets"], flat["timestamp"]
+    x = None
+    if user_features is not None:
+        table = np.asarray(user_features, np.float32)
+        top = int(flat["user"].max(initial=-1))
+        if table.ndim != 2 or table.shape[0] <= top:
+            raise ValueError(
+                f"user_features has shape {table.shape}; expected [num_users, d_x] with "
+                f"num_users > {top} (the largest user id of the {split} split)."
+            )
+        x = table[flat["user"]]
     try:
         return ragged_to_batch(
             offsets=off,
@@ -158,6 +208,7 @@ def load_criteo_attribution(
             y=flat["label"],
             max_len=max_len,
             user_id=flat["user"],
+            x=x,
             yp=criteo_proxy(ts, off, flat["label"]),
         )
     except (ValueError, TypeError) as err:
