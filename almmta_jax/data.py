@@ -9,6 +9,7 @@ loaders ``load_criteo_attribution``, ``load_criteo_flat``, ``criteo_proxy``,
 """
 
 from almmta_jax._src.criteo import (
+    CRITEO_NUM_USERS,
     CRITEO_PROXY_TAU_S,
     CRITEO_TOUCH_FIELDS,
     CRITEO_VOCAB_SIZES,
@@ -35,6 +36,7 @@ from almmta_jax._src.data import (
 from almmta_jax._src.simulate import SIM_TOUCH_FIELDS
 
 __all__ = [
+    "CRITEO_NUM_USERS",
     "CRITEO_PROXY_TAU_S",
     "CRITEO_TOUCH_FIELDS",
     "CRITEO_VOCAB_SIZES",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from almmta_jax.data import (
+    CRITEO_NUM_USERS,
     CRITEO_TOUCH_FIELDS,
     CRITEO_VOCAB_SIZES,
     convert_criteo_raw,
@@ -82,7 +83,7 @@ def test_shipped_features_against_reference(shipped, criteo_dir):
 def test_user_history(criteo_dir):
     hist = criteo_user_history(criteo_dir)
     train = load_criteo_flat(criteo_dir, "train")
-    assert hist.shape == (157_332, 11)
+    assert hist.shape == (CRITEO_NUM_USERS, 11)
     rng = np.random.default_rng(1)
     off = train["offsets"]
     for u in rng.choice(train["user"], 20):

@@ -9,6 +9,12 @@ dropped, test users a subset of train users) is stored flat: journey i spans
 ``load_criteo_attribution`` turns one split into a ``JourneyBatch`` with the
 project's surrogate proxy; ``convert_criteo_raw`` rebuilds the same flat layout
 from the raw ``criteo_attribution_dataset.tsv.gz`` at a user-given path.
+
+References:
+  Diemert et al., "Attribution Modeling Increases Efficiency of Bidding in Display
+  Advertising", AdKDD 2017, https://arxiv.org/abs/1707.06409.
+  Yao et al., "CausalMTA: Eliminating the User Confounding Bias for Causal
+  Multi-touch Attribution", KDD 2022, https://arxiv.org/abs/2201.00689.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ CRITEO_TOUCH_FIELDS = ("campaign",)
 
 CRITEO_VOCAB_SIZES = (10,)
 """Vocabulary of each ``touch_ids`` column (campaigns 0..9)."""
+
+CRITEO_NUM_USERS = 157_332
+"""User ids of the shipped split (train and test share them): 0..157,331."""
 
 CRITEO_PROXY_TAU_S = 86_400.0
 """Time scale of the recency proxy channel, 1 day in seconds."""

@@ -16,6 +16,11 @@ sigmoid(0.1 + 0.7 w_Z.C)]``, and the front-door plug-in
 
 recovers it exactly with oracle nuisances (the U terms cancel) and within
 sampling error with fitted ones.
+
+References:
+  Jung, FD-CATE (front-door conditional average treatment effects), 2025,
+  https://arxiv.org/abs/2509.22531, https://github.com/yonghanjung/FD-CATE.
+  Pearl, "Causal diagrams for empirical research", Biometrika 82(4), 1995.
 """
 
 from __future__ import annotations

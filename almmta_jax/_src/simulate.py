@@ -306,6 +306,10 @@ def gauss_hermite_psi(a, s, num_nodes: int = 32) -> np.ndarray:
       0.5
       >>> round(float(gauss_hermite_psi(1.0, 0.0)), 6)
       0.731059
+
+    References:
+      Abramowitz & Stegun, "Handbook of Mathematical Functions", 1964, §25.4.46
+      (Gauss-Hermite integration).
     """
     if int(num_nodes) < 1:
         raise ValueError(f"num_nodes must be >= 1, got {num_nodes}.")
@@ -552,6 +556,11 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
       >>> sim = simulate_cdp(SimConfig.preset("unit_test", n_users=200, n_rct=50), seed=0)
       >>> sim.item.shape, sim.delta_x.shape
       ((250, 8), (250, 8))
+
+    References:
+      Liu et al., "ALM-MTA: Front-Door Causal Multi-Touch Attribution Method for
+      Creator-Ecosystem Optimization", ICLR 2026, https://arxiv.org/abs/2605.08881.
+      Pearl, "Causal diagrams for empirical research", Biometrika 82(4), 1995.
     """
     cfg = SimConfig() if config is None else config
     if not isinstance(cfg, SimConfig):
