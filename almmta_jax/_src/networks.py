@@ -350,11 +350,11 @@ class ALMMTA(nnx.Module):
 
     def touch_keys(self, e: jax.Array) -> jax.Array:
         """Unit-norm contrastive keys ``k_j = normalize(MLP_k(e_j))``."""
-        return _normalize(self.key_head(e))
+        return normalize(self.key_head(e))
 
     def query(self, mediator: jax.Array, s: jax.Array) -> jax.Array:
         """Unit-norm contrastive query ``q = normalize(MLP_q([M; s]))``."""
-        return _normalize(self.query_head(jnp.concatenate([mediator, s], axis=-1)))
+        return normalize(self.query_head(jnp.concatenate([mediator, s], axis=-1)))
 
     def __call__(self, batch: JourneyBatch, keep: jax.Array | None = None) -> jax.Array:
         """Factual outcome logits ``[B]`` (evaluation mode)."""
@@ -362,8 +362,9 @@ class ALMMTA(nnx.Module):
         return self.outcome_logit(enc.mediator, enc.treatment, enc.s)
 
 
-def _normalize(v: jax.Array, eps: float = 1e-6) -> jax.Array:
-    return v / jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True) + eps)
+def normalize(v: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """``v / ||v||`` along the last axis (``||v||^2`` floored at ``eps``)."""
+    return v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v * v, axis=-1, keepdims=True), eps))
 
 
 def check_batch(batch: JourneyBatch, config: ModelConfig) -> None:

@@ -35,11 +35,18 @@ from flax import nnx
 
 from almmta_jax._src import losses
 from almmta_jax._src.data import JourneyBatch
-from almmta_jax._src.networks import ALMMTA, ModelConfig, check_batch, check_targets
+from almmta_jax._src.networks import (
+    ALMMTA,
+    ModelConfig,
+    check_batch,
+    check_targets,
+    normalize,
+)
 
 MODES = ("grl", "simultaneous", "alternating")
 GENERATOR_ADV_LOSSES = ("neg_bce", "confusion")
 BALANCERS = ("none",)
+OPTIMIZERS = ("adamw", "sgd")
 ADVERSARY = nnx.PathContains("discriminator")
 
 
@@ -132,7 +139,9 @@ class TrainConfig:
       lambda_max: final adversary weight λ_max (0 switches the reversal off;
         the adversary still trains, for its AUC).
       warmup_steps: steps before the reversal starts (``None``: one epoch).
-      learning_rate: AdamW peak learning rate (both players).
+      optimizer: ``"adamw"`` (default) or ``"sgd"`` (clipped SGD with the same
+        decoupled weight decay), used by both players.
+      learning_rate: peak learning rate (both players).
       lr_warmup_steps: linear learning-rate warm-up.
       weight_decay: AdamW weight decay (the "stability" L2).
       clip_norm: global-norm clipping of each player's gradient.
@@ -155,6 +164,7 @@ class TrainConfig:
     beta: float = 0.1
     lambda_max: float = 0.3
     warmup_steps: int | None = None
+    optimizer: str = "adamw"
     learning_rate: float = 1e-3
     lr_warmup_steps: int = 500
     weight_decay: float = 1e-5
@@ -182,6 +192,8 @@ class TrainConfig:
             raise ValueError(
                 "mode='grl' reverses the adversary's own loss; use generator_adv_loss='neg_bce'."
             )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
         if self.balancer not in BALANCERS:
             raise ValueError(f"balancer must be one of {BALANCERS}, got {self.balancer!r}.")
         for name in ("adversary_steps", "batch_size", "epochs", "queue_size"):
@@ -271,7 +283,16 @@ class Trainer(NamedTuple):
 
 
 def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    lr = optax.linear_schedule(0.0, config.learning_rate, max(config.lr_warmup_steps, 1))
+    warm = max(config.lr_warmup_steps, 1)
+    peak = config.learning_rate
+    # Linear warm-up that already moves on the first step: lr_t = peak min(1, (t+1)/warm).
+    lr = lambda count: peak * jnp.minimum(1.0, (count + 1.0) / warm)
+    if config.optimizer == "sgd":
+        return optax.chain(
+            optax.clip_by_global_norm(config.clip_norm),
+            optax.add_decayed_weights(config.weight_decay),
+            optax.sgd(lr),
+        )
     return optax.chain(
         optax.clip_by_global_norm(config.clip_norm),
         optax.adamw(lr, weight_decay=config.weight_decay),
@@ -448,7 +469,7 @@ def _momentum_and_queue(config, key_graphdef, state, params, parts, key):
     has = jnp.any(parts.keep, axis=1)
     chosen = jnp.take_along_axis(e, pick[:, None, None], axis=1)[:, 0]
     new_keys = nnx.merge(key_graphdef, key_ema)(chosen)
-    new_keys = new_keys / jnp.sqrt(jnp.sum(new_keys * new_keys, axis=-1, keepdims=True) + 1e-6)
+    new_keys = normalize(new_keys)
     q = config.queue_size
     n = min(b, q)
     slots = jnp.mod(state.queue_ptr + jnp.arange(n, dtype=jnp.int32), q)

@@ -1,0 +1,289 @@
+"""The jointly jitted min-max step: gradient reversal, two-player equivalences, schedule, resume."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import almmta_jax as am
+from almmta_jax._src.train import ADVERSARY
+
+# One tiny shape shared by every test (each new shape costs compilations).
+MODEL = am.ModelConfig(
+    vocab_sizes=(7, 3),
+    d_x=3,
+    max_len=5,
+    num_users=6,
+    d_model=8,
+    num_heads=2,
+    ffn_dim=8,
+    d_mediator=4,
+    d_contrast=4,
+    num_layers=1,
+    dropout=0.0,
+)
+B = 6
+
+
+def _config(**kw):
+    base = dict(
+        model=MODEL,
+        mode="simultaneous",
+        batch_size=B,
+        epochs=2,
+        queue_size=8,
+        lr_warmup_steps=1,
+        warmup_steps=1,
+        lambda_max=0.5,
+        beta=0.5,
+        optimizer="sgd",
+        learning_rate=0.05,
+    )
+    base.update(kw)
+    return am.TrainConfig(**base)
+
+
+def _leaves_close(a, b, rtol=1e-5, atol=1e-6):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def data():
+    d = am.random_journeys(jax.random.key(0), 4 * B, MODEL, upload_rate=0.5)
+    # Make some proxy targets clear positives so the contrastive term is active.
+    return d._replace(yp=jnp.where(d.yp_mask[..., None], 0.3 + 0.7 * d.yp, 0.0))
+
+
+@pytest.fixture(scope="module")
+def trainer(data):
+    return am.make_trainer(_config(), data)
+
+
+@pytest.fixture(scope="module")
+def start(trainer):
+    # A mid-run state so that λ_t > 0 and every term is live.
+    return trainer.init(jax.random.key(7))._replace(step=jnp.int32(3))
+
+
+@pytest.fixture(scope="module")
+def batch(data):
+    return jax.tree.map(lambda a: a[:B], data)
+
+
+# --- gradient reversal ------------------------------------------------------------
+
+
+def test_grl_gives_adversary_its_gradient_and_mediator_minus_lambda_times_it(batch):
+    model = am.ALMMTA(MODEL, rngs=nnx.Rngs(3))
+    graphdef, adv, params = am.split_model(model)
+    lam = jnp.float32(0.37)
+
+    def l_adv(params, adv):
+        m = nnx.merge(graphdef, adv, params)
+        return am.adversary_loss(m.discriminate(m.encode(batch).mediator), batch.y)
+
+    def l_grl(params, adv, lam):
+        m = nnx.merge(graphdef, adv, params)
+        med = am.gradient_reversal(m.encode(batch).mediator, lam)
+        return am.adversary_loss(m.discriminate(med), batch.y)
+
+    @jax.jit
+    def grads(params, adv, lam):
+        return (
+            jax.grad(l_grl, argnums=(0, 1, 2))(params, adv, lam),
+            jax.grad(l_adv, argnums=1)(params, adv),
+            jax.grad(l_adv, argnums=0)(params, adv),
+        )
+
+    (g_p, g_d, g_lam), ref_d, ref_p = grads(params, adv, lam)
+    _leaves_close(g_d, ref_d, rtol=1e-6, atol=1e-8)
+    _leaves_close(g_p, jax.tree.map(lambda g: -lam * g, ref_p), rtol=1e-6, atol=1e-8)
+    assert float(g_lam) == 0.0
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(g_p["mediator_mlp"]))
+    # The adversary descends its own loss along the GRL gradient.
+    loss = jax.jit(l_adv)
+    stepped = jax.tree.map(lambda a, g: a - 0.05 * g, adv, g_d)
+    assert float(loss(params, stepped)) < float(loss(params, adv))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    step=st.integers(0, 300),
+    warmup=st.integers(0, 100),
+    extra=st.integers(1, 200),
+    lam=st.floats(0.0, 2.0),
+)
+def test_adversary_weight_matches_dann_ramp(step, warmup, extra, lam):
+    total = warmup + extra
+    p = np.clip((step - warmup) / (total - warmup), 0, 1)
+    ref = lam * (2 / (1 + np.exp(-10 * p)) - 1) if step >= warmup else 0.0
+    np.testing.assert_allclose(
+        am.adversary_weight(step, lam, warmup, total), ref, rtol=1e-5, atol=1e-7
+    )
+
+
+# --- the two-player step ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hand_composed(trainer, start, batch):
+    """One update of each player composed by hand from two separate gradients."""
+    cfg = _config()
+    model = trainer.model(start)
+    graphdef, adv0, params0 = nnx.split(model, ADVERSARY, nnx.Param)
+    lam = am.adversary_weight(start.step, cfg.lambda_max, cfg.warmup_steps, trainer.total_steps)
+
+    def parts(p):
+        m = nnx.merge(graphdef, adv0, p)
+        enc = m.encode(batch)
+        l_y = am.outcome_loss(
+            m.outcome_logit(enc.mediator, enc.treatment, enc.s), batch.y, batch.ipw
+        )
+        l_p = am.proxy_loss(m.proxy_logits(enc.mediators), batch.yp, batch.yp_mask)
+        positive = batch.yp_mask & (batch.yp.max(-1) >= 0.5)
+        l_cl, _ = am.info_nce_loss(
+            m.query(enc.mediator, enc.s),
+            m.touch_keys(enc.e),
+            positive,
+            batch.touch_mask,
+            start.queue,
+            start.queue_valid,
+            cfg.temperature,
+        )
+        return l_y + cfg.alpha * l_p + cfg.beta * l_cl, enc.mediator
+
+    def disc(a, med):
+        return nnx.merge(graphdef, a, params0).discriminate(med)
+
+    def generator(p):
+        main, med = parts(p)
+        return main - lam * am.adversary_loss(disc(adv0, med), batch.y)
+
+    def compose(params0, adv0):
+        med0 = jax.lax.stop_gradient(parts(params0)[1])
+        g_g = jax.grad(generator)(params0)
+        g_d = jax.grad(lambda a: am.adversary_loss(disc(a, med0), batch.y))(adv0)
+        tx = optax.chain(
+            optax.clip_by_global_norm(cfg.clip_norm),
+            optax.add_decayed_weights(cfg.weight_decay),
+            optax.sgd(cfg.learning_rate),
+        )
+        u_g, _ = tx.update(g_g, tx.init(params0), params0)
+        u_d, _ = tx.update(g_d, tx.init(adv0), adv0)
+        return optax.apply_updates(params0, u_g), optax.apply_updates(adv0, u_d)
+
+    return jax.jit(compose)(params0, adv0)
+
+
+def test_simultaneous_k1_equals_hand_composed_two_optimizer_update(
+    trainer, start, batch, hand_composed
+):
+    new, metrics = trainer.step(start, batch)
+    params, adv = hand_composed
+    _leaves_close(new.params, params)
+    _leaves_close(new.adv_params, adv)
+    assert float(metrics.adversary_weight) > 0
+    assert float(metrics.contrastive_loss) > 0
+
+
+def test_grl_step_equals_simultaneous_k1(data, start, batch, hand_composed):
+    grl = am.make_trainer(_config(mode="grl"), data)
+    new, _ = grl.step(start, batch)
+    params, adv = hand_composed
+    _leaves_close(new.params, params)
+    _leaves_close(new.adv_params, adv)
+
+
+def test_no_recompilation_as_the_schedule_moves(trainer, batch):
+    state = trainer.init(jax.random.key(1))
+    lams = []
+    for _ in range(4):
+        state, m = trainer.step(state, batch)
+        lams.append(float(m.adversary_weight))
+    assert trainer.step._cache_size() == 1
+    ref = [float(am.adversary_weight(s, 0.5, 1, trainer.total_steps)) for s in range(4)]
+    np.testing.assert_allclose(lams, ref, rtol=1e-6)
+    assert lams[0] == 0.0 and lams[3] > lams[2] > 0
+    assert int(state.step) == 4
+
+
+def test_queue_ring_buffer_and_momentum_key_encoder(trainer, batch):
+    cfg = _config()
+    s0 = trainer.init(jax.random.key(2))
+    s1, _ = trainer.step(s0, batch)
+    assert int(s1.queue_ptr) == B and int(s1.queue_valid.sum()) == B
+    ema = jax.tree.map(
+        lambda e, p: cfg.momentum * e + (1 - cfg.momentum) * p, s0.key_ema, s1.params["key_head"]
+    )
+    _leaves_close(s1.key_ema, ema, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(jnp.linalg.norm(s1.queue[:B], axis=-1), 1.0, atol=1e-4)
+    s2, _ = trainer.step(s1, batch)
+    assert int(s2.queue_ptr) == (2 * B) % cfg.queue_size and bool(s2.queue_valid.all())
+    # The slots written by the second step wrapped around to the front.
+    assert not np.allclose(s2.queue[: 2 * B - cfg.queue_size], s1.queue[: 2 * B - cfg.queue_size])
+
+
+# --- whole runs -------------------------------------------------------------------
+
+
+def test_checkpoint_resume_is_identical(trainer, data, tmp_path):
+    s0 = trainer.init(jax.random.key(4))
+    s1, (m1, e1) = trainer.run_epochs(s0, data, 1)
+    straight, (m2, _) = trainer.run_epochs(s1, data, 1)
+    am.save_checkpoint(tmp_path / "ckpt", s1)
+    restored = am.restore_checkpoint(tmp_path / "ckpt", s0)
+    resumed, (m3, _) = trainer.run_epochs(restored, data, 1)
+    for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(m2.outcome_loss, m3.outcome_loss)
+    # The second epoch saw other batches than the first.
+    assert not np.allclose(m1.outcome_loss, m2.outcome_loss)
+    assert int(straight.step) == 2 * trainer.steps_per_epoch
+    for v in e1:
+        assert np.all(np.isfinite(v))
+    assert 0.0 <= float(e1.outcome_auc[0]) <= 1.0
+
+
+def test_make_train_vmaps_over_seeds(trainer, data):
+    cfg = _config(epochs=1)
+    train = am.make_train(cfg, data)
+    keys = jax.random.split(jax.random.key(9), 2)
+    states, (steps, evals) = jax.jit(jax.vmap(train))(keys)
+    assert steps.outcome_loss.shape == (2, 1)
+    assert evals.adversary_auc.shape == (2, 1)
+    for leaf in jax.tree.leaves((states.params, states.adv_params, steps, evals)):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    assert not np.allclose(steps.outcome_loss[0], steps.outcome_loss[1])
+    # Seed 0 of the vmapped program follows the same run done alone (up to float
+    # reassociation in the batched kernels, amplified over the steps).
+    alone, (alone_steps, _) = trainer.run_epochs(trainer.init(keys[0]), data, 1)
+    np.testing.assert_allclose(steps.outcome_loss[0], alone_steps.outcome_loss, rtol=1e-3)
+    _leaves_close(jax.tree.map(lambda a: a[0], states.params), alone.params, rtol=0, atol=2e-3)
+
+
+def test_bad_configs_raise(data):
+    with pytest.raises(ValueError, match="mode"):
+        _config(mode="alternate")
+    with pytest.raises(ValueError, match="confusion"):
+        _config(mode="grl", generator_adv_loss="confusion")
+    with pytest.raises(ValueError, match="alpha"):
+        _config(alpha=-1.0)
+    with pytest.raises(ValueError, match="balancer"):
+        _config(balancer="drgrad")
+    with pytest.raises(TypeError, match="ModelConfig"):
+        am.TrainConfig(model=dataclasses.asdict(MODEL))
+    with pytest.raises(ValueError, match="batch_size"):
+        am.make_trainer(_config(batch_size=10 * B), data)
+    with pytest.raises(TypeError, match="TrainConfig"):
+        am.make_trainer(MODEL, data)
