@@ -17,6 +17,7 @@ from drgrad_jax._src.min_norm import (
     _to_simplex,
     min_norm_weights,
     project_simplex,
+    support_solve,
 )
 from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
 
@@ -36,9 +37,8 @@ def _support_candidate(gram, a, r, mask):
     ``s1 nu^2 - 2 s2 nu + s3 - r^2 = 0`` (``s1 = 1^T p``, ``s2 = 1^T q``,
     ``s3 = a_S^T q``) and ``w_S = (nu p - q) / sqrt(disc)``.
     """
-    m = gram * mask[:, None] * mask[None, :] + jnp.diag(1.0 - mask)
-    pq = jnp.linalg.solve(m, jnp.stack([mask, a * mask], axis=1))
-    p, q = pq[:, 0] * mask, pq[:, 1] * mask
+    pq = support_solve(gram, mask, jnp.stack([jnp.ones_like(a), a], axis=1))
+    p, q = pq[:, 0], pq[:, 1]
     s1, s2, s3 = jnp.sum(p), jnp.sum(q), jnp.sum(a * q)
     disc = s2 * s2 - s1 * (s3 - r * r)
     root = jnp.sqrt(jnp.maximum(disc, 0.0))

@@ -59,7 +59,7 @@ def nash_mtl_weights(
         i, alpha, _ = carry
         grad = m @ alpha - 1.0 / alpha
         hess = m + jnp.diag(1.0 / (alpha * alpha))
-        delta = jnp.linalg.solve(hess, grad)
+        delta = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(hess, lower=True), grad)
         dec = jnp.sqrt(jnp.maximum(grad @ delta, 0.0))
         step = jnp.where(dec > 0.25, 1.0 / (1.0 + dec), 1.0)
         new = alpha - step * delta

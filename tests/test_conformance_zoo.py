@@ -1,0 +1,62 @@
+"""The conformance battery (tests/conformance.py) on every method of the zoo."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import drgrad_jax as dj
+from tests import conformance
+
+K = 3
+
+# name -> (factory, kwargs, float hyperparameter for inject_hyperparams)
+ZOO = {
+    "linear_scalarization": (
+        dj.linear_scalarization,
+        {"weights": jnp.array([1.0, 0.5, 2.0])},
+        "weights",
+    ),
+    "pcgrad": (dj.pcgrad, {"seed": 0}, None),
+    "gradvac": (dj.gradvac, {"beta": 0.5, "num_tasks": K}, "beta"),
+    "cagrad": (dj.cagrad, {"c": 0.5}, "c"),
+    "mgda": (dj.mgda, {}, None),
+    "nash_mtl": (dj.nash_mtl, {"eps": 1e-6}, "eps"),
+    "imtl_g": (dj.imtl_g, {}, None),
+    "aligned_mtl": (dj.aligned_mtl, {}, None),
+    "upgrad": (dj.upgrad, {}, None),
+    "dwa": (dj.dwa, {"temperature": 2.0, "num_tasks": K}, "temperature"),
+    "uncertainty_weighting": (
+        dj.uncertainty_weighting,
+        {"learning_rate": 0.1, "num_tasks": K},
+        "learning_rate",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    k1, k2 = jax.random.split(jax.random.key(0))
+    params = {"w": jnp.ones((4, 2)), "b": jnp.zeros((3,))}
+    task_grads = {
+        "w": jax.random.normal(k1, (K, 4, 2)),
+        "b": jax.random.normal(k2, (K, 3)),
+    }
+    return params, task_grads, {"losses": jnp.array([0.7, 1.3, 0.2])}
+
+
+@pytest.mark.parametrize("check", sorted(conformance.CHECKS))
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_conformance(name, check, inputs):
+    params, task_grads, extra_args = inputs
+    factory, kwargs, hyperparam = ZOO[name]
+    conformance.run_check(
+        check,
+        factory,
+        params,
+        task_grads,
+        kwargs=kwargs,
+        hyperparam=hyperparam,
+        extra_args=extra_args,
+    )
