@@ -993,7 +993,13 @@ def match_width(
         target = param_count(target)
     if not 1 <= low <= high:
         raise ValueError(f"need 1 <= low <= high; got low={low}, high={high}.")
-    count = lambda w: param_count(nnx.eval_shape(lambda: build(w)))
+    cache: dict[int, int] = {}
+
+    def count(w: int) -> int:
+        if w not in cache:
+            cache[w] = param_count(nnx.eval_shape(lambda: build(w)))
+        return cache[w]
+
     lo, hi = low, high
     while lo < hi:  # first width with count >= target
         mid = (lo + hi) // 2
