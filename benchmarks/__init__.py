@@ -10,4 +10,5 @@ writes one JSON file per benchmark under ``benchmarks/out/``.
 BENCHMARKS = [
     "drgrad_speed",
     "mmoe_census",
+    "mtl_speed",
 ]

@@ -1,0 +1,219 @@
+"""What does each multi-task gradient method cost per step? MMoE, batch 2048, K in {2, 4}.
+
+For every method of the zoo, the median step time (per-task gradients, the
+method, Adam) over a plain summed-loss step, all measured in the same process
+and interleaved so machine drift hits them alike, at two levels:
+
+* ``<method>_K<k>_params``: parameter level. ``per_task_grads`` with the
+  model's task labels: one forward pass, one backward pass for the towers and
+  gates (task-exclusive) and K backward passes for the shared experts (one
+  vmapped VJP); the method then combines the per-task gradients of all leaves.
+* ``<method>_K<k>_rep``: representation level (MGDA-UB). The shared
+  representation is the expert outputs ``[B, E, d]``; ``per_task_rep_grads``
+  gives the K cotangents there (K backward passes through gates and towers
+  only), the method combines them, and ONE VJP pulls the result back through
+  the experts.
+* ``floor_K<k>``: the cost any parameter-level method must pay on this model:
+  the same per-task gradients, simply summed, then Adam.
+
+Model: ``drgrad_jax.models.MMoE`` with 512 dense inputs, 8 experts
+512 -> 256 -> 128, towers with one hidden layer of 64.
+
+Targets: every ``*_rep`` ratio <= 1.2, and every ``*_params`` ratio within 10%
+of ``floor_K<k>``.
+
+``--quick`` times three representative methods (PCGrad, MGDA, UPGrad) with
+fewer repetitions, to stay near two minutes (compilation dominates); the full
+run times every method.
+
+Usage: ``python -m benchmarks.mtl_speed [--quick] [--json PATH] [--methods ...] [--tasks ...]``
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import drgrad_jax
+from benchmarks import _common
+from drgrad_jax import models
+
+NUM_DENSE = 512
+QUICK_METHODS = ("pcgrad", "mgda", "upgrad")
+REP_TARGET = 1.2
+PARAMS_OVER_FLOOR_TARGET = 1.10
+
+
+def methods(k: int) -> dict:
+    """Every zoo method with its default hyperparameters for ``k`` tasks."""
+    return {
+        "linear_scalarization": drgrad_jax.linear_scalarization(),
+        "pcgrad": drgrad_jax.pcgrad(),
+        "gradvac": drgrad_jax.gradvac(num_tasks=k),
+        "cagrad": drgrad_jax.cagrad(),
+        "mgda": drgrad_jax.mgda(),
+        "nash_mtl": drgrad_jax.nash_mtl(),
+        "imtl_g": drgrad_jax.imtl_g(),
+        "aligned_mtl": drgrad_jax.aligned_mtl(),
+        "upgrad": drgrad_jax.upgrad(),
+        "dwa": drgrad_jax.dwa(num_tasks=k),
+        "uncertainty_weighting": drgrad_jax.uncertainty_weighting(num_tasks=k),
+    }
+
+
+def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0):
+    """The MMoE, a random batch, and every step function for ``k`` tasks."""
+    model = models.MMoE(
+        (),
+        NUM_DENSE,
+        num_tasks=k,
+        num_experts=8,
+        expert_hidden=(256, 128),
+        tower=(64,),
+        rngs=nnx.Rngs(seed),
+    )
+    graphdef, params = models.params_of(model)
+    task_of = models.task_of(model)
+    rng = np.random.default_rng(seed)
+    dense = jnp.asarray(rng.normal(size=(batch, NUM_DENSE)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 2, (batch, k)), jnp.float32)
+
+    def bce(logits):
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y), axis=0)
+
+    def task_losses(p):
+        return bce(nnx.merge(graphdef, p)(None, dense))
+
+    # Representation level: the experts are the shared trunk; gates and towers
+    # (task-exclusive) are the heads.
+    def trunk_fn(p):
+        m = nnx.merge(graphdef, p)
+        return m.experts(m.encoder(None, dense))
+
+    def heads_fn(p, experts):
+        m = nnx.merge(graphdef, p)
+        h = m.encoder(None, dense)
+        reps = {f"task_{i}": gate(h, experts) for i, gate in enumerate(m.gates)}
+        return bce(m.heads(reps))
+
+    adam = optax.adam(1e-3)
+
+    @jax.jit
+    def plain_step(p, s):
+        g = jax.grad(lambda p: jnp.sum(task_losses(p)))(p)
+        u, s = adam.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    @jax.jit
+    def floor_step(p, s):
+        _, tg = drgrad_jax.per_task_grads(task_losses, p, task_of=task_of)
+        u, s = adam.update(drgrad_jax.sum_tasks(tg), s, p)
+        return optax.apply_updates(p, u), s
+
+    def params_step(tx):
+        chained = optax.chain(tx, adam)
+
+        @jax.jit
+        def step(p, s):
+            losses, tg = drgrad_jax.per_task_grads(task_losses, p, task_of=task_of)
+            u, s = chained.update(tg, s, p, losses=losses)
+            return optax.apply_updates(p, u), s
+
+        return step, (params, chained.init(params))
+
+    def rep_step(tx):
+        @jax.jit
+        def step(p, s):
+            tx_state, opt_state = s
+            rg = drgrad_jax.per_task_rep_grads(trunk_fn, heads_fn, p)
+            rep_update, tx_state = tx.update(rg.rep_task_grads, tx_state, rg.reps, losses=rg.losses)
+            u, opt_state = adam.update(rg.finish(rep_update), opt_state, p)
+            return optax.apply_updates(p, u), (tx_state, opt_state)
+
+        reps = jax.eval_shape(trunk_fn, params)
+        return step, (params, (tx.init(reps), adam.init(params)))
+
+    steps = {
+        "plain": (plain_step, (params, adam.init(params))),
+        "floor": (floor_step, (params, adam.init(params))),
+    }
+    for name, tx in methods(k).items():
+        if only and name not in only:
+            continue
+        steps[f"{name}_params"] = params_step(tx)
+        steps[f"{name}_rep"] = rep_step(tx)
+    return model, steps
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = _common.parser(__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="*", default=None, help="subset of methods")
+    p.add_argument("--tasks", nargs="*", type=int, default=[2, 4], help="task counts K")
+    args = p.parse_args(argv)
+    batch = 2048
+    rounds, iters = (2, 2) if args.quick else (3, 4)
+    only = args.methods or (list(QUICK_METHODS) if args.quick else None)
+    print(
+        f"[mtl_speed] MMoE {NUM_DENSE} -> 8 experts 256->128 -> towers 64, batch {batch}, "
+        f"backend {jax.default_backend()}, devices {jax.device_count()}"
+    )
+    start = time.perf_counter()
+    ratios, medians, compiles = {}, {}, {}
+    ok = True
+    for k in args.tasks:
+        model, steps = build(k, batch, only)
+        print(f"[mtl_speed] K={k}: {models.param_count(model):,} parameters, {len(steps)} steps")
+        timing = _common.time_interleaved(
+            {n: v[0] for n, v in steps.items()},
+            {n: v[1] for n, v in steps.items()},
+            rounds=rounds,
+            iters=iters,
+        )
+        plain = timing["plain"]["median_s"]
+        floor = timing["floor"]["median_s"] / plain
+        ratios[f"floor_K{k}"] = floor
+        for name, rec in timing.items():
+            medians[f"{name}_K{k}"] = rec["median_s"]
+            compiles[f"{name}_K{k}"] = rec["compile_s"]
+            if name in ("plain", "floor"):
+                continue
+            method, level = name.rsplit("_", 1)
+            ratio = rec["median_s"] / plain
+            ratios[f"{method}_K{k}_{level}"] = ratio
+            if level == "rep":
+                met = ratio <= REP_TARGET
+                note = f"<= {REP_TARGET}"
+            else:
+                met = ratio <= PARAMS_OVER_FLOOR_TARGET * floor
+                note = f"<= {PARAMS_OVER_FLOOR_TARGET} x floor = {PARAMS_OVER_FLOOR_TARGET * floor:.2f}"
+            ok &= met
+            print(
+                f"  K={k} {name:30s} {rec['median_s'] * 1e3:8.1f} ms  ratio {ratio:5.2f}  "
+                f"{'ok' if met else 'MISSED'} ({note})  compile {rec['compile_s']:.1f}s"
+            )
+        print(
+            f"  K={k} plain {plain * 1e3:.1f} ms; floor {timing['floor']['median_s'] * 1e3:.1f} ms "
+            f"= {floor:.2f} x plain"
+        )
+    payload = {
+        "ratios": ratios,
+        "targets": {"rep": REP_TARGET, "params_over_floor": PARAMS_OVER_FLOOR_TARGET},
+        "targets_met": bool(ok),
+        "median_step_s": medians,
+        "compile_s": compiles,
+        "batch": batch,
+        "backend": jax.default_backend(),
+        "quick": bool(args.quick),
+        "wall_s": time.perf_counter() - start,
+    }
+    _common.write_json(args.json, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
