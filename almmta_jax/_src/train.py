@@ -315,13 +315,24 @@ class _Parts(NamedTuple):
     accuracy: jax.Array
 
 
-def make_step(config: TrainConfig, graphdef, *, outcome_only: bool = False) -> Callable:
-    """The un-jitted min-max step ``step(state, batch) -> (state, StepMetrics)``.
+def make_step(
+    config: TrainConfig, graphdef, *, outcome_only: bool = False, player: str = "both"
+) -> Callable:
+    """The un-jitted min-max step ``step(state, batch, *, schedule) -> (state, StepMetrics)``.
 
-    ``make_trainer`` jits it once; it is exposed for tests and benchmarks.
-    ``outcome_only=True`` gives the same backbone trained on ``L_y`` alone (no
-    proxy, contrastive or adversary work), the cost baseline of the benchmark.
+    ``make_trainer`` jits it once (with ``schedule`` bound); it is exposed for
+    tests and benchmarks. ``outcome_only=True`` gives the same backbone trained
+    on ``L_y`` alone (no proxy, contrastive or adversary work), the cost baseline
+    of the speed benchmark. ``player="adversary"`` / ``"generator"`` (two-player
+    modes only) split the step into the two separately jitted calls of the
+    naive alternating loop, the other baseline: the adversary call runs its own
+    forward pass to get ``M̂`` and leaves the step counter alone; the generator
+    call leaves θ_D unchanged.
     """
+    if player not in ("both", "adversary", "generator"):
+        raise ValueError(f"player must be 'both', 'adversary' or 'generator', got {player!r}.")
+    if player != "both" and (config.mode == "grl" or outcome_only):
+        raise ValueError("player='adversary'/'generator' needs a two-player mode, not 'grl'.")
     tx = _optimizer(config)
     mc = config.model
     key_graphdef, disc_graphdef = _head_graphdefs(mc)
@@ -391,7 +402,11 @@ def make_step(config: TrainConfig, graphdef, *, outcome_only: bool = False) -> C
                 parts = forward_parts(params, state.adv_params, state, batch, dropout_key)
                 return (parts.main, parts.mediator), parts
 
-            (_, mediator), vjp_fn, parts = jax.vjp(fwd, state.params, has_aux=True)
+            if player == "adversary":
+                parts = forward_parts(state.params, state.adv_params, state, batch, dropout_key)
+                mediator = parts.mediator
+            else:
+                (_, mediator), vjp_fn, parts = jax.vjp(fwd, state.params, has_aux=True)
             mediator_sg = jax.lax.stop_gradient(mediator)
 
             def adv_loss(adv_params):
@@ -405,9 +420,17 @@ def make_step(config: TrainConfig, graphdef, *, outcome_only: bool = False) -> C
                 u, o = tx.update(g, o, p)
                 return optax.apply_updates(p, u), o
 
-            adv_params, adv_opt_state = jax.lax.fori_loop(
-                0, config.adversary_steps, inner, (state.adv_params, state.adv_opt_state)
-            )
+            if player == "generator":
+                adv_params, adv_opt_state = state.adv_params, state.adv_opt_state
+            else:
+                adv_params, adv_opt_state = jax.lax.fori_loop(
+                    0, config.adversary_steps, inner, (state.adv_params, state.adv_opt_state)
+                )
+            if player == "adversary":
+                new_state = state._replace(adv_params=adv_params, adv_opt_state=adv_opt_state)
+                return new_state, StepMetrics(
+                    parts.outcome, parts.proxy, parts.contrastive, l_adv, parts.accuracy, lam
+                )
             opponent = state.adv_params if config.mode == "simultaneous" else adv_params
 
             def generator_adv(m):
