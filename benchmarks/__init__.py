@@ -11,4 +11,6 @@ BENCHMARKS = [
     "drgrad_speed",
     "mmoe_census",
     "mtl_speed",
+    "almmta_speed",
+    "almmta_truth",
 ]
