@@ -60,6 +60,11 @@ class TrainConfig:
         released Census code uses 3.0 for income), default 1.
       use_task_of: label task-exclusive parameters (``networks.task_of``) so
         per-task gradients cost K backward passes through shared leaves only.
+      shared_grads: ``"per_task"`` (default) or ``"summed"``: the ``shared``
+        argument of ``per_task_grads``. ``"summed"`` costs one backward pass
+        but only keeps the task SUM of shared leaves; use it only with
+        transforms that never compare tasks on shared leaves (``drgrad`` in
+        parameter space, ``linear_scalarization``).
       eval_batch_size: evaluation chunk size (bounds memory on large splits).
       log_every: print one line per seed every this many epochs (0: silent).
       name: prefix of the printed lines.
@@ -76,6 +81,7 @@ class TrainConfig:
     task_weights: tuple[float, ...] | None = None
     pos_weights: tuple[float, ...] | None = None
     use_task_of: bool = True
+    shared_grads: str = "per_task"
     eval_batch_size: int = 4096
     log_every: int = 0
     name: str = "train"
@@ -143,6 +149,10 @@ def _check_config(config: TrainConfig, data: MultiTaskData) -> None:
         raise TypeError(f"data must be a MultiTaskData; got {type(data).__name__}.")
     if config.space not in SPACES:
         raise ValueError(f"config.space must be one of {SPACES}; got {config.space!r}.")
+    if config.shared_grads not in ("per_task", "summed"):
+        raise ValueError(
+            f"config.shared_grads must be 'per_task' or 'summed'; got {config.shared_grads!r}."
+        )
     if config.space == "activations" and config.mtl_transform is None:
         raise ValueError("config.space='activations' needs a config.mtl_transform.")
     for name in ("batch_size", "num_epochs", "eval_batch_size"):
@@ -241,6 +251,8 @@ def make_train(config: TrainConfig, data: MultiTaskData) -> Callable[..., TrainR
         if config.mtl_transform is None
         else optax.with_extra_args_support(config.mtl_transform)
     )
+    # Only pass ``shared`` when asked, so the default works with any contract version.
+    shared_kw = {} if config.shared_grads == "per_task" else {"shared": config.shared_grads}
     opt = config.optimizer
     batch_size = int(config.batch_size)
     n_train = data.train.num_examples
@@ -273,7 +285,9 @@ def make_train(config: TrainConfig, data: MultiTaskData) -> Callable[..., TrainR
                 lambda p: (jnp.sum(loss_fn(p, batch, mu)), loss_fn(p, batch, mu)), has_aux=True
             )(params)
         elif config.space == "params":
-            losses, task_grads = per_task_grads(loss_fn, params, batch, mu, task_of=labels_of)
+            losses, task_grads = per_task_grads(
+                loss_fn, params, batch, mu, task_of=labels_of, **shared_kw
+            )
             grads, mtl_state = mtl.update(task_grads, mtl_state, params, losses=losses)
         else:
             rep = per_task_rep_grads(trunk_fn, heads_fn, params, batch, mu)
