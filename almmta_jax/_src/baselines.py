@@ -1,0 +1,775 @@
+"""Baselines of the ALM-MTA evaluation (notes §8), on the same journeys and the same loop.
+
+* ``LogisticMTA``: logistic regression on x and bag-of-touches features.
+* ``DNAMTA``: LSTM + time-decay attention + user context (Arava et al. 2018).
+* ``CausalMTAPredictor`` with ``journey_balancing_weights``: CausalMTA-style
+  back-door adjustment (journey reweighting + a gradient-reversal channel
+  classifier; Yao et al. 2022).
+* ``fit_dml``: DML-style R-learner residualization on cluster exposure counts.
+* ``ProxyDirect``: the leaky "direct mediation observation" ablation, where the
+  observed proxy y' replaces the learned mediator (no adversary).
+* ``alm_mta_variant``: the ALM-MTA ablations that are configurations of
+  ``TrainConfig`` (``"no_contrastive"``: β = 0; ``"lambda0"``: no reversal).
+
+Every neural baseline maps ``(batch, keep)`` to outcome logits, is trained by
+``make_baseline_train`` (the same optimizer chain, warm-up, batch order and
+``lax.scan`` over epochs as ``almmta_jax.make_trainer``) and is attributed by
+``deletion_uplift``: ``Δ_ij = σ(f(t_i)) − σ(f(t_i ∖ τ_ij))``, as for ALM-MTA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from almmta_jax._src import losses
+from almmta_jax._src.data import JourneyBatch
+from almmta_jax._src.train import TrainConfig, gradient_reversal
+
+ALM_MTA_VARIANTS = ("full", "no_contrastive", "lambda0")
+
+# --------------------------------------------------------------- configuration
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+    """Sizes and training hyperparameters shared by the neural baselines.
+
+    Attributes:
+      vocab_sizes: ids per column of ``touch_ids``.
+      d_x: width of ``x``.
+      max_len: padded journey length ``L``.
+      channel_field: the ``touch_ids`` column that is the channel / treatment
+        cluster (simulator: 1, the item cluster; Criteo: 0, the campaign).
+      num_users: rows of a user-id embedding (0: none).
+      hidden: LSTM / MLP width.
+      embed_dim: touch id embedding width.
+      decay_hours: recency scale of the bag-of-touches features
+        ``ρ = exp(-hours_to_end / decay_hours)``.
+      learning_rate, weight_decay, clip_norm, lr_warmup_steps: the optimizer
+        ``clip_by_global_norm → adamw`` with a linear warm-up (as ALM-MTA).
+      batch_size, epochs: the loop.
+      grl_weight: gradient-reversal weight of the CausalMTA channel classifier.
+      channel_loss_weight: γ, weight of the channel-classification loss
+        (CausalMTA: γ = δ = 0.5, with δ the outcome weight).
+    """
+
+    vocab_sizes: tuple[int, ...]
+    d_x: int
+    max_len: int
+    channel_field: int = 0
+    num_users: int = 0
+    hidden: int = 64
+    embed_dim: int = 16
+    decay_hours: float = 48.0
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    clip_norm: float = 5.0
+    lr_warmup_steps: int = 100
+    batch_size: int = 512
+    epochs: int = 10
+    grl_weight: float = 1.0
+    channel_loss_weight: float = 0.5
+
+    def __post_init__(self):
+        if not self.vocab_sizes or any(int(v) < 1 for v in self.vocab_sizes):
+            raise ValueError(f"vocab_sizes must be positive ints, got {self.vocab_sizes!r}.")
+        if not 0 <= self.channel_field < len(self.vocab_sizes):
+            raise ValueError(
+                f"channel_field must index vocab_sizes (len {len(self.vocab_sizes)}), got "
+                f"{self.channel_field}."
+            )
+        for name in ("d_x", "max_len", "hidden", "embed_dim", "batch_size", "epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.learning_rate <= 0 or self.clip_norm <= 0 or self.decay_hours <= 0:
+            raise ValueError("learning_rate, clip_norm and decay_hours must be > 0.")
+
+    @property
+    def num_channels(self) -> int:
+        """Number of channels (treatment clusters)."""
+        return int(self.vocab_sizes[self.channel_field])
+
+
+def _check_batch(batch: JourneyBatch, config: BaselineConfig) -> None:
+    if not isinstance(batch, JourneyBatch):
+        raise TypeError(f"batch must be a JourneyBatch, got {type(batch).__name__}.")
+    b, l, f = jnp.shape(batch.touch_ids)
+    if (l, f) != (config.max_len, len(config.vocab_sizes)):
+        raise ValueError(
+            f"touch_ids has shape {(b, l, f)}; expected [B, max_len={config.max_len}, "
+            f"F={len(config.vocab_sizes)}]."
+        )
+    if jnp.shape(batch.x) != (b, config.d_x):
+        raise ValueError(f"x has shape {jnp.shape(batch.x)}; expected [B={b}, d_x={config.d_x}].")
+
+
+def _keep(batch: JourneyBatch, keep):
+    return batch.touch_mask if keep is None else jnp.logical_and(batch.touch_mask, keep)
+
+
+def recency(batch: JourneyBatch, decay_hours: float) -> jax.Array:
+    """``ρ_j = exp(-hours_to_end_j / decay_hours)`` from ``tfeat[..., 0] = log1p(hours)``."""
+    return jnp.exp(-jnp.expm1(batch.tfeat[..., 0]) / decay_hours)
+
+
+# ---------------------------------------------------------------- shared parts
+
+
+class _TouchEmbed(nnx.Module):
+    """Sum of one embedding per id column plus a projection of the time features."""
+
+    def __init__(self, config: BaselineConfig, *, rngs: nnx.Rngs):
+        self.tables = nnx.List(
+            [nnx.Embed(int(v), config.embed_dim, rngs=rngs) for v in config.vocab_sizes]
+        )
+        self.time = nnx.Linear(3, config.embed_dim, rngs=rngs)
+
+    def __call__(self, batch: JourneyBatch) -> jax.Array:
+        ids = batch.touch_ids
+        e = sum(t(ids[..., i]) for i, t in enumerate(self.tables))
+        return e + self.time(batch.tfeat)
+
+
+class _User(nnx.Module):
+    """``s = ELU(Dense(x ⊕ user-id embedding))``."""
+
+    def __init__(self, config: BaselineConfig, *, rngs: nnx.Rngs):
+        extra = 5 if config.num_users else 0
+        self.user = nnx.Embed(config.num_users, 5, rngs=rngs) if config.num_users else None
+        self.dense = nnx.Linear(config.d_x + extra, config.hidden, rngs=rngs)
+
+    def __call__(self, batch: JourneyBatch) -> jax.Array:
+        x = batch.x.astype(jnp.float32)
+        if self.user is not None:
+            x = jnp.concatenate([x, self.user(batch.user_id)], axis=-1)
+        return jax.nn.elu(self.dense(x))
+
+
+def _masked_lstm(cell, e: jax.Array, keep: jax.Array, hidden: int, reverse: bool = False):
+    """LSTM over time where a deleted / padded step carries the state through unchanged."""
+    b = e.shape[0]
+    carry0 = (jnp.zeros((b, hidden), e.dtype), jnp.zeros((b, hidden), e.dtype))
+    xs = (jnp.swapaxes(e, 0, 1), jnp.swapaxes(keep, 0, 1))
+
+    def step(carry, inp):
+        x_t, k_t = inp
+        new, _ = cell(carry, x_t)
+        carry = jax.tree.map(lambda n, o: jnp.where(k_t[:, None], n, o), new, carry)
+        return carry, carry[1]
+
+    _, hs = jax.lax.scan(step, carry0, xs, reverse=reverse)
+    return jnp.swapaxes(hs, 0, 1)  # [B, L, H]
+
+
+def _attend(scores: jax.Array, keep: jax.Array, values: jax.Array) -> jax.Array:
+    scores = jnp.where(keep, scores, -1e9)
+    w = jax.nn.softmax(scores, axis=-1) * keep
+    return jnp.einsum("bl,blh->bh", w, values)
+
+
+# ----------------------------------------------------------------------- models
+
+
+class LogisticMTA(nnx.Module):
+    """Logistic regression on ``x`` and bag-of-touches features (notes §8, "LR").
+
+    ``logit = wᵀ[x; n_c; Σ_{j: c_j = c} ρ_j] + b`` with ``n_c`` the number of kept
+    touches of channel c and ``ρ`` the recency weight.
+
+    Args:
+      config: a ``BaselineConfig``.
+      rngs: initialization ``nnx.Rngs``.
+    """
+
+    def __init__(self, config: BaselineConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.linear = nnx.Linear(config.d_x + 2 * config.num_channels, 1, rngs=rngs)
+
+    def features(self, batch: JourneyBatch, keep=None) -> jax.Array:
+        """``[B, d_x + 2K]`` features of the kept touches."""
+        c = self.config
+        k = _keep(batch, keep).astype(jnp.float32)
+        one_hot = jax.nn.one_hot(batch.touch_ids[..., c.channel_field], c.num_channels)
+        counts = jnp.einsum("bl,blk->bk", k, one_hot)
+        rec = jnp.einsum("bl,blk->bk", k * recency(batch, c.decay_hours), one_hot)
+        return jnp.concatenate([batch.x.astype(jnp.float32), counts, rec], axis=-1)
+
+    def __call__(self, batch: JourneyBatch, keep=None, *, dropout_key=None) -> jax.Array:
+        del dropout_key
+        return self.linear(self.features(batch, keep))[..., 0]
+
+    def aux_loss(self, batch: JourneyBatch) -> jax.Array:
+        del batch
+        return jnp.zeros((), jnp.float32)
+
+
+class DNAMTA(nnx.Module):
+    """DNAMTA-style predictor: LSTM, time-decay attention, user context, ELU MLP (notes §8).
+
+    ``α_j ∝ exp(vᵀ tanh(W h_j) − softplus(δ) · log1p(hours_to_end_j))`` over
+    kept touches; ``logit = MLP([Σ α_j h_j; s(x)])``.
+
+    Args:
+      config: a ``BaselineConfig``.
+      rngs: initialization ``nnx.Rngs``.
+
+    References:
+      Arava et al., "Deep Neural Net with Attention for Multi-channel Multi-touch
+      Attribution", AdKDD 2018, https://arxiv.org/abs/1809.02230.
+    """
+
+    def __init__(self, config: BaselineConfig, *, rngs: nnx.Rngs):
+        h = config.hidden
+        self.config = config
+        self.embed = _TouchEmbed(config, rngs=rngs)
+        self.user = _User(config, rngs=rngs)
+        self.cell = nnx.OptimizedLSTMCell(config.embed_dim, h, rngs=rngs)
+        self.att = nnx.Linear(h, h, rngs=rngs)
+        self.att_v = nnx.Linear(h, 1, rngs=rngs)
+        self.decay = nnx.Param(jnp.zeros((), jnp.float32))
+        self.head1 = nnx.Linear(2 * h, h, rngs=rngs)
+        self.head2 = nnx.Linear(h, 1, rngs=rngs)
+
+    def __call__(self, batch: JourneyBatch, keep=None, *, dropout_key=None) -> jax.Array:
+        del dropout_key
+        k = _keep(batch, keep)
+        hs = _masked_lstm(self.cell, self.embed(batch), k, self.config.hidden)
+        score = self.att_v(jnp.tanh(self.att(hs)))[..., 0]
+        score = score - jax.nn.softplus(self.decay[...]) * batch.tfeat[..., 0]
+        pooled = _attend(score, k, hs)
+        z = jax.nn.elu(self.head1(jnp.concatenate([pooled, self.user(batch)], axis=-1)))
+        return self.head2(z)[..., 0]
+
+    def aux_loss(self, batch: JourneyBatch) -> jax.Array:
+        del batch
+        return jnp.zeros((), jnp.float32)
+
+
+class CausalMTAPredictor(nnx.Module):
+    """CausalMTA-style predictor with a gradient-reversal channel classifier (notes §8).
+
+    A bidirectional LSTM (directions summed) with attention queried by the
+    forward state at the last kept touch, the user context, and an ELU MLP
+    (48 × 2) give the outcome logit. A channel classifier reads the forward
+    state *before* each touch (input shifted by one step) and predicts that
+    touch's channel through a gradient-reversal layer: the encoder is pushed to
+    forget what in the history predicts the next exposure (the dynamic
+    confounding). The total loss is ``δ · Σ w_i BCE_i / Σ w_i + γ · CE_channel``
+    with the journey weights ``w`` of ``journey_balancing_weights`` in ``ipw``.
+
+    Args:
+      config: a ``BaselineConfig`` (``grl_weight``, ``channel_loss_weight``).
+      rngs: initialization ``nnx.Rngs``.
+
+    References:
+      Yao et al., "CausalMTA: Eliminating the User Confounding Bias for Causal
+      Multi-touch Attribution", KDD 2022, https://arxiv.org/abs/2201.00689.
+    """
+
+    def __init__(self, config: BaselineConfig, *, rngs: nnx.Rngs):
+        h = config.hidden
+        self.config = config
+        self.embed = _TouchEmbed(config, rngs=rngs)
+        self.user = _User(config, rngs=rngs)
+        self.fwd = nnx.OptimizedLSTMCell(config.embed_dim, h, rngs=rngs)
+        self.bwd = nnx.OptimizedLSTMCell(config.embed_dim, h, rngs=rngs)
+        self.query = nnx.Linear(h, h, rngs=rngs)
+        self.fc1 = nnx.Linear(2 * h, 48, rngs=rngs)
+        self.fc2 = nnx.Linear(48, 48, rngs=rngs)
+        self.out = nnx.Linear(48, 1, rngs=rngs)
+        self.channel = nnx.Linear(h, config.num_channels, rngs=rngs)
+
+    def _states(self, batch, k):
+        e = self.embed(batch)
+        hf = _masked_lstm(self.fwd, e, k, self.config.hidden)
+        hb = _masked_lstm(self.bwd, e, k, self.config.hidden, reverse=True)
+        return hf, hf + hb
+
+    def __call__(self, batch: JourneyBatch, keep=None, *, dropout_key=None) -> jax.Array:
+        del dropout_key
+        k = _keep(batch, keep)
+        hf, hs = self._states(batch, k)
+        # The carried-through forward state at the last position is the last kept state.
+        q = self.query(hf[:, -1, :])
+        pooled = _attend(jnp.einsum("bh,blh->bl", q, hs), k, hs)
+        z = jax.nn.elu(self.fc1(jnp.concatenate([pooled, self.user(batch)], axis=-1)))
+        return self.out(jax.nn.elu(self.fc2(z)))[..., 0]
+
+    def aux_loss(self, batch: JourneyBatch) -> jax.Array:
+        """``γ · CE`` of each touch's channel from the reversed forward state before it."""
+        c = self.config
+        k = batch.touch_mask
+        hf, _ = self._states(batch, k)
+        prev = jnp.concatenate([jnp.zeros_like(hf[:, :1]), hf[:, :-1]], axis=1)  # start token
+        logits = self.channel(gradient_reversal(prev, jnp.float32(c.grl_weight)))
+        ce = optax.softmax_cross_entropy_with_integer_labels(
+            logits, batch.touch_ids[..., c.channel_field]
+        )
+        m = k.astype(jnp.float32)
+        return c.channel_loss_weight * jnp.sum(ce * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+    def outcome_weight(self) -> float:
+        """δ = 1 − γ (CausalMTA: 0.5)."""
+        return 1.0 - self.config.channel_loss_weight
+
+
+class ProxyDirect(nnx.Module):
+    """The leaky ablation: the observed proxy replaces the learned mediator (notes §8).
+
+    ``m = L^{-1/2} Σ_j keep_j · a_j · y'_j`` (a_j = σ(MLP(e_j)) per proxy channel),
+    ``logit = MLP([m; z(t); s(x)])``, trained on ``L_y`` alone with no adversary.
+    The proxy is 0 on journeys with y = 0, so evaluating it with y' available
+    at test time reads the label: expect an inflated AUC and attributions that
+    follow the proxy, not the causal effect.
+
+    Args:
+      config: a ``BaselineConfig``.
+      num_proxy: proxy channels ``P``.
+      rngs: initialization ``nnx.Rngs``.
+    """
+
+    def __init__(self, config: BaselineConfig, num_proxy: int = 1, *, rngs: nnx.Rngs):
+        h, d = config.hidden, config.embed_dim
+        self.config = config
+        self.embed = _TouchEmbed(config, rngs=rngs)
+        self.user = _User(config, rngs=rngs)
+        self.gate = nnx.Linear(d, num_proxy, rngs=rngs)
+        self.t_gate = nnx.Linear(d, 1, rngs=rngs)
+        self.head1 = nnx.Linear(num_proxy + d + h, h, rngs=rngs)
+        self.head2 = nnx.Linear(h, 1, rngs=rngs)
+
+    def __call__(self, batch: JourneyBatch, keep=None, *, dropout_key=None) -> jax.Array:
+        del dropout_key
+        k = _keep(batch, keep).astype(jnp.float32)
+        e = self.embed(batch)
+        scale = 1.0 / np.sqrt(self.config.max_len)
+        a = jax.nn.sigmoid(self.gate(e))
+        m = scale * jnp.einsum("bl,blp->bp", k, a * batch.yp)
+        z = scale * jnp.einsum("bl,bld->bd", k * jax.nn.sigmoid(self.t_gate(e)[..., 0]), e)
+        h = jax.nn.elu(self.head1(jnp.concatenate([m, z, self.user(batch)], axis=-1)))
+        return self.head2(h)[..., 0]
+
+    def aux_loss(self, batch: JourneyBatch) -> jax.Array:
+        del batch
+        return jnp.zeros((), jnp.float32)
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def _optimizer(config: BaselineConfig, total_steps: int) -> optax.GradientTransformation:
+    # Short runs (tests, quick benchmarks) cap the warm-up at a tenth of the run.
+    warm = max(min(config.lr_warmup_steps, total_steps // 10), 1)
+    schedule = optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, config.learning_rate, warm),
+            optax.constant_schedule(config.learning_rate),
+        ],
+        [warm],
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(config.clip_norm),
+        optax.adamw(schedule, weight_decay=config.weight_decay),
+    )
+
+
+class BaselineRun(NamedTuple):
+    """A trained baseline: ``model()`` rebuilds the module; ``losses`` per epoch."""
+
+    graphdef: Any
+    params: Any
+    losses: jax.Array
+
+    def model(self) -> nnx.Module:
+        """The trained module."""
+        return nnx.merge(self.graphdef, self.params)
+
+
+def make_baseline_train(
+    model_fn: Callable[[nnx.Rngs], nnx.Module], config: BaselineConfig, data: JourneyBatch
+) -> Callable[[jax.Array], BaselineRun]:
+    """``train(key) -> BaselineRun`` for a baseline module, with ALM-MTA's loop.
+
+    Each epoch visits ``N // batch_size`` batches in an order drawn from the key
+    and the epoch, under ``lax.scan``; each step minimizes the self-normalized
+    IPW outcome loss ``Σ ipw_i BCE_i / Σ ipw_i`` (``ipw`` ones for unweighted
+    baselines) scaled by the module's ``outcome_weight()`` (1 by default) plus
+    its ``aux_loss`` (0 by default), with ``clip_by_global_norm → adamw``.
+
+    Args:
+      model_fn: ``rngs -> module`` with ``module(batch, keep) -> logits`` and
+        ``module.aux_loss(batch)``.
+      config: a ``BaselineConfig``.
+      data: training journeys (``JourneyBatch`` of N >= batch_size journeys).
+
+    Returns:
+      ``train(key) -> BaselineRun`` (jit it, or vmap it over keys).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from almmta_jax._src.train import random_journeys
+      >>> from almmta_jax._src.networks import ModelConfig
+      >>> data = random_journeys(jax.random.key(0), 16, ModelConfig((5,), d_x=2, max_len=4))
+      >>> cfg = BaselineConfig((5,), d_x=2, max_len=4, batch_size=8, epochs=2, hidden=8)
+      >>> run = jax.jit(make_baseline_train(lambda r: LogisticMTA(cfg, rngs=r), cfg, data))(
+      ...     jax.random.key(1))
+      >>> run.losses.shape
+      (2,)
+    """
+    if not isinstance(config, BaselineConfig):
+        raise TypeError(f"config must be a BaselineConfig, got {type(config).__name__}.")
+    _check_batch(data, config)
+    n = int(np.shape(data.y)[0])
+    if n < config.batch_size:
+        raise ValueError(f"data holds {n} journeys; fewer than batch_size={config.batch_size}.")
+    steps = n // config.batch_size
+    tx = _optimizer(config, steps * config.epochs)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0))))
+    data = jax.tree.map(jnp.asarray, data)
+
+    def loss_fn(params, batch):
+        model = nnx.merge(graphdef, params)
+        logit = model(batch)
+        weight = model.outcome_weight() if hasattr(model, "outcome_weight") else 1.0
+        return weight * losses.outcome_loss(logit, batch.y, batch.ipw) + model.aux_loss(batch)
+
+    def train(key: jax.Array) -> BaselineRun:
+        init_key, order_key = jax.random.split(key)
+        params = nnx.state(model_fn(nnx.Rngs(init_key)))
+
+        def epoch(carry, ep):
+            params, opt = carry
+            perm = jax.random.permutation(jax.random.fold_in(order_key, ep), n)
+            order = perm[: steps * config.batch_size].reshape(steps, config.batch_size)
+
+            def one(carry, idx):
+                params, opt = carry
+                batch = jax.tree.map(lambda a: a[idx], data)
+                loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+                updates, opt = tx.update(grads, opt, params)
+                return (optax.apply_updates(params, updates), opt), loss
+
+            (params, opt), ls = jax.lax.scan(one, (params, opt), order)
+            return (params, opt), jnp.mean(ls)
+
+        (params, _), ls = jax.lax.scan(epoch, (params, tx.init(params)), jnp.arange(config.epochs))
+        return BaselineRun(graphdef, params, ls)
+
+    return train
+
+
+def deletion_uplift(logit_fn: Callable, batch: JourneyBatch) -> tuple[jax.Array, jax.Array]:
+    """Deletion uplift of every touch for any ``logit_fn(batch, keep) -> [B]``.
+
+    ``Δ_ij = σ(f(t_i)) − σ(f(t_i ∖ τ_ij))`` on the probability scale, 0 at padded
+    positions (the same estimand as ``almmta_jax.attribute``).
+
+    Args:
+      logit_fn: ``(batch, keep) -> [B]`` logits (a baseline module or ALM-MTA).
+      batch: a ``JourneyBatch``.
+
+    Returns:
+      ``(uplift [B, L], prob [B])``.
+    """
+    mask = jnp.asarray(batch.touch_mask)
+    l = mask.shape[1]
+    p_full = jax.nn.sigmoid(logit_fn(batch, mask))
+
+    def without(j):
+        return jax.nn.sigmoid(logit_fn(batch, mask & (jnp.arange(l) != j)[None, :]))
+
+    p_del = jax.lax.map(without, jnp.arange(l))  # [L, B]
+    uplift = jnp.where(mask, p_full[:, None] - p_del.T, 0.0)
+    return uplift, p_full
+
+
+def attribute_baseline(model: nnx.Module, batch: JourneyBatch, chunk: int = 4096):
+    """Jitted ``deletion_uplift`` of a trained baseline module, in chunks of journeys.
+
+    Args:
+      model: a baseline module (``model(batch, keep) -> logits``).
+      batch: a ``JourneyBatch`` of NumPy or JAX arrays.
+      chunk: journeys per jitted call.
+
+    Returns:
+      ``(uplift [N, L], prob [N])`` NumPy arrays.
+    """
+    if isinstance(model, nnx.Module):
+        graphdef, params = nnx.split(model)
+        rebuild = lambda p: nnx.merge(graphdef, p)
+    else:  # a fitted pytree-free model such as DMLModel: closed over as constants
+        params, rebuild = None, lambda p: model
+
+    @jax.jit
+    def run(params, b):
+        m = rebuild(params)
+        return deletion_uplift(lambda bb, k: m(bb, k), b)
+
+    n = int(np.shape(batch.y)[0])
+    size = min(chunk, n)
+    ups, probs = [], []
+    for s in range(0, n, size):
+        # The last chunk repeats its final journey so every call has one shape.
+        idx = np.minimum(np.arange(s, s + size), n - 1)
+        part = jax.tree.map(lambda a, idx=idx: jnp.asarray(np.asarray(a)[idx]), batch)
+        u, p = run(params, part)
+        take = min(size, n - s)
+        ups.append(np.asarray(u)[:take])
+        probs.append(np.asarray(p)[:take])
+    return np.concatenate(ups), np.concatenate(probs)
+
+
+# ----------------------------------------------------- CausalMTA journey weights
+
+
+def journey_balancing_weights(
+    user_features,
+    channel_bags,
+    key: jax.Array,
+    *,
+    hidden: int = 10,
+    steps: int = 500,
+    learning_rate: float = 1e-2,
+    clip_percentiles: tuple[float, float] = (1.0, 99.0),
+) -> np.ndarray:
+    """CausalMTA-style journey reweighting by a domain classifier (notes §8, step 1).
+
+    A 4-layer MLP ``D`` (hidden 10) separates real pairs (user features u_i,
+    channel summary C_i) from pairs whose user is shuffled, so that the
+    shuffled pairs follow ``p(u) p(C)``. At a real pair the density ratio is
+    ``w_i = p(u_i) p(C_i) / p(u_i, C_i) = (1 − D_i) / D_i``: reweighting by ``w``
+    makes the journeys' channels independent of the user (the static
+    confounder). Weights are clipped to percentiles and normalized to mean 1.
+
+    Deviation: CausalMTA feeds the classifier the latent ``z`` of a VRAE over the
+    channel sequence; here ``C`` is given directly (e.g. normalized channel
+    counts), which removes the VRAE's own fitting error.
+
+    Args:
+      user_features: ``[N, d_u]`` user representation.
+      channel_bags: ``[N, d_c]`` journey channel summary.
+      key: PRNG key (initialization and shuffles).
+      hidden: classifier width.
+      steps: full-batch Adam steps (a fresh shuffle each step).
+      learning_rate: Adam learning rate.
+      clip_percentiles: clipping of the weights.
+
+    Returns:
+      ``[N]`` float32 weights with mean 1.
+    """
+    u = jnp.asarray(user_features, jnp.float32)
+    c = jnp.asarray(channel_bags, jnp.float32)
+    if u.ndim != 2 or c.ndim != 2 or u.shape[0] != c.shape[0]:
+        raise ValueError(
+            f"user_features [N, d_u] and channel_bags [N, d_c] must share N; got {u.shape}, "
+            f"{c.shape}."
+        )
+    u = (u - u.mean(0)[None, :]) / (u.std(0)[None, :] + 1e-6)
+    n = u.shape[0]
+    sizes = [u.shape[1] + c.shape[1], hidden, hidden, hidden, 1]
+    init_key, run_key = jax.random.split(key)
+    keys = jax.random.split(init_key, len(sizes) - 1)
+    params = [
+        (jax.random.normal(k, (a, b)) * jnp.sqrt(1.0 / a), jnp.zeros((b,)))
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
+    ]
+
+    def d_logit(p, uu, cc):
+        h = jnp.concatenate([uu, cc], axis=-1)
+        for i, (w, b) in enumerate(p):
+            h = h @ w + b[None, :]
+            if i < len(p) - 1:
+                h = jax.nn.elu(h)
+        return h[..., 0]
+
+    tx = optax.adam(learning_rate)
+
+    def loss(p, k):
+        shuffled = u[jax.random.permutation(k, n)]
+        real = optax.sigmoid_binary_cross_entropy(d_logit(p, u, c), 1.0)
+        fake = optax.sigmoid_binary_cross_entropy(d_logit(p, shuffled, c), 0.0)
+        return jnp.mean(real) + jnp.mean(fake)
+
+    def step(carry, k):
+        p, o = carry
+        g = jax.grad(loss)(p, k)
+        upd, o = tx.update(g, o, p)
+        return (optax.apply_updates(p, upd), o), None
+
+    (params, _), _ = jax.jit(
+        lambda p: jax.lax.scan(step, (p, tx.init(p)), jax.random.split(run_key, steps))
+    )(params)
+    logit = d_logit(params, u, c)
+    w = np.asarray(jnp.exp(-logit), np.float64)  # (1 - D) / D
+    lo, hi = np.percentile(w, clip_percentiles)
+    w = np.clip(w, lo, hi)
+    return (w / w.mean()).astype(np.float32)
+
+
+def channel_bags(batch: JourneyBatch, channel_field: int, num_channels: int) -> np.ndarray:
+    """``[N, K]`` normalized channel counts of each journey (its channel summary)."""
+    ids = np.asarray(batch.touch_ids)[..., channel_field]
+    mask = np.asarray(batch.touch_mask)
+    one_hot = (ids[..., None] == np.arange(num_channels)) & mask[..., None]
+    counts = one_hot.sum(1).astype(np.float32)
+    return counts / np.maximum(counts.sum(1, keepdims=True), 1.0)
+
+
+# ------------------------------------------------------------------------ DML
+
+
+def _poly(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.ones((x.shape[0], 1)), x, x**2], axis=1)
+
+
+def _ridge(a: np.ndarray, b: np.ndarray, lam: float) -> np.ndarray:
+    reg = lam * np.eye(a.shape[1])
+    reg[0, 0] = 0.0  # no penalty on the intercept
+    return np.linalg.solve(a.T @ a + reg, a.T @ b)
+
+
+class DMLModel(NamedTuple):
+    """A fitted DML-style R-learner (``fit_dml``).
+
+    Attributes:
+      g_coef: ``[d_φ]`` ridge coefficients of ``ĝ(x) = E[Y | x]`` on ``φ(x)``.
+      e_coef: ``[d_φ, K]`` ridge coefficients of ``ê_c(x) = E[n_c | x]``.
+      theta: ``[1 + d_x, K]`` effect coefficients, ``θ_c(x) = [1; x]ᵀ theta[:, c]``.
+      channel_field: the channel column of ``touch_ids``.
+      x_mean, x_scale: standardization of x.
+    """
+
+    g_coef: np.ndarray
+    e_coef: np.ndarray
+    theta: np.ndarray
+    channel_field: int
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+
+    def _x(self, x):
+        return (jnp.asarray(x, jnp.float32) - self.x_mean[None, :]) / self.x_scale[None, :]
+
+    def effects(self, x) -> jax.Array:
+        """``[B, K]`` per-channel effects ``θ_c(x)``."""
+        xs = self._x(x)
+        return jnp.concatenate([jnp.ones((xs.shape[0], 1)), xs], axis=1) @ self.theta
+
+    def __call__(self, batch: JourneyBatch, keep=None, *, dropout_key=None) -> jax.Array:
+        """Logit of ``clip(ĝ(x) + Σ_c θ_c(x)(n_c − ê_c(x)), 1e-4, 1 − 1e-4)``."""
+        del dropout_key
+        xs = self._x(batch.x)
+        phi = jnp.concatenate([jnp.ones((xs.shape[0], 1)), xs, xs**2], axis=1)
+        k = _keep(batch, keep).astype(jnp.float32)
+        one_hot = jax.nn.one_hot(batch.touch_ids[..., self.channel_field], self.theta.shape[1])
+        n = jnp.einsum("bl,blk->bk", k, one_hot)
+        p = phi @ self.g_coef + jnp.sum(self.effects(batch.x) * (n - phi @ self.e_coef), axis=1)
+        p = jnp.clip(p, 1e-4, 1 - 1e-4)
+        return jnp.log(p) - jnp.log1p(-p)
+
+
+def fit_dml(
+    data: JourneyBatch,
+    channel_field: int,
+    num_channels: int,
+    *,
+    ridge: float = 1.0,
+    folds: int = 2,
+    seed: int = 0,
+) -> DMLModel:
+    """DML-style residualization on cluster exposure counts (notes §8).
+
+    Treatments are the channel counts ``n_uc``. Nuisances ``ĝ(x) = E[Y | x]`` and
+    ``ê_c(x) = E[n_c | x]`` are ridge regressions on ``φ(x) = [1, x, x²]``,
+    cross-fitted over ``folds`` folds; the R-learner then solves::
+
+      Y − ĝ(x) = Σ_c θ_c(x) (n_c − ê_c(x)) + ε,    θ_c(x) = [1; x]ᵀ β_c
+
+    by ridge least squares. The deletion uplift of a touch of channel c is
+    ``θ_c(x)`` (up to the probability clipping of the prediction).
+
+    Deviation: the notes fit the nuisances with MLPs; ridge on quadratic
+    features keeps the fit closed-form.
+
+    Args:
+      data: training journeys.
+      channel_field: the channel column of ``touch_ids``.
+      num_channels: ``K``.
+      ridge: L2 penalty of every regression.
+      folds: cross-fitting folds (>= 2).
+      seed: fold assignment seed.
+
+    Returns:
+      A ``DMLModel`` (call it as ``model(batch, keep) -> logits``).
+
+    References:
+      Chernozhukov et al., "Double/Debiased Machine Learning for Treatment and
+      Structural Parameters", 2018, https://arxiv.org/abs/1608.00060; Nie & Wager,
+      "Quasi-oracle estimation of heterogeneous treatment effects", 2021.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}.")
+    x = np.asarray(data.x, np.float64)
+    y = np.asarray(data.y, np.float64)
+    ids = np.asarray(data.touch_ids)[..., channel_field]
+    mask = np.asarray(data.touch_mask)
+    n = ((ids[..., None] == np.arange(num_channels)) & mask[..., None]).sum(1).astype(np.float64)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    xs = (x - mu) / sd
+    phi = _poly(xs)
+    fold = np.random.default_rng(seed).integers(0, folds, x.shape[0])
+    g_hat, e_hat = np.zeros_like(y), np.zeros_like(n)
+    for f in range(folds):
+        tr, te = fold != f, fold == f
+        g_hat[te] = phi[te] @ _ridge(phi[tr], y[tr], ridge)
+        e_hat[te] = phi[te] @ _ridge(phi[tr], n[tr], ridge)
+    x1 = np.concatenate([np.ones((x.shape[0], 1)), xs], axis=1)
+    design = ((n - e_hat)[:, :, None] * x1[:, None, :]).reshape(x.shape[0], -1)  # [N, K*(1+d)]
+    reg = ridge * np.eye(design.shape[1])
+    beta = np.linalg.solve(design.T @ design + reg, design.T @ (y - g_hat))
+    theta = beta.reshape(num_channels, x1.shape[1]).T
+    return DMLModel(
+        g_coef=jnp.asarray(_ridge(phi, y, ridge), jnp.float32),
+        e_coef=jnp.asarray(_ridge(phi, n, ridge), jnp.float32),
+        theta=jnp.asarray(theta, jnp.float32),
+        channel_field=int(channel_field),
+        x_mean=jnp.asarray(mu, jnp.float32),
+        x_scale=jnp.asarray(sd, jnp.float32),
+    )
+
+
+# ------------------------------------------------------------- ALM-MTA ablations
+
+
+def alm_mta_variant(config: TrainConfig, variant: str) -> TrainConfig:
+    """An ALM-MTA ablation as a ``TrainConfig`` (notes §6.2, §8).
+
+    * ``"full"``: unchanged.
+    * ``"no_contrastive"``: β = 0 (attribute with the whole reference pool,
+      ``k = R``, in the explicit front-door mode).
+    * ``"lambda0"``: λ_max = 0, the adversary trains but nothing is reversed:
+      the non-leaky "no adversary" variant reported next to ``ProxyDirect``.
+
+    Args:
+      config: the full model's ``TrainConfig``.
+      variant: one of ``ALM_MTA_VARIANTS``.
+
+    Returns:
+      A ``TrainConfig``.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}.")
+    if variant == "full":
+        return config
+    if variant == "no_contrastive":
+        return dataclasses.replace(config, beta=0.0)
+    if variant == "lambda0":
+        return dataclasses.replace(config, lambda_max=0.0)
+    raise ValueError(f"variant must be one of {ALM_MTA_VARIANTS}, got {variant!r}.")
