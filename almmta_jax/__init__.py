@@ -64,6 +64,36 @@ from almmta_jax._src.train import save_checkpoint as save_checkpoint
 from almmta_jax._src.train import split_model as split_model
 
 # --- evaluation -----------------------------------------------------------------
+# isort: split
+from almmta_jax._src.baselines import DNAMTA as DNAMTA
+from almmta_jax._src.baselines import BaselineConfig as BaselineConfig
+from almmta_jax._src.baselines import BaselineRun as BaselineRun
+from almmta_jax._src.baselines import CausalMTAPredictor as CausalMTAPredictor
+from almmta_jax._src.baselines import DMLModel as DMLModel
+from almmta_jax._src.baselines import LogisticMTA as LogisticMTA
+from almmta_jax._src.baselines import ProxyDirect as ProxyDirect
+from almmta_jax._src.baselines import alm_mta_variant as alm_mta_variant
+from almmta_jax._src.baselines import attribute_baseline as attribute_baseline
+from almmta_jax._src.baselines import channel_bags as channel_bags
+from almmta_jax._src.baselines import deletion_uplift as deletion_uplift
+from almmta_jax._src.baselines import fit_dml as fit_dml
+from almmta_jax._src.baselines import journey_balancing_weights as journey_balancing_weights
+from almmta_jax._src.baselines import make_baseline_train as make_baseline_train
+from almmta_jax._src.metrics import BudgetReplay as BudgetReplay
+from almmta_jax._src.metrics import GroupedAUUC as GroupedAUUC
+from almmta_jax._src.metrics import auuc as auuc
+from almmta_jax._src.metrics import budget_replay as budget_replay
+from almmta_jax._src.metrics import channel_roi as channel_roi
+from almmta_jax._src.metrics import cluster_exposure_scores as cluster_exposure_scores
+from almmta_jax._src.metrics import exposure_propensity as exposure_propensity
+from almmta_jax._src.metrics import gain_curve as gain_curve
+from almmta_jax._src.metrics import grouped_auuc as grouped_auuc
+from almmta_jax._src.metrics import kmeans as kmeans
+from almmta_jax._src.metrics import normalized_auuc as normalized_auuc
+from almmta_jax._src.metrics import propensity_buckets as propensity_buckets
+from almmta_jax._src.metrics import qini_curve as qini_curve
+from almmta_jax._src.metrics import qini_score as qini_score
+from almmta_jax._src.metrics import uplift_curve as uplift_curve
 
 __version__ = "0.1.0"
 
@@ -122,4 +152,34 @@ __all__: list[str] = [
     "restore_checkpoint",
     "save_checkpoint",
     "split_model",
+    # evaluation: metrics and baselines
+    "BaselineConfig",
+    "BaselineRun",
+    "BudgetReplay",
+    "CausalMTAPredictor",
+    "DMLModel",
+    "DNAMTA",
+    "GroupedAUUC",
+    "LogisticMTA",
+    "ProxyDirect",
+    "alm_mta_variant",
+    "attribute_baseline",
+    "auuc",
+    "budget_replay",
+    "channel_bags",
+    "channel_roi",
+    "cluster_exposure_scores",
+    "deletion_uplift",
+    "exposure_propensity",
+    "fit_dml",
+    "gain_curve",
+    "grouped_auuc",
+    "journey_balancing_weights",
+    "kmeans",
+    "make_baseline_train",
+    "normalized_auuc",
+    "propensity_buckets",
+    "qini_curve",
+    "qini_score",
+    "uplift_curve",
 ]

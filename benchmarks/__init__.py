@@ -13,4 +13,6 @@ BENCHMARKS = [
     "mtl_speed",
     "almmta_speed",
     "almmta_truth",
+    "almmta_simulator",
+    "almmta_criteo",
 ]
