@@ -365,14 +365,14 @@ def test_gradvac_with_zero_targets_is_pcgrad(g):
 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.floats(0.01, 10.0), min_size=9, max_size=9))
-def test_dwa_weights_are_positive_and_sum_to_k(losses):
+def test_dwa_weights_are_nonnegative_and_sum_to_k(losses):
     tx = dj.dwa(2.0, num_tasks=3)
     state = tx.init(None)
     eye = {"w": jnp.eye(3)}
     for t in range(3):
         w, state = tx.update(eye, state, losses=jnp.asarray(losses[3 * t : 3 * t + 3]))
     w = np.asarray(w["w"])
-    assert np.all(w > 0)
+    assert np.all(w >= 0)  # a ratio far above the others can underflow the rest to 0
     np.testing.assert_allclose(w.sum(), 3.0, rtol=1e-5)
 
 
