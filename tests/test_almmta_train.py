@@ -287,3 +287,8 @@ def test_bad_configs_raise(data):
         am.make_trainer(_config(batch_size=10 * B), data)
     with pytest.raises(TypeError, match="TrainConfig"):
         am.make_trainer(MODEL, data)
+    graphdef = am.split_model(am.ALMMTA(MODEL, rngs=nnx.Rngs(0)))[0]
+    with pytest.raises(ValueError, match="two-player"):
+        am.make_step(_config(mode="grl"), graphdef, player="adversary")
+    with pytest.raises(ValueError, match="player"):
+        am.make_step(_config(), graphdef, player="both_players")

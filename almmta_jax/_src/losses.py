@@ -96,8 +96,11 @@ def info_nce_loss(
 
     where ``N_i`` holds every valid key of the other journeys in the batch and
     every valid queued key. The loss is the mean of ``ℓ_ij`` over positives (0
-    without positives). The accuracy is the fraction of positives scoring above
-    all of their negatives.
+    without positives). The accuracy is the fraction of journeys with positives
+    whose best-matching valid touch (largest ``q_i·k_ij``) is a positive: the
+    ranking the top-K high-match selection relies on. (Beating every negative
+    is uninformative here: the same item shown in another journey gives a
+    near-identical key.)
 
     Args:
       query: ``[B, d_c]`` unit-norm queries.
@@ -144,6 +147,9 @@ def info_nce_loss(
     w = positive.astype(query.dtype)
     count = jnp.sum(w)
     loss = jnp.sum(w * per_pair) / jnp.maximum(count, 1.0)
-    wins = (pos_scores > jnp.max(neg, axis=1)[:, None]).astype(query.dtype)
-    accuracy = jnp.sum(w * wins) / jnp.maximum(count, 1.0)
-    return loss, accuracy
+    # Accuracy: does the best-matching touch of each journey with positives hit one?
+    best = jnp.argmax(jnp.where(key_valid, pos_scores, neg_inf), axis=1)
+    has_pos = jnp.any(positive, axis=1)
+    hit = jnp.take_along_axis(positive, best[:, None], axis=1)[:, 0] & has_pos
+    accuracy = jnp.sum(hit) / jnp.maximum(jnp.sum(has_pos), 1)
+    return loss, accuracy.astype(query.dtype)

@@ -190,7 +190,7 @@ class TrainConfig:
             )
         if self.mode == "grl" and self.generator_adv_loss != "neg_bce":
             raise ValueError(
-                "mode='grl' reverses the adversary's own loss; use generator_adv_loss='neg_bce'."
+                "mode='grl' reverses the adversary's own loss; generator_adv_loss='confusion' needs a two-player mode."
             )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
