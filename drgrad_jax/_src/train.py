@@ -28,11 +28,7 @@ from flax import nnx
 from drgrad_jax._src import metrics, networks
 from drgrad_jax._src.data import MultiTaskData, Split
 from drgrad_jax._src.task_grads import per_task_grads, per_task_rep_grads
-
-try:  # the DRGrad updater's mixing weights, read by Split-MMoE's forward pass
-    from drgrad_jax._src.transform import mixing_weights as _mixing_weights
-except ImportError:  # pragma: no cover - transform module absent
-    _mixing_weights = None
+from drgrad_jax._src.transform import mixing_weights
 
 SPACES = ("params", "activations")
 
@@ -178,12 +174,6 @@ def _check_config(config: TrainConfig, data: MultiTaskData) -> None:
         raise ValueError(f"config.log_every must be >= 0; got {config.log_every}.")
 
 
-def _mu_of(opt_state):
-    if _mixing_weights is None:
-        return None
-    return _mixing_weights(opt_state)
-
-
 def make_train(config: TrainConfig, data: MultiTaskData) -> Callable[..., TrainResult]:
     """Builds ``train(key, splits=None) -> TrainResult``, a whole run as a function of a key.
 
@@ -279,7 +269,7 @@ def make_train(config: TrainConfig, data: MultiTaskData) -> Callable[..., TrainR
 
     def step(params, state, batch):
         mtl_state, opt_state = state
-        mu = _mu_of(state)
+        mu = mixing_weights(state)
         if mtl is None:
             (_, losses), grads = jax.value_and_grad(
                 lambda p: (jnp.sum(loss_fn(p, batch, mu)), loss_fn(p, batch, mu)), has_aux=True
@@ -300,7 +290,7 @@ def make_train(config: TrainConfig, data: MultiTaskData) -> Callable[..., TrainR
         return params, (mtl_state, opt_state), losses
 
     def evaluate(params, state, split: Split):
-        mu = _mu_of(state)
+        mu = mixing_weights(state)
         model = model_of(params)
 
         def one(row):
@@ -351,7 +341,7 @@ def make_train(config: TrainConfig, data: MultiTaskData) -> Callable[..., TrainR
             params, state = carry
             val_auc, val_loss = evaluate(params, state, val_split)
             test_auc, test_loss = evaluate(params, state, test_split)
-            mu = _mu_of(state)
+            mu = mixing_weights(state)
             mu = (
                 jnp.full((2,), jnp.nan)
                 if mu is None
