@@ -212,3 +212,10 @@ def test_bad_inputs(data):
         )
     with pytest.raises(ValueError, match="must share N"):
         bl.journey_balancing_weights(np.zeros((3, 1)), np.zeros((4, 2)), jax.random.key(0))
+
+
+def test_criteo_benchmark_falls_back_without_data(tmp_path, capsys):
+    from benchmarks import almmta_criteo
+
+    out = almmta_criteo.main(["--quick", "--data", str(tmp_path), "--no-results"])
+    assert out["results"] == {} and "absent" in capsys.readouterr().out
