@@ -150,10 +150,10 @@ def ipw_weights(
       ...                 jnp.array([[0, 1], [0, 0]]), jnp.ones((2, 2), bool),
       ...                 jnp.log(jnp.array([0.5, 0.5])), clip_percentiles=(0., 100.))
       >>> [round(float(v), 4) for v in w]
-      [1.0588, 0.9412]
+      [1.2857, 0.7143]
     """
     _check_touches(clusters, touch_mask)
-    n, c = jnp.shape(log_propensity)[0], jnp.shape(log_propensity)[-1]
+    c = jnp.shape(log_propensity)[-1]
     if jnp.shape(log_propensity) != (clusters.shape[0], c) or jnp.shape(log_frequency) != (c,):
         raise ValueError(
             f"log_propensity must be [N={clusters.shape[0]}, C] and log_frequency [C]; got "
@@ -171,5 +171,4 @@ def ipw_weights(
     mean_log = jnp.sum(m * log_ratio, axis=1) / jnp.maximum(n_i, 1.0)
     w = jnp.exp(jnp.where(n_i > 0, mean_log, 0.0))
     w = jnp.clip(w, jnp.percentile(w, lo), jnp.percentile(w, hi))
-    del n
     return (w / jnp.mean(w)).astype(jnp.float32)

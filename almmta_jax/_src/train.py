@@ -111,8 +111,8 @@ def adversary_weight(
     Example:
       >>> float(adversary_weight(5, 0.3, 10, 20))
       0.0
-      >>> round(float(adversary_weight(20, 0.3, 10, 20)), 4)
-      0.2999
+      >>> round(float(adversary_weight(20, 0.3, 10, 20)), 5)
+      0.29997
     """
     step = jnp.asarray(step, jnp.float32)
     span = max(total_steps - warmup_steps, 1)
