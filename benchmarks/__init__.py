@@ -15,4 +15,6 @@ BENCHMARKS = [
     "almmta_truth",
     "almmta_simulator",
     "almmta_criteo",
+    "drgrad_synthetic",
+    "drgrad_census",
 ]

@@ -1,0 +1,41 @@
+"""Table plumbing of the DRGrad benchmarks: the RESULTS.md span and the paired t-test."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+from benchmarks import drgrad_census  # noqa: E402
+
+
+def test_results_md_replaces_only_the_drgrad_span(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    drgrad_census.write_results_md("first table", path)
+    text = path.read_text()
+    assert "first table" in text and "<!-- almmta:begin -->" in text
+    other = "<!-- almmta:begin -->\nALM table kept\n<!-- almmta:end -->"
+    path.write_text(text.replace("<!-- almmta:begin -->\n<!-- almmta:end -->", other))
+    drgrad_census.write_results_md("second table", path)
+    text = path.read_text()
+    assert "second table" in text and "first table" not in text
+    assert "ALM table kept" in text
+    assert text.count(drgrad_census.BEGIN) == 1 and text.count(drgrad_census.END) == 1
+
+
+def test_results_md_appends_to_a_file_without_markers(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# existing\nkeep me\n")
+    drgrad_census.write_results_md("table", path)
+    text = path.read_text()
+    assert text.startswith("# existing\nkeep me\n") and "table" in text
+
+
+def test_paired_t_matches_numpy_formula():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.95, 0.01, (6, 2))
+    b = a + rng.normal(-0.002, 0.003, (6, 2))
+    got = drgrad_census.paired({"test_auc_per_seed": a}, {"test_auc_per_seed": b}, task=0)
+    diff = a[:, 0] - b[:, 0]
+    t = diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff)))
+    assert got["t"] == pytest.approx(t, rel=1e-9)
+    assert got["mean_diff"] == pytest.approx(diff.mean())
+    assert 0.0 <= got["p_value"] <= 1.0 and got["n"] == 6
