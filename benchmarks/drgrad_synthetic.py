@@ -324,7 +324,11 @@ def main(argv: list[str] | None = None) -> dict:
             for m in ms
             if m.name in ("MMoE", "DRGrad")
         }
-        plot_traces(traces, OUT_DIR / f"drgrad_synthetic_{setting}.png", f"{setting} (p={setting})")
+        plot_traces(
+            traces,
+            OUT_DIR / f"drgrad_synthetic_{setting}.png",
+            f"{setting} (p={0.5 if setting == 'cooperate' else -0.5:+.1f})",
+        )
         traces_json[setting] = {k: trace_summary(v) for k, v in traces.items()}
 
     # p = -0.5 / +0.5 are the table's conflict / cooperate runs; quick mode adds no others.
