@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"### DRGrad Table 3 (Census columns) and Table 5 ablation\n\n"
         f"Split: {d.description}. {len(d.train.labels)} train / {len(d.val.labels)} val / "
         f"{len(d.test.labels)} test rows; {seeds} seeds x {epochs} epochs "
-        f"({'quick' if q else 'full'} mode), lr from {list(lrs)} on validation income AUC, "
+        f"({'quick' if q else 'full'} mode{', rows subset' if args.methods else ''}), lr from {list(lrs)} on validation income AUC, "
         f"test AUC at the best-validation epoch; run took {duration / 60:.1f} min. "
         f"Paper numbers are on the official 200k/100k split and are not strictly comparable."
     )
