@@ -19,6 +19,10 @@ and interleaved so machine drift hits them alike, at two levels:
 Model: ``drgrad_jax.models.MMoE`` with 512 dense inputs, 8 experts
 512 -> 256 -> 128, towers with one hidden layer of 64.
 
+Ratios compare MINIMUM step times over all interleaved repetitions (other
+processes on a shared machine only add time); ratios of medians are in
+``ratios_median``.
+
 Targets: every ``*_rep`` ratio <= 1.2, and every ``*_params`` ratio within 10%
 of ``floor_K<k>``.
 
@@ -31,6 +35,7 @@ Usage: ``python -m benchmarks.mtl_speed [--quick] [--json PATH] [--methods ...] 
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import jax
@@ -150,41 +155,65 @@ def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0):
     return model, steps
 
 
+def time_steps(steps: dict, *, rounds: int, iters: int) -> dict[str, dict]:
+    """Interleaved timing of every step; keeps the minimum as well as the median.
+
+    On a shared machine other processes only ever ADD time to a step, so the
+    minimum over all repetitions is the least contaminated estimate of a step's
+    cost; the median is reported alongside it.
+    """
+    out = {}
+    for name, (fn, args) in steps.items():
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        out[name] = {"compile_s": time.perf_counter() - start, "times_s": []}
+        jax.block_until_ready(fn(*args))
+    for _ in range(rounds):
+        for name, (fn, args) in steps.items():
+            for _ in range(iters):
+                start = time.perf_counter()
+                jax.block_until_ready(fn(*args))
+                out[name]["times_s"].append(time.perf_counter() - start)
+    for rec in out.values():
+        rec["median_s"] = statistics.median(rec["times_s"])
+        rec["min_s"] = min(rec["times_s"])
+        del rec["times_s"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="*", default=None, help="subset of methods")
     p.add_argument("--tasks", nargs="*", type=int, default=[2, 4], help="task counts K")
     args = p.parse_args(argv)
     batch = 2048
-    rounds, iters = (2, 2) if args.quick else (3, 4)
+    rounds, iters = (2, 2) if args.quick else (4, 3)
     only = args.methods or (list(QUICK_METHODS) if args.quick else None)
     print(
         f"[mtl_speed] MMoE {NUM_DENSE} -> 8 experts 256->128 -> towers 64, batch {batch}, "
         f"backend {jax.default_backend()}, devices {jax.device_count()}"
     )
     start = time.perf_counter()
-    ratios, medians, compiles = {}, {}, {}
+    ratios, ratios_median, medians, minima, compiles = {}, {}, {}, {}, {}
     ok = True
     for k in args.tasks:
         model, steps = build(k, batch, only)
         print(f"[mtl_speed] K={k}: {models.param_count(model):,} parameters, {len(steps)} steps")
-        timing = _common.time_interleaved(
-            {n: v[0] for n, v in steps.items()},
-            {n: v[1] for n, v in steps.items()},
-            rounds=rounds,
-            iters=iters,
-        )
-        plain = timing["plain"]["median_s"]
-        floor = timing["floor"]["median_s"] / plain
+        timing = time_steps(steps, rounds=rounds, iters=iters)
+        plain, plain_med = timing["plain"]["min_s"], timing["plain"]["median_s"]
+        floor = timing["floor"]["min_s"] / plain
         ratios[f"floor_K{k}"] = floor
+        ratios_median[f"floor_K{k}"] = timing["floor"]["median_s"] / plain_med
         for name, rec in timing.items():
             medians[f"{name}_K{k}"] = rec["median_s"]
+            minima[f"{name}_K{k}"] = rec["min_s"]
             compiles[f"{name}_K{k}"] = rec["compile_s"]
             if name in ("plain", "floor"):
                 continue
             method, level = name.rsplit("_", 1)
-            ratio = rec["median_s"] / plain
+            ratio = rec["min_s"] / plain
             ratios[f"{method}_K{k}_{level}"] = ratio
+            ratios_median[f"{method}_K{k}_{level}"] = rec["median_s"] / plain_med
             if level == "rep":
                 met = ratio <= REP_TARGET
                 note = f"<= {REP_TARGET}"
@@ -193,17 +222,20 @@ def main(argv: list[str] | None = None) -> dict:
                 note = f"<= {PARAMS_OVER_FLOOR_TARGET} x floor = {PARAMS_OVER_FLOOR_TARGET * floor:.2f}"
             ok &= met
             print(
-                f"  K={k} {name:30s} {rec['median_s'] * 1e3:8.1f} ms  ratio {ratio:5.2f}  "
-                f"{'ok' if met else 'MISSED'} ({note})  compile {rec['compile_s']:.1f}s"
+                f"  K={k} {name:30s} min {rec['min_s'] * 1e3:7.1f} ms  ratio {ratio:5.2f}  "
+                f"{'ok' if met else 'MISSED'} ({note})  median ratio "
+                f"{ratios_median[f'{method}_K{k}_{level}']:5.2f}  compile {rec['compile_s']:.1f}s"
             )
         print(
-            f"  K={k} plain {plain * 1e3:.1f} ms; floor {timing['floor']['median_s'] * 1e3:.1f} ms "
-            f"= {floor:.2f} x plain"
+            f"  K={k} plain {plain * 1e3:.1f} ms; floor {timing['floor']['min_s'] * 1e3:.1f} ms "
+            f"= {floor:.2f} x plain (min step times)"
         )
     payload = {
         "ratios": ratios,
         "targets": {"rep": REP_TARGET, "params_over_floor": PARAMS_OVER_FLOOR_TARGET},
         "targets_met": bool(ok),
+        "ratios_median": ratios_median,
+        "min_step_s": minima,
         "median_step_s": medians,
         "compile_s": compiles,
         "batch": batch,
