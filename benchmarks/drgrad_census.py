@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=None, help="default 2 quick, 5 full")
     p.add_argument("--epochs", type=int, default=None, help="default 1 quick, 6 full")
-    p.add_argument("--methods", default=None, help="comma-separated subset of rows")
+    p.add_argument("--methods", default=None, help="';'-separated subset of rows")
     p.add_argument("--lrs", default=None, help="comma-separated learning-rate grid")
     p.add_argument("--results", default=None, help="RESULTS.md to update (full mode default)")
     args = p.parse_args(argv)
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
         d = subsample(d, 8000, 4000)
     print(f"[data] {d.description}")
     rows = all_methods(d, sizes)
-    wanted = args.methods.split(",") if args.methods else (QUICK if q else [m.name for m in rows])
+    wanted = args.methods.split(";") if args.methods else (QUICK if q else [m.name for m in rows])
     rows = [m for m in rows if m.name in wanted]
     kw = dict(seeds=seeds, epochs=epochs, batch_size=256 if q else 512, lrs=lrs)
     results = {m.name: run_method(m, d, **kw) for m in rows}
