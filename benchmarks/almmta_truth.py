@@ -179,9 +179,12 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     sim, sim_cfg, prop, log_freq, train, val, test = prepare(args.quick, args.seed)
     mc = _model_config(sim_cfg)
-    batch, epochs = (256, 6) if args.quick else (512, 10)
+    batch, epochs = (256, 10) if args.quick else (512, 10)
     pool_size = 512 if args.quick else 2048
-    full = am.TrainConfig(mc, batch_size=batch, epochs=epochs, eval_size=2048)
+    # The 500-step learning-rate warm-up of the notes would outlast a quick run.
+    total = (train.y.shape[0] // batch) * epochs
+    warm = min(500, max(1, total // 10))
+    full = am.TrainConfig(mc, batch_size=batch, epochs=epochs, eval_size=2048, lr_warmup_steps=warm)
     ablation = dataclasses.replace(full, lambda_max=0.0, beta=0.0)
     print(
         f"[almmta_truth] simulator: {train.y.shape[0]} train / {test.y.shape[0]} test journeys, "
