@@ -142,7 +142,9 @@ def all_methods(d: data.MultiTaskData, sizes: dict) -> list[Method]:
         Method(
             "DRGrad, activation space",
             split,
-            lambda m: drgrad_jax.drgrad(m.drgrad_towers("activations"), space="activations"),
+            lambda m: drgrad_jax.drgrad(
+                m.drgrad_towers("activations"), space="activations", num_tasks=2
+            ),
         ),
         Method("DRGrad, as-printed pairing", split, tower_drgrad(pairing="as_printed"), shared_grads="summed"),
         Method("DRGrad, mean updater", split, tower_drgrad(updater="mean"), shared_grads="summed"),
