@@ -145,6 +145,7 @@ def all_methods(d: data.MultiTaskData, sizes: dict) -> list[Method]:
             lambda m: drgrad_jax.drgrad(
                 m.drgrad_towers("activations"), space="activations", num_tasks=2
             ),
+            space="activations",
         ),
         Method("DRGrad, as-printed pairing", split, tower_drgrad(pairing="as_printed"), shared_grads="summed"),
         Method("DRGrad, mean updater", split, tower_drgrad(updater="mean"), shared_grads="summed"),
