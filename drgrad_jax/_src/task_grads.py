@@ -97,9 +97,25 @@ def check_matches_params(task_grads, params, *, name: str = "task_grads") -> Non
             )
 
 
+def sum_rows(g: jax.Array, dtype=None) -> jax.Array:
+    """``g.sum(0)`` as an unrolled chain of row additions (for up to 16 rows).
+
+    Written row by row so XLA folds zero rows away: a task-exclusive leaf laid out
+    by ``per_task_grads`` (the gradient zero-padded along the task axis) sums back
+    to the gradient itself at no cost, where a reduction would read every row.
+    """
+    dtype = dtype or g.dtype
+    if g.shape[0] > 16:
+        return jnp.sum(g.astype(dtype), axis=0)
+    total = g[0].astype(dtype)
+    for k in range(1, g.shape[0]):
+        total = total + g[k].astype(dtype)
+    return total
+
+
 def sum_tasks(task_grads):
     """Sums per-task gradients over the task axis: the plain summed-loss gradient."""
-    return jax.tree.map(lambda g: jnp.sum(g, axis=0), task_grads)
+    return jax.tree.map(sum_rows, task_grads)
 
 
 def combine(weights: jax.Array, task_grads):
@@ -251,7 +267,9 @@ def per_task_grads(
         g_own = vjp(jnp.ones((k,), losses.dtype))[1]
         for i, g in zip(own_idx, g_own):
             row = label_leaves[i]
-            out[i] = jnp.zeros((k,) + g.shape, g.dtype).at[row].set(g)
+            # Zero padding (not a scatter into zeros) lets XLA fold a later sum over
+            # tasks back into the gradient itself.
+            out[i] = jnp.pad(g[None], [(row, k - 1 - row)] + [(0, 0)] * g.ndim)
     task_grads = jax.tree_util.tree_unflatten(treedef, out)
     if has_aux:
         return losses, task_grads, aux

@@ -276,7 +276,7 @@ def drgrad(
             tg.check_matches_params(updates, params, name="task_grads")
         leaves, treedef = jax.tree_util.tree_flatten(updates)
         paths = tg.leaf_paths(updates)
-        out = [jnp.sum(g.astype(jnp.float32), axis=0) for g in leaves]
+        out = [tg.sum_rows(g, jnp.float32) for g in leaves]
         used = [kind_k for kind_k in roles]
         for kind, i in used:
             if i >= k_tasks:
