@@ -7,6 +7,8 @@ update with the params' shape, so it composes with any optax optimizer::
     tx = optax.chain(drgrad_jax.drgrad(...), optax.adam(1e-3))
 """
 
+# ruff: noqa: I001  (imports are grouped by topic below, not alphabetically)
+
 # --- the per-task-gradient contract -------------------------------------------
 from drgrad_jax._src.task_grads import (
     SHARED,
