@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
+from drgrad_jax._src.task_grads import gramian_weighting
 
 
 class AlignedMTLState(NamedTuple):
@@ -76,17 +76,4 @@ def aligned_mtl() -> optax.GradientTransformationExtraArgs:
       for Multi-Task Learning*, CVPR 2023, https://arxiv.org/abs/2305.19000.
     """
 
-    def init_fn(params):
-        del params
-        return AlignedMTLState(count=jnp.zeros([], jnp.int32))
-
-    def update_fn(task_grads, state, params=None, **extra_args):
-        del extra_args
-        check_task_grads(task_grads)
-        check_matches_params(task_grads, params)
-        weights = aligned_mtl_weights(gramian(task_grads))
-        return combine(weights, task_grads), AlignedMTLState(
-            count=optax.safe_increment(state.count)
-        )
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return gramian_weighting(aligned_mtl_weights, AlignedMTLState)

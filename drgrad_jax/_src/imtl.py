@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
+from drgrad_jax._src.task_grads import gramian_weighting
 
 
 class IMTLGState(NamedTuple):
@@ -89,15 +89,4 @@ def imtl_g() -> optax.GradientTransformationExtraArgs:
       Learning*, ICLR 2021, https://openreview.net/forum?id=IMPnRXEWpvr.
     """
 
-    def init_fn(params):
-        del params
-        return IMTLGState(count=jnp.zeros([], jnp.int32))
-
-    def update_fn(task_grads, state, params=None, **extra_args):
-        del extra_args
-        check_task_grads(task_grads)
-        check_matches_params(task_grads, params)
-        weights = imtl_g_weights(gramian(task_grads))
-        return combine(weights, task_grads), IMTLGState(count=optax.safe_increment(state.count))
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return gramian_weighting(imtl_g_weights, IMTLGState)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.min_norm import min_norm_weights
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
+from drgrad_jax._src.task_grads import gramian_weighting
 
 
 class MGDAState(NamedTuple):
@@ -59,15 +58,4 @@ def mgda() -> optax.GradientTransformationExtraArgs:
       optimization*, Comptes Rendus Mathématique 350, 2012.
     """
 
-    def init_fn(params):
-        del params
-        return MGDAState(count=jnp.zeros([], jnp.int32))
-
-    def update_fn(task_grads, state, params=None, **extra_args):
-        del extra_args
-        check_task_grads(task_grads)
-        check_matches_params(task_grads, params)
-        weights = min_norm_weights(gramian(task_grads))
-        return combine(weights, task_grads), MGDAState(count=optax.safe_increment(state.count))
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return gramian_weighting(min_norm_weights, MGDAState)

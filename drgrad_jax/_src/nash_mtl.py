@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
+from drgrad_jax._src.task_grads import gramian_weighting
 
 
 class NashMTLState(NamedTuple):
@@ -127,20 +127,9 @@ def nash_mtl(
       Learning as a Bargaining Game*, ICML 2022, https://arxiv.org/abs/2202.01017.
     """
 
-    def init_fn(params):
-        del params
-        return NashMTLState(count=jnp.zeros([], jnp.int32))
-
-    def update_fn(task_grads, state, params=None, **extra_args):
-        del extra_args
-        check_task_grads(task_grads)
-        check_matches_params(task_grads, params)
-        weights = nash_mtl_weights(
-            gramian(task_grads),
-            eps=eps,
-            max_iters=max_iters,
-            normalize_gramian=normalize_gramian,
+    def weights_fn(gram):
+        return nash_mtl_weights(
+            gram, eps=eps, max_iters=max_iters, normalize_gramian=normalize_gramian
         )
-        return combine(weights, task_grads), NashMTLState(count=optax.safe_increment(state.count))
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return gramian_weighting(weights_fn, NashMTLState)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 SHARED = -1
 """Label of a parameter leaf that every task reads (see ``per_task_grads``)."""
@@ -153,6 +154,35 @@ def gramian(task_grads) -> jax.Array:
         part = flat @ flat.T
         total = part if total is None else total + part
     return total
+
+
+def gramian_weighting(weights_fn: Callable[[jax.Array], jax.Array], state_cls):
+    """An optax transformation whose update is ``sum_k w_k g_k`` with ``w = weights_fn(G G^T)``.
+
+    The shared body of every method that only needs the K x K Gramian (MGDA,
+    IMTL-G, UPGrad, Aligned-MTL, Nash-MTL): validate the per-task gradients,
+    form the Gramian leaf by leaf, solve for the task weights, combine.
+
+    Args:
+      weights_fn: maps the ``[K, K]`` float32 Gramian to ``[K]`` task weights.
+      state_cls: a NamedTuple class with a single int32 ``count`` field.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; extra arguments are ignored.
+    """
+
+    def init_fn(params):
+        del params
+        return state_cls(count=jnp.zeros([], jnp.int32))
+
+    def update_fn(task_grads, state, params=None, **extra_args):
+        del extra_args
+        check_task_grads(task_grads)
+        check_matches_params(task_grads, params)
+        weights = weights_fn(gramian(task_grads))
+        return combine(weights, task_grads), state_cls(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def task_dots(task_grads, other) -> jax.Array:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.min_norm import box_qp_weights
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
+from drgrad_jax._src.task_grads import gramian_weighting
 
 
 class UPGradState(NamedTuple):
@@ -73,15 +73,4 @@ def upgrad() -> optax.GradientTransformationExtraArgs:
       https://arxiv.org/abs/2406.16232 (TorchJD).
     """
 
-    def init_fn(params):
-        del params
-        return UPGradState(count=jnp.zeros([], jnp.int32))
-
-    def update_fn(task_grads, state, params=None, **extra_args):
-        del extra_args
-        check_task_grads(task_grads)
-        check_matches_params(task_grads, params)
-        weights = upgrad_weights(gramian(task_grads))
-        return combine(weights, task_grads), UPGradState(count=optax.safe_increment(state.count))
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return gramian_weighting(upgrad_weights, UPGradState)
