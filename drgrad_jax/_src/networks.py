@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from drgrad_jax._src.task_grads import SHARED
+from drgrad_jax._src.task_grads import SHARED, key_name
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -908,13 +908,6 @@ class SplitMMoE(nnx.Module):
 # --- parameter bookkeeping ------------------------------------------------------
 
 
-def _key_str(key) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 def params_of(model: nnx.Module):
     """``(graphdef, params)``: the model's parameters as a plain nested dict."""
     graphdef, state = nnx.split(model)
@@ -940,7 +933,7 @@ def task_of(model: nnx.Module):
     if owner is None:
         raise TypeError(f"{type(model).__name__} has no task_owner(path) method.")
     flat = jax.tree_util.tree_flatten_with_path(params)
-    labels = [int(owner(tuple(_key_str(k) for k in path))) for path, _ in flat[0]]
+    labels = [int(owner(tuple(key_name(k) for k in path))) for path, _ in flat[0]]
     return jax.tree_util.tree_unflatten(flat[1], labels)
 
 

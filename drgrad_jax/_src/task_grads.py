@@ -306,7 +306,8 @@ def per_task_grads(
     return losses, task_grads
 
 
-def _key_name(key) -> str:
+def key_name(key) -> str:
+    """The name of one pytree key: a dict key, attribute name or sequence index."""
     for attr in ("key", "name", "idx"):
         if hasattr(key, attr):
             return str(getattr(key, attr))
@@ -320,7 +321,7 @@ def leaf_paths(tree) -> list[str]:
     ``State`` leaf reads e.g. ``"tower_shared/kernel/value"``).
     """
     return [
-        "/".join(_key_name(k) for k in path)
+        "/".join(key_name(k) for k in path)
         for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
     ]
 
@@ -351,7 +352,7 @@ def leaf_task_labels(task_of, params) -> list[int]:
             f"got {task_of!r}."
         )
     flat = jax.tree_util.tree_flatten_with_path(task_of)[0]
-    mapping = {"/".join(_key_name(k) for k in path): label for path, label in flat}
+    mapping = {"/".join(key_name(k) for k in path): label for path, label in flat}
     depth = [-1] * len(paths)
     for prefix, task in mapping.items():
         if not isinstance(task, (int, np.integer)) or isinstance(task, bool):
