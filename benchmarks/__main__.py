@@ -1,4 +1,4 @@
-"""Runs every registered benchmark in quick mode: ``python -m benchmarks [--full] [NAME ...]``."""
+"""Runs the registered benchmarks in quick mode: ``python -m benchmarks [--all] [--full] [NAME ...]``."""
 
 from __future__ import annotations
 
@@ -8,19 +8,25 @@ import pathlib
 import sys
 import time
 
-from benchmarks import BENCHMARKS
+from benchmarks import BENCHMARKS, SLOW_BENCHMARKS
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("names", nargs="*", help=f"subset to run (default: all of {BENCHMARKS})")
+    parser.add_argument("names", nargs="*", help=f"subset to run (default: {BENCHMARKS})")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help=f"also run the slow table reproductions {SLOW_BENCHMARKS}",
+    )
     parser.add_argument("--full", action="store_true", help="full sizes instead of --quick")
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "out"))
     args = parser.parse_args(argv)
-    names = args.names or BENCHMARKS
-    unknown = sorted(set(names) - set(BENCHMARKS))
+    known = BENCHMARKS + SLOW_BENCHMARKS
+    names = args.names or (known if args.all else BENCHMARKS)
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; choose from {BENCHMARKS}")
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {known}")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures = []
