@@ -117,7 +117,7 @@ def build(batch: int, seed: int = 0):
 def main(argv: list[str] | None = None) -> dict:
     args = _common.parser(__doc__.splitlines()[0]).parse_args(argv)
     batch = 1024
-    rounds, iters = (3, 5) if args.quick else (7, 15)
+    rounds, iters = (5, 8) if args.quick else (7, 15)
     print(
         f"[drgrad_speed] Split-MMoE, {len(CENSUS_VOCABS)} categorical + {NUM_DENSE} dense, "
         f"batch {batch}, backend {jax.default_backend()}, devices {jax.device_count()}"
