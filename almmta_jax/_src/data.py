@@ -57,8 +57,8 @@ class JourneyBatch(NamedTuple):
     Example:
       >>> b = ragged_to_batch(offsets=[0, 2, 5], touch_ids=[3, 1, 4, 1, 5],
       ...     timestamp=[0, 3600, 0, 7200, 10800], y=[0, 1], max_len=4)
-      >>> b.touch_ids.shape, b.touch_mask.sum(axis=1).tolist(), b.yp_mask.sum()
-      ((2, 4, 1), [2, 3], np.int64(3))
+      >>> b.touch_ids.shape, b.touch_mask.sum(axis=1).tolist(), int(b.yp_mask.sum())
+      ((2, 4, 1), [2, 3], 3)
     """
 
     x: jax.Array
