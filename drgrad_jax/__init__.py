@@ -70,6 +70,9 @@ from drgrad_jax._src.train import device_splits
 from drgrad_jax._src.train import make_train
 from drgrad_jax._src.train import select_by_validation
 
+# --- data parallelism over a device mesh (submodule) ---------------------------
+from drgrad_jax import parallel
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -80,6 +83,7 @@ __all__ = [
     "make_train",
     "metrics",
     "models",
+    "parallel",
     "select_by_validation",
     "AlignedMTLState",
     "aligned_mtl",
