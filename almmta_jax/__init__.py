@@ -11,6 +11,7 @@ from almmta_jax._src.criteo import convert_criteo_raw as convert_criteo_raw
 from almmta_jax._src.criteo import load_criteo_attribution as load_criteo_attribution
 from almmta_jax._src.data import JourneyBatch as JourneyBatch
 from almmta_jax._src.data import NpzShards as NpzShards
+from almmta_jax._src.data import host_shard_paths as host_shard_paths
 from almmta_jax._src.data import journey_batches as journey_batches
 from almmta_jax._src.data import load_journey_npz as load_journey_npz
 from almmta_jax._src.data import pad_ragged as pad_ragged
@@ -105,6 +106,7 @@ __all__: list[str] = [
     "SimData",
     "convert_criteo_raw",
     "gauss_hermite_psi",
+    "host_shard_paths",
     "journey_batches",
     "load_criteo_attribution",
     "load_journey_npz",

@@ -376,3 +376,113 @@ def test_npz_bad_files(tmp_path):
     (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated.npz"):
         load_journey_npz(tmp_path / "truncated.npz")
+
+
+# ------------------------------------------------------- multi-host streaming
+
+
+def _write_shards(tmp_path, sizes, L=3):
+    paths, start = [], 0
+    for i, n in enumerate(sizes):
+        b = _batch(n=n, L=L, seed=i)._replace(user_id=np.arange(start, start + n, dtype=np.int32))
+        path = tmp_path / f"part-{i:03d}.npz"
+        save_journey_npz(path, b)
+        paths.append(path)
+        start += n
+    return paths, start
+
+
+@given(
+    sizes=st.lists(st.integers(1, 9), min_size=1, max_size=9),
+    hosts=st.integers(1, 4),
+    seed=st.integers(0, 3),
+    buffer=st.sampled_from([None, 0, 5]),
+)
+@settings(max_examples=25, deadline=None)
+def test_hosts_read_disjoint_parts_covering_the_data(tmp_path_factory, sizes, hosts, seed, buffer):
+    from almmta_jax import host_shard_paths
+
+    tmp = tmp_path_factory.mktemp("shards")
+    paths, total = _write_shards(tmp, sizes)
+    if hosts > len(paths):
+        with pytest.raises(ValueError, match="every host needs"):
+            NpzShards(paths, process_index=0, process_count=hosts)
+        return
+    seen, files = [], []
+    for i in range(hosts):
+        shards = NpzShards(paths, process_index=i, process_count=hosts)
+        assert shards.paths == host_shard_paths(paths, process_index=i, process_count=hosts)
+        files.append(set(shards.paths))
+        # Host i opens only its own files: the others may be absent on its disk.
+        ids = _real_ids(journey_batches(shards, 4, seed=seed, shuffle_buffer=buffer))
+        assert len(np.unique(ids)) == ids.size
+        seen.append(set(ids.tolist()))
+    for i in range(hosts):
+        for j in range(i + 1, hosts):
+            assert not seen[i] & seen[j] and not files[i] & files[j]
+    assert set().union(*seen) == set(range(total))
+    assert set().union(*files) == set(paths)
+
+
+def test_host_only_needs_its_own_files(tmp_path):
+    paths, _ = _write_shards(tmp_path, [3, 3, 3, 3])
+    paths[1].unlink()  # lives on the other host
+    shards = NpzShards(paths, process_index=0, process_count=2)
+    assert len(shards) == 2
+    with pytest.raises(FileNotFoundError, match="part-001"):
+        NpzShards(paths, process_index=1, process_count=2)
+    # Defaults come from jax: one process here, so every file.
+    assert len(NpzShards([paths[0], paths[2]])) == 2
+
+
+@pytest.mark.parametrize(
+    "kw, err, match",
+    [
+        ({"process_index": 2, "process_count": 2}, ValueError, "process_index"),
+        ({"process_index": -1, "process_count": 2}, ValueError, "process_index"),
+        ({"process_index": 0, "process_count": 0}, ValueError, "process_count"),
+        ({"process_index": 0.5, "process_count": 2}, TypeError, "process_index"),
+    ],
+)
+def test_host_shard_paths_bad_arguments(kw, err, match):
+    from almmta_jax import host_shard_paths
+
+    with pytest.raises(err, match=match):
+        host_shard_paths(["a.npz", "b.npz"], **kw)
+    with pytest.raises(ValueError, match="empty"):
+        host_shard_paths([], process_index=0, process_count=1)
+
+
+def test_npz_shards_load_lazily_within_a_bounded_buffer(tmp_path):
+    paths, total = _write_shards(tmp_path, [10] * 12)
+    loaded = []
+
+    class Counting(NpzShards):
+        def __getitem__(self, i):
+            loaded.append(i)
+            return super().__getitem__(i)
+
+    stream = journey_batches(Counting(paths), 5, seed=3, shuffle_buffer=8)
+    first = next(stream)
+    # 5 + 8 journeys need 2 shards of 10: nothing else has been read.
+    assert len(loaded) == 2 and first.y.shape == (5,)
+    rest = list(stream)
+    assert len(loaded) == 12
+    ids = _real_ids([first, *rest])
+    np.testing.assert_array_equal(np.sort(ids), np.arange(total))
+
+
+@pytest.mark.parametrize("buffer", [None, 0, 7])
+def test_start_batch_resumes_the_same_stream(tmp_path, buffer):
+    paths, _ = _write_shards(tmp_path, [6, 9, 4, 8])
+    shards = NpzShards(paths)
+    kw = dict(seed=4, shuffle_buffer=buffer, epochs=3)
+    full = list(journey_batches(shards, 5, **kw))
+    for k in (0, 3, len(full) // 3 + 1, len(full) - 1, len(full)):
+        resumed = list(journey_batches(shards, 5, start_batch=k, **kw))
+        assert len(resumed) == len(full) - k
+        for a, b in zip(full[k:], resumed):
+            np.testing.assert_array_equal(a.user_id, b.user_id)
+            np.testing.assert_array_equal(a.touch_mask, b.touch_mask)
+    with pytest.raises(ValueError, match="start_batch"):
+        next(journey_batches(shards, 5, start_batch=-1))

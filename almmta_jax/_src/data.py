@@ -480,6 +480,7 @@ def journey_batches(
     drop_last: bool = False,
     epochs: int = 1,
     as_jax: bool = False,
+    start_batch: int = 0,
 ) -> Iterator[JourneyBatch]:
     """Streams fixed-size ``JourneyBatch`` es with a seeded shuffle buffer.
 
@@ -503,6 +504,10 @@ def journey_batches(
         which ``touch_mask.any(-1)`` identifies.
       epochs: passes over the source.
       as_jax: yield ``jax.Array`` s (``jax.device_put``) instead of NumPy arrays.
+      start_batch: skip the first ``start_batch`` batches of the stream (counted
+        over all epochs), to resume a run mid-epoch from a checkpoint taken after
+        that many steps. The skipped batches are still drawn (so the shuffle
+        continues exactly) but never copied to the device.
 
     Yields:
       ``JourneyBatch`` es with leading axis ``batch_size``.
@@ -521,11 +526,14 @@ def journey_batches(
         raise ValueError(f"shuffle_buffer must be >= 0 or None, got {shuffle_buffer!r}.")
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs!r}.")
+    if isinstance(start_batch, bool) or int(start_batch) < 0:
+        raise ValueError(f"start_batch must be a non-negative int, got {start_batch!r}.")
     if isinstance(source, Iterator) and epochs > 1:
         raise ValueError(
             "source is a one-shot iterator but epochs > 1; pass a list, NpzShards or a callable."
         )
     bs = int(batch_size)
+    skip = int(start_batch)
     for epoch in range(int(epochs)):
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), epoch])))
         if isinstance(source, JourneyBatch):
@@ -537,15 +545,16 @@ def journey_batches(
         if hasattr(shards, "__len__") and hasattr(shards, "__getitem__") and shuffle_buffer != 0:
             seq, order = shards, rng.permutation(len(shards))
             shards = (seq[int(i)] for i in order)
-        yield from _epoch(shards, bs, rng, shuffle_buffer, drop_last, as_jax)
+        for batch in _epoch(shards, bs, rng, shuffle_buffer, drop_last):
+            if skip:
+                skip -= 1
+                continue
+            yield jax.device_put(batch) if as_jax else batch
 
 
-def _epoch(shards, bs, rng, shuffle_buffer, drop_last, as_jax):
+def _epoch(shards, bs, rng, shuffle_buffer, drop_last):
     buf: JourneyBatch | None = None
     keep = np.inf if shuffle_buffer is None else int(shuffle_buffer)
-
-    def emit(b):
-        return jax.device_put(b) if as_jax else b
 
     for shard in shards:
         if not isinstance(shard, JourneyBatch):
@@ -555,7 +564,7 @@ def _epoch(shards, bs, rng, shuffle_buffer, drop_last, as_jax):
         if keep > 0 and np.isfinite(keep):
             buf = _take(buf, rng.permutation(_num_rows(buf)))
         while _num_rows(buf) >= bs + keep:
-            yield emit(_take(buf, slice(0, bs)))
+            yield _take(buf, slice(0, bs))
             buf = _take(buf, slice(bs, None))
     if buf is None:
         return
@@ -563,11 +572,11 @@ def _epoch(shards, bs, rng, shuffle_buffer, drop_last, as_jax):
         buf = _take(buf, rng.permutation(_num_rows(buf)))
     n = _num_rows(buf)
     for lo in range(0, n - bs + 1, bs):
-        yield emit(_take(buf, slice(lo, lo + bs)))
+        yield _take(buf, slice(lo, lo + bs))
     rest = n % bs
     if rest and not drop_last:
         last = _pad_rows(_take(buf, slice(n - rest, n)), bs)
-        yield emit(last)
+        yield last
 
 
 # ------------------------------------------------------------------ npz shards
@@ -665,23 +674,102 @@ def save_journey_npz(path, batch: JourneyBatch) -> None:
     np.savez(path, **arrays)
 
 
+def host_shard_paths(
+    paths: Sequence[str | os.PathLike],
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> list[pathlib.Path]:
+    """The shard files one host reads: ``paths[process_index::process_count]``.
+
+    Host i of n takes every n-th file starting at the i-th, so the hosts read
+    disjoint sets of files whose union is ``paths``, and no file is opened by
+    more than one host. Give every host the same list in the same order.
+
+    Args:
+      paths: every shard file of the data set.
+      process_index: this host's index i (default ``jax.process_index()``).
+      process_count: the number of hosts n (default ``jax.process_count()``).
+
+    Returns:
+      This host's files, in the given order.
+
+    Raises:
+      ValueError: ``paths`` is empty, ``process_count < 1``, ``process_index``
+        outside ``[0, process_count)``, or fewer files than hosts (a host
+        would get no data and stall the others' collectives).
+
+    Example:
+      >>> [p.name for p in host_shard_paths(["a", "b", "c", "d", "e"],
+      ...                                   process_index=1, process_count=2)]
+      ['b', 'd']
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [pathlib.Path(os.fspath(p)) for p in paths]
+    if not paths:
+        raise ValueError("paths is empty; expected at least one .npz shard.")
+    count = jax.process_count() if process_count is None else process_count
+    index = jax.process_index() if process_index is None else process_index
+    for name, v in (("process_count", count), ("process_index", index)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {v!r}.")
+    if count < 1:
+        raise ValueError(f"process_count must be >= 1, got {count}.")
+    if not 0 <= index < count:
+        raise ValueError(f"process_index must lie in [0, {count}), got {index}.")
+    if len(paths) < count:
+        raise ValueError(
+            f"{len(paths)} shard files for process_count={count} hosts; every host needs at "
+            "least one file (write more, smaller shards)."
+        )
+    return paths[int(index) :: int(count)]
+
+
 class NpzShards(Sequence):
     """A re-iterable, lazily loading sequence of ``.npz`` journey shards.
 
-    Each item is ``load_journey_npz(paths[i], max_len=max_len)``; pass it to
-    ``journey_batches`` to stream data larger than memory.
+    Each item is ``load_journey_npz(paths[i], max_len=max_len)``, read from disk
+    only when asked for; pass it to ``journey_batches`` with a finite
+    ``shuffle_buffer`` to stream data larger than memory (memory holds the
+    buffer, one batch and one shard, whatever the number of shards).
+
+    On several hosts each host keeps only its own files,
+    ``host_shard_paths(paths, process_index=..., process_count=...)``, so host
+    i of n reads a disjoint part of the data set and the parts cover it. Only
+    this host's files must exist on this host.
 
     Args:
-      paths: shard files.
+      paths: every shard file of the data set (the same list on every host).
       max_len: padded length for ragged shards.
+      process_index: this host's index (default ``jax.process_index()``).
+      process_count: the number of hosts (default ``jax.process_count()``).
+
+    Example:
+      >>> import tempfile, pathlib
+      >>> b = JourneyBatch(np.zeros((4, 1), np.float32), np.arange(4, dtype=np.int32),
+      ...     np.zeros((4, 2, 1), np.int32), np.zeros((4, 2, 3), np.float32),
+      ...     np.ones((4, 2), bool), np.zeros(4, np.float32), np.zeros((4, 2, 1), np.float32),
+      ...     np.zeros((4, 2), bool), np.ones(4, np.float32))
+      >>> d = pathlib.Path(tempfile.mkdtemp())
+      >>> for i in range(3):
+      ...     save_journey_npz(d / f"part-{i}.npz", b)
+      >>> shards = NpzShards(sorted(d.glob("*.npz")), process_index=0, process_count=2)
+      >>> [p.name for p in shards.paths]
+      ['part-0.npz', 'part-2.npz']
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike], *, max_len: int = 20):
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        self.paths = [pathlib.Path(os.fspath(p)) for p in paths]
-        if not self.paths:
-            raise ValueError("paths is empty; expected at least one .npz shard.")
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        max_len: int = 20,
+        process_index: int | None = None,
+        process_count: int | None = None,
+    ):
+        self.paths = host_shard_paths(
+            paths, process_index=process_index, process_count=process_count
+        )
         missing = [str(p) for p in self.paths if not p.exists()]
         if missing:
             raise FileNotFoundError(f"journey shards not found: {missing[:5]}")
