@@ -10,8 +10,8 @@ and interleaved so machine drift hits them alike, at two levels:
   vmapped VJP); the method then combines the per-task gradients of all leaves.
 * ``<method>_K<k>_rep``: representation level (MGDA-UB). The shared
   representation is the expert outputs ``[B, E, d]``; ``per_task_rep_grads``
-  gives the K cotangents there (K backward passes through gates and towers
-  only), the method combines them, and ONE VJP pulls the result back through
+  gives the K cotangents there (one backward pass through each task's own
+  gate and tower, given as K separate heads), the method combines them, and ONE VJP pulls the result back through
   the experts.
 * ``floor_K<k>``: the cost any parameter-level method must pay on this model:
   the same per-task gradients, simply summed, then Adam.
@@ -100,11 +100,17 @@ def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0):
         m = nnx.merge(graphdef, p)
         return m.experts(m.encoder(None, dense))
 
-    def heads_fn(p, experts):
-        m = nnx.merge(graphdef, p)
-        h = m.encoder(None, dense)
-        reps = {f"task_{i}": gate(h, experts) for i, gate in enumerate(m.gates)}
-        return bce(m.heads(reps))
+    def task_head(k_task):
+        def head(p, experts):
+            m = nnx.merge(graphdef, p)
+            rep = m.gates[k_task](m.encoder(None, dense), experts)
+            logits = m.towers[k_task](rep).reshape(-1)
+            return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y[:, k_task]))
+
+        return head
+
+    # One head per task: each task's VJP runs through its own gate and tower.
+    heads = [task_head(i) for i in range(k)]
 
     adam = optax.adam(1e-3)
 
@@ -135,7 +141,7 @@ def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0):
         @jax.jit
         def step(p, s):
             tx_state, opt_state = s
-            rg = drgrad_jax.per_task_rep_grads(trunk_fn, heads_fn, p)
+            rg = drgrad_jax.per_task_rep_grads(trunk_fn, heads, p)
             rep_update, tx_state = tx.update(rg.rep_task_grads, tx_state, rg.reps, losses=rg.losses)
             u, opt_state = adam.update(rg.finish(rep_update), opt_state, p)
             return optax.apply_updates(p, u), (tx_state, opt_state)

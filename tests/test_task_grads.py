@@ -85,6 +85,49 @@ def test_rep_grads_finish_equals_summed_gradient(setup):
         np.testing.assert_allclose(r.rep_task_grads["h"][k], want, rtol=1e-5, atol=1e-6)
 
 
+def _task_heads(k_tasks=3, aux=False):
+    def head(k):
+        def f(p, reps, x):
+            loss = heads_fn(p, reps, x)[k]
+            return (loss, {"task": k}) if aux else loss
+
+        return f
+
+    return [head(k) for k in range(k_tasks)]
+
+
+def test_rep_grads_from_separate_heads_equal_joint_heads(setup):
+    """One callable per task gives the same losses, cotangents, head grads and finish."""
+    params, x = setup
+    joint = per_task_rep_grads(trunk_fn, heads_fn, params, x)
+    sep = per_task_rep_grads(trunk_fn, _task_heads(), params, x)
+    np.testing.assert_allclose(sep.losses, joint.losses, rtol=1e-6)
+    np.testing.assert_allclose(
+        sep.rep_task_grads["h"], joint.rep_task_grads["h"], rtol=1e-5, atol=1e-7
+    )
+    for a, b in zip(jax.tree.leaves(sep.head_grads), jax.tree.leaves(joint.head_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    w = jnp.asarray([0.2, -1.0, 3.0])
+    combo = lambda r: jnp.tensordot(w, r.rep_task_grads["h"], axes=1)
+    for a, b in zip(
+        jax.tree.leaves(sep.finish({"h": combo(sep)})),
+        jax.tree.leaves(joint.finish({"h": combo(joint)})),
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with_aux = per_task_rep_grads(trunk_fn, _task_heads(aux=True), params, x, has_aux=True)
+    assert with_aux.aux == ({"task": 0}, {"task": 1}, {"task": 2})
+
+
+def test_separate_heads_bad_input(setup):
+    params, x = setup
+    with pytest.raises(ValueError, match="empty sequence"):
+        per_task_rep_grads(trunk_fn, [], params, x)
+    with pytest.raises(TypeError, match=r"heads_fn\[1\] must be callable"):
+        per_task_rep_grads(trunk_fn, [_task_heads()[0], "tower"], params, x)
+    with pytest.raises(ValueError, match=r"heads_fn\[0\] must return a scalar"):
+        per_task_rep_grads(trunk_fn, [lambda p, r, x: heads_fn(p, r, x)], params, x)
+
+
 def test_gramian_is_sum_over_leaves(setup):
     params, x = setup
     _, g = per_task_grads(loss_fn, params, x)

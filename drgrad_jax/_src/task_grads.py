@@ -9,6 +9,7 @@ leaf, and produces per-task gradients cheaply, either in parameter space
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -416,7 +417,13 @@ def per_task_rep_grads(
     Args:
       trunk_fn: ``trunk_fn(params, *args) -> reps`` (any pytree of arrays).
       heads_fn: ``heads_fn(params, reps, *args) -> losses[K]`` or
-        ``(losses, aux)`` with ``has_aux``.
+        ``(losses, aux)`` with ``has_aux``; or a sequence of K per-task heads,
+        ``heads_fn[k](params, reps, *args) -> loss_k`` (a scalar; ``(loss_k,
+        aux_k)`` with ``has_aux``, and ``aux`` is then the tuple of the
+        ``aux_k``). Prefer the sequence when the heads are separate towers:
+        each task's VJP then runs through its own head only (K head backward
+        passes), whereas a one-hot cotangent through a joint ``heads_fn`` runs
+        every head's backward with zeros (K^2).
       params: the parameter pytree.
       *args: further arguments shared by both functions (the batch, ...).
       has_aux: whether ``heads_fn`` returns ``(losses, aux)``.
@@ -434,8 +441,28 @@ def per_task_rep_grads(
       [[1.0, 1.0], [3.0, 3.0]]
       >>> r.finish(r.rep_task_grads.sum(0))["w"].tolist()
       [4.0, 4.0]
+      >>> sep = [lambda p, h, x: jnp.sum(h), lambda p, h, x: jnp.sum(p["a"] * h)]
+      >>> per_task_rep_grads(trunk, sep, p, jnp.ones(2)).rep_task_grads.tolist()
+      [[1.0, 1.0], [3.0, 3.0]]
     """
     reps, trunk_vjp = jax.vjp(lambda p: trunk_fn(p, *args), params)
+    if isinstance(heads_fn, (list, tuple)):
+        losses, rep_task_grads, head_grads, aux = _separate_heads(
+            heads_fn, params, reps, args, has_aux
+        )
+    else:
+        losses, rep_task_grads, head_grads, aux = _joint_heads(
+            heads_fn, params, reps, args, has_aux
+        )
+
+    def pullback(rep_cotangent):
+        return trunk_vjp(rep_cotangent)[0]
+
+    return RepGrads(losses, rep_task_grads, head_grads, pullback, reps, aux)
+
+
+def _joint_heads(heads_fn, params, reps, args, has_aux):
+    """K cotangents from one ``heads_fn`` returning ``[K]`` losses: a vmapped VJP."""
     if has_aux:
         losses, heads_vjp, aux = jax.vjp(
             lambda p, r: heads_fn(p, r, *args), params, reps, has_aux=True
@@ -450,8 +477,38 @@ def per_task_rep_grads(
     k = losses.shape[0]
     head_grads = heads_vjp(jnp.ones((k,), losses.dtype))[0]
     rep_task_grads = jax.vmap(lambda ct: heads_vjp(ct)[1])(jnp.eye(k, dtype=losses.dtype))
+    return losses, rep_task_grads, head_grads, aux
 
-    def pullback(rep_cotangent):
-        return trunk_vjp(rep_cotangent)[0]
 
-    return RepGrads(losses, rep_task_grads, head_grads, pullback, reps, aux)
+def _separate_heads(heads, params, reps, args, has_aux):
+    """K cotangents from K per-task heads: each VJP runs through its own head only.
+
+    A one-hot cotangent through a joint ``heads_fn`` still runs every task's
+    backward (with zeros: floating-point ``0 * x`` is not folded away), K^2
+    head backward passes in all; separate heads cost K.
+    """
+    if not heads:
+        raise ValueError(
+            "heads_fn: an empty sequence of task heads; expected one callable per task."
+        )
+    losses, rep_grads, param_grads, auxes = [], [], [], []
+    for k, head in enumerate(heads):
+        if not callable(head):
+            raise TypeError(f"heads_fn[{k}] must be callable; got {type(head).__name__}.")
+        f = functools.partial(lambda h, p, r: h(p, r, *args), head)
+        if has_aux:
+            loss, vjp, aux = jax.vjp(f, params, reps, has_aux=True)
+            auxes.append(aux)
+        else:
+            loss, vjp = jax.vjp(f, params, reps)
+        if jnp.ndim(loss) != 0:
+            raise ValueError(
+                f"heads_fn[{k}] must return a scalar task loss; got shape {jnp.shape(loss)}."
+            )
+        g_params, g_reps = vjp(jnp.ones((), loss.dtype))
+        losses.append(loss)
+        param_grads.append(g_params)
+        rep_grads.append(g_reps)
+    head_grads = jax.tree.map(lambda *g: functools.reduce(jnp.add, g), *param_grads)
+    rep_task_grads = jax.tree.map(lambda *g: jnp.stack(g), *rep_grads)
+    return jnp.stack(losses), rep_task_grads, head_grads, (tuple(auxes) if has_aux else None)
