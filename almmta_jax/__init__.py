@@ -49,12 +49,15 @@ from almmta_jax._src.propensity import cluster_log_frequency as cluster_log_freq
 from almmta_jax._src.propensity import fit_propensity as fit_propensity
 from almmta_jax._src.propensity import ipw_weights as ipw_weights
 from almmta_jax._src.train import EvalMetrics as EvalMetrics
+from almmta_jax._src.train import LossWeights as LossWeights
 from almmta_jax._src.train import StepMetrics as StepMetrics
 from almmta_jax._src.train import TrainConfig as TrainConfig
 from almmta_jax._src.train import Trainer as Trainer
 from almmta_jax._src.train import TrainState as TrainState
 from almmta_jax._src.train import adversary_weight as adversary_weight
+from almmta_jax._src.train import balance_heads as balance_heads
 from almmta_jax._src.train import gradient_reversal as gradient_reversal
+from almmta_jax._src.train import head_balancer as head_balancer
 from almmta_jax._src.train import init_state as init_state
 from almmta_jax._src.train import make_step as make_step
 from almmta_jax._src.train import make_train as make_train
@@ -122,6 +125,7 @@ __all__: list[str] = [
     "Attribution",
     "Encoded",
     "EvalMetrics",
+    "LossWeights",
     "ModelConfig",
     "PropensityModel",
     "ReferencePool",
@@ -132,6 +136,7 @@ __all__: list[str] = [
     "adversary_loss",
     "adversary_weight",
     "attribute",
+    "balance_heads",
     "build_reference_pool",
     "cluster_counts",
     "cluster_log_frequency",
@@ -139,6 +144,7 @@ __all__: list[str] = [
     "fit_propensity",
     "frontdoor_sum",
     "gradient_reversal",
+    "head_balancer",
     "high_match_set",
     "info_nce_loss",
     "init_state",

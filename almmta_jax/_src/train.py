@@ -45,9 +45,12 @@ from almmta_jax._src.networks import (
 
 MODES = ("grl", "simultaneous", "alternating")
 GENERATOR_ADV_LOSSES = ("neg_bce", "confusion")
-BALANCERS = ("none",)
+BALANCERS = ("none", "drgrad")
 OPTIMIZERS = ("adamw", "sgd")
 ADVERSARY = nnx.PathContains("discriminator")
+SHARED_BACKBONE = ("touch_embed", "user_encoder", "encoder", "mediator_mlp")
+"""θ_G subtrees read by both the outcome loss L_y and the proxy loss L_p (what
+``balancer="drgrad"`` routes between the two heads)."""
 
 
 # --- gradient reversal and the adversary schedule --------------------------------
@@ -121,6 +124,86 @@ def adversary_weight(
     return jnp.where(step >= warmup_steps, lambda_max * ramp, 0.0).astype(jnp.float32)
 
 
+# --- DRGrad balancing of the two heads -------------------------------------------
+
+
+def head_balancer() -> optax.GradientTransformationExtraArgs:
+    """The DRGrad transformation routing the outcome and proxy heads' shared gradients.
+
+    ``drgrad_jax.drgrad(mode="released_code")`` with ``"head:0"`` the outcome
+    head's (L_y) and ``"head:1"`` the proxy head's (α L_p) view of the shared
+    backbone; ``balance_heads`` builds those views.
+    """
+    from drgrad_jax import drgrad
+
+    return drgrad({"head:0": "outcome", "head:1": "proxy"}, mode="released_code")
+
+
+def balance_heads(task_grads, balancer_state, prefixes: tuple[str, ...] = SHARED_BACKBONE):
+    """DRGrad balancing of L_y and α L_p on the shared backbone (notes §3, §4.3).
+
+    ``task_grads`` are θ_G's per-term gradients with a leading axis of three
+    rows: ``g_y = ∇L_y``, ``g_p = α ∇L_p`` and ``g_r`` (every other term: β L_cl
+    and the adversarial term). On the shared backbone (``prefixes``) the two
+    heads' gradients are routed by the released-code rule of DRGrad
+    (``drgrad_jax.drgrad(mode="released_code")``), with c = cos(g_y, g_p) and
+    s = the sum of a unit-normalized gradient's entries, all over the whole
+    backbone::
+
+        κ = 1 − 1{c <= 0} c,   w_yp = clip(s_y / s_p, 0.1, 5),   w_py = clip(s_p / s_y, 0.1, 5)
+        g_shared = (g_y + w_yp κ g_p) + (g_p + w_py κ g_y) + g_r
+
+    Every other leaf receives the plain sum ``g_y + g_p + g_r``. The result
+    goes through the player's optimizer as before.
+
+    Args:
+      task_grads: θ_G-shaped pytree with leaves ``[3, *param_shape]``.
+      balancer_state: the ``DRGradState`` of ``head_balancer()``.
+      prefixes: ``/``-joined path prefixes of the shared backbone.
+
+    Returns:
+      ``(grads, balancer_state)``: θ_G-shaped gradients and the new state.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> g = {"encoder": jnp.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]),
+      ...      "head": jnp.array([[2.0], [0.0], [1.0]])}
+      >>> out, _ = balance_heads(g, head_balancer().init(None), ("encoder",))
+      >>> out["head"].tolist()  # not shared: the plain sum
+      [3.0]
+      >>> [round(v, 4) for v in out["encoder"].tolist()]  # w_yp = 1/√2, w_py = √2
+      [4.1213, 1.7071]
+
+    References:
+      Liu, Miao, Xia, "Direct Routing Gradient (DRGrad): A Personalized
+      Information Surgery for Multi-Task Learning (MTL) Recommendations",
+      AAAI 2025, https://arxiv.org/abs/2510.09643 (rule of the released code,
+      https://github.com/logwhistle/drgrad_for_aaai25).
+    """
+    from drgrad_jax._src import task_grads as tg
+
+    leaves, treedef = jax.tree_util.tree_flatten(task_grads)
+    for leaf in leaves:
+        if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != 3:
+            raise ValueError(
+                f"task_grads leaves must be [3, *param_shape] (rows L_y, α L_p, rest); got "
+                f"shape {jnp.shape(leaf)}."
+            )
+    shared = tg.match_prefix(tg.leaf_paths(task_grads), tuple(prefixes))
+    if not shared:
+        raise ValueError(f"no task_grads leaf lies under the shared prefixes {prefixes}.")
+    zero = lambda g: jnp.zeros_like(g[0])
+    views = {
+        "outcome": [jnp.stack([leaves[i][0], zero(leaves[i])]) for i in shared],
+        "proxy": [jnp.stack([zero(leaves[i]), leaves[i][1]]) for i in shared],
+    }
+    routed, balancer_state = head_balancer().update(views, balancer_state)
+    out = [tg.sum_rows(g) for g in leaves]
+    for n, i in enumerate(shared):
+        out[i] = (routed["outcome"][n] + routed["proxy"][n] + leaves[i][2]).astype(leaves[i].dtype)
+    return jax.tree_util.tree_unflatten(treedef, out), balancer_state
+
+
 # --- configuration and state -----------------------------------------------------
 
 
@@ -152,7 +235,10 @@ class TrainConfig:
       momentum: EMA momentum of the key encoder.
       proxy_on_negatives: also train ``y' = 0`` on journeys with ``y = 0`` (the
         leak the adversary must remove; off by default).
-      balancer: loss balancing; only ``"none"`` (fixed weights) is implemented.
+      balancer: ``"none"`` (fixed weights) or ``"drgrad"``: the released-code
+        DRGrad rule between the outcome head (L_y) and the proxy head (α L_p) on
+        the shared backbone's gradients (see ``balance_heads``); every other
+        term and parameter keeps its plain gradient.
       eval_size: journeys of ``eval_data`` scored at the end of every epoch.
     """
 
@@ -222,6 +308,9 @@ class TrainState(NamedTuple):
       queue_valid: ``[Q]`` bool, filled slots.
       queue_ptr: int32 next slot to write.
       rng: the run's PRNG key (data order and dropout are folded from it).
+      balancer_state: the ``DRGradState`` of ``balancer="drgrad"`` (its
+        diagnostics hold the last step's head cosine and routing weights), else
+        ``None``.
     """
 
     step: jax.Array
@@ -234,6 +323,28 @@ class TrainState(NamedTuple):
     queue_valid: jax.Array
     queue_ptr: jax.Array
     rng: jax.Array
+    balancer_state: Any = None
+
+
+class LossWeights(NamedTuple):
+    """Loss weights a step may take as (traced) arrays instead of the config's constants.
+
+    Passing them to ``make_step``'s step lets one compiled program ``jax.vmap``
+    over a sweep of α, β and the proxy-on-negatives switch (one lane per
+    setting); omitted, the step uses ``TrainConfig.alpha``, ``.beta`` and
+    ``.proxy_on_negatives``. β only scales the contrastive term: the term is
+    built when ``TrainConfig.beta > 0``.
+
+    Attributes:
+      alpha: proxy loss weight α.
+      beta: contrastive loss weight β.
+      proxy_on_negatives: bool (or a 0/1 array): also train ``y' = 0`` on
+        journeys with ``y = 0``.
+    """
+
+    alpha: Any
+    beta: Any
+    proxy_on_negatives: Any
 
 
 class StepMetrics(NamedTuple):
@@ -318,10 +429,12 @@ class _Parts(NamedTuple):
 def make_step(
     config: TrainConfig, graphdef, *, outcome_only: bool = False, player: str = "both"
 ) -> Callable:
-    """The un-jitted min-max step ``step(state, batch, *, schedule) -> (state, StepMetrics)``.
+    """The un-jitted min-max step ``step(state, batch, *, schedule, weights=None)``.
 
-    ``make_trainer`` jits it once (with ``schedule`` bound); it is exposed for
-    tests and benchmarks. ``outcome_only=True`` gives the same backbone trained
+    Returns ``(state, StepMetrics)``. ``make_trainer`` jits it once (with
+    ``schedule`` bound); it is exposed for tests, benchmarks and sweeps: a
+    ``schedule`` closing over a traced λ_max and ``weights`` (``LossWeights``
+    of traced arrays) let one compiled program vmap over hyperparameters. ``outcome_only=True`` gives the same backbone trained
     on ``L_y`` alone (no proxy, contrastive or adversary work), the cost baseline
     of the speed benchmark. ``player="adversary"`` / ``"generator"`` (two-player
     modes only) split the step into the two separately jitted calls of the
@@ -335,10 +448,15 @@ def make_step(
         raise ValueError("player='adversary'/'generator' needs a two-player mode, not 'grl'.")
     tx = _optimizer(config)
     mc = config.model
+    balanced = config.balancer == "drgrad" and not outcome_only
     key_graphdef, disc_graphdef = _head_graphdefs(mc)
-    proxy_mask_fn = (lambda b: b.touch_mask) if config.proxy_on_negatives else (lambda b: b.yp_mask)
 
-    def forward_parts(params, adv_params, state, batch, dropout_key) -> _Parts:
+    def proxy_mask_fn(b, on_negatives):
+        if isinstance(on_negatives, (bool, np.bool_)):
+            return b.touch_mask if on_negatives else b.yp_mask
+        return jnp.where(jnp.asarray(on_negatives, bool), b.touch_mask, b.yp_mask)
+
+    def forward_parts(params, adv_params, state, batch, dropout_key, w) -> _Parts:
         model = nnx.merge(graphdef, adv_params, params)
         enc = model.encode(batch, dropout_key=dropout_key)
         logit = model.outcome_logit(enc.mediator, enc.treatment, enc.s)
@@ -346,8 +464,10 @@ def make_step(
         zero = jnp.zeros((), jnp.float32)
         if outcome_only:
             return _Parts(l_y, enc.mediator, enc.e, enc.keep, l_y, zero, zero, zero)
-        l_p = losses.proxy_loss(model.proxy_logits(enc.mediators), batch.yp, proxy_mask_fn(batch))
-        main = l_y + config.alpha * l_p
+        l_p = losses.proxy_loss(
+            model.proxy_logits(enc.mediators), batch.yp, proxy_mask_fn(batch, w.proxy_on_negatives)
+        )
+        main = l_y + w.alpha * l_p
         l_cl, acc = zero, zero
         if config.beta > 0:
             l_cl, acc = losses.info_nce_loss(
@@ -359,33 +479,61 @@ def make_step(
                 state.queue_valid,
                 config.temperature,
             )
-            main = main + config.beta * l_cl
+            main = main + w.beta * l_cl
         return _Parts(main, enc.mediator, enc.e, enc.keep, l_y, l_p, l_cl, acc)
 
     def discriminate(adv_params, mediator):
         # The adversary alone, rebuilt from θ_D (θ_G is not needed to evaluate D).
         return nnx.merge(disc_graphdef, adv_params["discriminator"])(mediator)[..., 0]
 
-    def step(state: TrainState, batch: JourneyBatch, *, schedule) -> tuple[TrainState, StepMetrics]:
+    def step(
+        state: TrainState, batch: JourneyBatch, *, schedule, weights: LossWeights | None = None
+    ) -> tuple[TrainState, StepMetrics]:
         check_batch(batch, mc)
         check_targets(batch, mc)
+        if weights is None:
+            w = LossWeights(config.alpha, config.beta, config.proxy_on_negatives)
+        elif not isinstance(weights, LossWeights):
+            raise TypeError(f"weights must be a LossWeights, got {type(weights).__name__}.")
+        else:
+            w = weights
         lam = schedule(state.step)
         dropout_key = jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.step)
         y = batch.y.astype(jnp.float32)
+        balancer_state = state.balancer_state
 
         if outcome_only:
 
             def loss_fn(params):
-                parts = forward_parts(params, state.adv_params, state, batch, dropout_key)
+                parts = forward_parts(params, state.adv_params, state, batch, dropout_key, w)
                 return parts.main, parts
 
             grads, parts = jax.grad(loss_fn, has_aux=True)(state.params)
             adv_params, adv_opt_state = state.adv_params, state.adv_opt_state
             l_adv = jnp.zeros((), jnp.float32)
+        elif config.mode == "grl" and balanced:
+
+            def loss_terms(params, adv_params):
+                parts = forward_parts(params, adv_params, state, batch, dropout_key, w)
+                d_logit = discriminate(adv_params, gradient_reversal(parts.mediator, lam))
+                l_adv = losses.adversary_loss(d_logit, y)
+                rest = w.beta * parts.contrastive + l_adv
+                terms = jnp.stack([parts.outcome, w.alpha * parts.proxy, rest])
+                return terms, (parts, l_adv)
+
+            _, vjp_fn, (parts, l_adv) = jax.vjp(
+                loss_terms, state.params, state.adv_params, has_aux=True
+            )
+            # Three backward passes (one per term) as one vmapped VJP.
+            task_grads, adv_task_grads = jax.vmap(vjp_fn)(jnp.eye(3, dtype=jnp.float32))
+            adv_grads = jax.tree.map(lambda g: g[2], adv_task_grads)
+            grads, balancer_state = balance_heads(task_grads, state.balancer_state)
+            adv_updates, adv_opt_state = tx.update(adv_grads, state.adv_opt_state, state.adv_params)
+            adv_params = optax.apply_updates(state.adv_params, adv_updates)
         elif config.mode == "grl":
 
             def loss_fn(params, adv_params):
-                parts = forward_parts(params, adv_params, state, batch, dropout_key)
+                parts = forward_parts(params, adv_params, state, batch, dropout_key, w)
                 d_logit = discriminate(adv_params, gradient_reversal(parts.mediator, lam))
                 l_adv = losses.adversary_loss(d_logit, y)
                 return parts.main + l_adv, (parts, l_adv)
@@ -399,11 +547,16 @@ def make_step(
             # One forward / backward through θ_G: the adversary's term enters as a
             # cotangent at M̂, computed against whichever adversary the mode asks for.
             def fwd(params):
-                parts = forward_parts(params, state.adv_params, state, batch, dropout_key)
+                parts = forward_parts(params, state.adv_params, state, batch, dropout_key, w)
+                if balanced:
+                    terms = jnp.stack(
+                        [parts.outcome, w.alpha * parts.proxy, w.beta * parts.contrastive]
+                    )
+                    return (terms, parts.mediator), parts
                 return (parts.main, parts.mediator), parts
 
             if player == "adversary":
-                parts = forward_parts(state.params, state.adv_params, state, batch, dropout_key)
+                parts = forward_parts(state.params, state.adv_params, state, batch, dropout_key, w)
                 mediator = parts.mediator
             else:
                 (_, mediator), vjp_fn, parts = jax.vjp(fwd, state.params, has_aux=True)
@@ -440,7 +593,14 @@ def make_step(
                 return -lam * losses.adversary_loss(d_logit, y)
 
             g_mediator = jax.grad(generator_adv)(mediator)
-            (grads,) = vjp_fn((jnp.ones((), parts.main.dtype), g_mediator))
+            if balanced:
+                # Rows L_y, α L_p, and the rest (β L_cl plus the adversarial cotangent at M̂).
+                eye = jnp.eye(3, dtype=parts.main.dtype)
+                med_ct = jnp.stack([jnp.zeros_like(g_mediator)] * 2 + [g_mediator])
+                (task_grads,) = jax.vmap(lambda t, m: vjp_fn((t, m)))(eye, med_ct)
+                grads, balancer_state = balance_heads(task_grads, state.balancer_state)
+            else:
+                (grads,) = vjp_fn((jnp.ones((), parts.main.dtype), g_mediator))
 
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -458,6 +618,7 @@ def make_step(
             queue_valid=queue_valid,
             queue_ptr=queue_ptr,
             rng=state.rng,
+            balancer_state=balancer_state,
         )
         metrics = StepMetrics(
             outcome_loss=parts.outcome,
@@ -526,6 +687,7 @@ def init_state(config: TrainConfig, key: jax.Array):
         queue_valid=jnp.zeros((config.queue_size,), bool),
         queue_ptr=jnp.zeros((), jnp.int32),
         rng=run_key,
+        balancer_state=head_balancer().init(params) if config.balancer == "drgrad" else None,
     )
     return graphdef, state
 
