@@ -66,6 +66,8 @@ from drgrad_jax._src.upgrad import upgrad_weights
 from drgrad_jax import data, metrics, models
 from drgrad_jax._src.train import TrainConfig
 from drgrad_jax._src.train import TrainResult
+from drgrad_jax._src.train import TrainState
+from drgrad_jax._src.train import Trainer
 from drgrad_jax._src.train import device_splits
 from drgrad_jax._src.train import make_train
 from drgrad_jax._src.train import select_by_validation
@@ -78,6 +80,8 @@ __version__ = "0.1.0"
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "TrainState",
+    "Trainer",
     "data",
     "device_splits",
     "make_train",
