@@ -1,6 +1,7 @@
 """ALM-MTA vs baselines on the CDP simulator: prediction, grouped AUUC and exact-truth recovery.
 
-``python -m benchmarks.almmta_simulator [--quick] [--json PATH] [--no-results]``
+``python -m benchmarks.almmta_simulator [--quick | --medium] [--seeds N] [--json PATH]
+[--no-results] [--no-switches]``
 
 For every method (notes §8) on the simulator (notes §7b): AUC, log-loss, gAUC
 (k-means segments of x), the bucketed grouped AUUC of notes §5.3 per
@@ -8,15 +9,27 @@ propensity bucket and averaged (oracle-normalized: random 0.5, oracle 1), and
 against the exact x-conditional truth ``delta_x``: the mean per-journey
 Spearman of deletion uplifts, their RMSE, top-1 agreement, and the RMSE /
 Spearman of cluster-level effects against the exact cluster-removal truth.
-The protocol is validated by scoring the same cells with the exact truths.
 The default world is then repeated with each front-door switch turned on
 (``gamma_TY``: direct T→Y; ``gamma_WM``: W→M) for a subset of methods.
+
+Every number is a mean ± std over ``--seeds`` seeds; seed s simulates its own
+world and trains every method from key s, so the spread covers both the data
+and the training. ALM-MTA is compared with the better backdoor baseline
+(CausalMTA-style or DML) by a paired t-test over seeds.
+
+The protocol itself is validated against the simulator's randomized arm: the
+observational IPW cell uplifts ``U_bc`` are compared with the cells measured
+directly on the randomized users (same observational buckets, difference in
+means), with their noise-free version (outcome ``p_x``) and with the exact
+removal effects; a deliberately naive propensity (no x) is scored the same
+way; and each method's grouped AUUC is recomputed on the randomized arm to
+check that it ranks the methods as the observational protocol does.
 
 Attribution of every method is single-touch deletion on the probability
 scale; ALM-MTA uses the ``ipw_simple`` front-door reading (the explicit
 K-of-R sum is not used here, so "no contrastive" differs from the full model
-only by β = 0 in training). Numbers are one seed; they move by a few points
-between seeds at quick size.
+only by β = 0 in training). Each method's training program is compiled once
+and reused for every seed and world (same shapes).
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, ttest_rel
 
 from almmta_jax import (
     ModelConfig,
@@ -44,6 +57,7 @@ from almmta_jax import (
     simulate_cdp,
 )
 from almmta_jax._src import baselines as bl
+from almmta_jax._src.metrics import cell_agreement
 from benchmarks import _common
 
 CLUSTER_FIELD = 1
@@ -57,8 +71,10 @@ ALL_METHODS = (
     "causalmta",
     "dml",
 )
+QUICK_METHODS = ("alm_mta", "proxy_direct", "lr", "dnamta", "causalmta", "dml")
 SWITCH_METHODS = ("alm_mta", "causalmta", "dml")
 BACKDOOR = ("causalmta", "dml")
+TRUTH = "truth_delta_x"
 RESULTS_MD = pathlib.Path(__file__).parent / "RESULTS.md"
 BEGIN, END = "<!-- almmta:begin -->", "<!-- almmta:end -->"
 
@@ -79,8 +95,10 @@ class Sizes:
     segments: int
 
 
-QUICK = Sizes(8_000, 400, 10, 8, 6, 6, 256, 32, 1, 3, 30, 20)
+QUICK = Sizes(4_000, 300, 10, 8, 5, 5, 256, 32, 1, 3, 30, 20)
+MEDIUM = Sizes(8_000, 400, 10, 8, 6, 6, 256, 32, 1, 3, 30, 20)
 FULL = Sizes(20_000, 2_000, 50, 20, 10, 10, 512, 64, 2, 5, 30, 50)
+MODES = {"quick": QUICK, "medium": MEDIUM, "full": FULL}
 
 
 def _rows(batch, idx):
@@ -106,14 +124,9 @@ def _truth_metrics(uplift, sim, rows, mask, clusters, k):
     # cluster's touches vs the exact removal of all of them (removal_x).
     exposure, _ = metrics.cluster_exposure_scores(uplift, clusters, mask, k)
     model_sum = np.zeros(exposure.shape)
-    truth_rm = np.full(exposure.shape, np.nan)
     for c in range(k):
-        at = mask & (clusters == c)
-        model_sum[:, c] = np.where(at, uplift, 0).sum(1)
-        first = np.argmax(at, axis=1)
-        truth_rm[:, c] = np.where(
-            at.any(1), sim.removal_x[rows][np.arange(len(rows)), first], np.nan
-        )
+        model_sum[:, c] = np.where(mask & (clusters == c), uplift, 0).sum(1)
+    truth_rm = _removal_per_cluster(sim, rows, clusters, mask, k)
     n_exp = exposure.sum(0)
     ok = n_exp > 0
     model_c = np.where(ok, (model_sum * exposure).sum(0) / np.maximum(n_exp, 1), np.nan)
@@ -129,19 +142,32 @@ def _truth_metrics(uplift, sim, rows, mask, clusters, k):
     }
 
 
+def _removal_per_cluster(sim, rows, clusters, mask, k):
+    """``[U, K]`` exact effect of removing all of the user's touches of c (NaN if unexposed)."""
+    out = np.full((len(rows), k), np.nan)
+    for c in range(k):
+        at = mask & (clusters == c)
+        first = np.argmax(at, axis=1)
+        out[:, c] = np.where(at.any(1), sim.removal_x[rows][np.arange(len(rows)), first], np.nan)
+    return out
+
+
 class _World:
-    """One simulated world with its evaluation protocol pieces."""
+    """One simulated world with its evaluation protocol pieces (observational and randomized)."""
 
     def __init__(self, sim_cfg: SimConfig, sizes: Sizes, seed: int):
         self.sim = simulate_cdp(sim_cfg, seed=seed)
+        self.sim_vocab = sim_cfg.vocab_sizes
         self.k = sim_cfg.n_clusters
         self.sizes = sizes
         full = sim_to_batch(self.sim, "all")
         split = self.sim.split
         self.train_rows = np.flatnonzero(split == 0)
         self.eval_rows = np.flatnonzero((split == 1) | (split == 2))
+        self.rct_rows = np.flatnonzero(split == 3)
         train = _rows(full, self.train_rows)
         self.eval = _rows(full, self.eval_rows)
+        self.rct = _rows(full, self.rct_rows)
         clusters = jnp.asarray(train.touch_ids[..., CLUSTER_FIELD])
         prop = fit_propensity(
             jnp.asarray(train.x),
@@ -158,37 +184,77 @@ class _World:
         )
         self.train = train._replace(ipw=np.asarray(ipw))
         # Evaluation protocol: exposure propensity fitted on the training users.
-        ones = np.zeros_like(train.touch_ids[..., 0], np.float64)
+        zeros = np.zeros_like(train.touch_ids[..., 0], np.float64)
         e_train, _ = metrics.cluster_exposure_scores(
-            ones, train.touch_ids[..., CLUSTER_FIELD], train.touch_mask, self.k
+            zeros, train.touch_ids[..., CLUSTER_FIELD], train.touch_mask, self.k
         )
         self.eval_clusters = np.asarray(self.eval.touch_ids[..., CLUSTER_FIELD])
         self.eval_mask = np.asarray(self.eval.touch_mask)
-        self.exposure_prop = metrics.exposure_propensity(train.x, e_train, self.eval.x)
+        both = metrics.exposure_propensity(
+            train.x, e_train, np.concatenate([self.eval.x, self.rct.x])
+        )
+        n_ev = len(self.eval_rows)
+        self.exposure_prop, rct_prop_x = both[:n_ev], both[n_ev:]
+        # A deliberately naive propensity: the marginal exposure rate, no x.
+        rate = np.clip(e_train.mean(0), 0.01, 0.99)
+        self.naive_prop = np.broadcast_to(rate[None, :], self.exposure_prop.shape)
+        # Randomized arm: bucketed by the observational ê_c(x) with the
+        # observational users' edges, weighted by its design propensity (the
+        # arm's exposure rate: IPW reduces to a difference in means).
+        self.rct_clusters = np.asarray(self.rct.touch_ids[..., CLUSTER_FIELD])
+        self.rct_mask = np.asarray(self.rct.touch_mask)
+        self.rct_exposure, _ = metrics.cluster_exposure_scores(
+            np.zeros(self.rct_mask.shape), self.rct_clusters, self.rct_mask, self.k
+        )
+        rct_rate = np.clip(self.rct_exposure.mean(0), 0.01, 0.99)
+        self.rct_prop = np.broadcast_to(rct_rate[None, :], self.rct_exposure.shape)
+        self.rct_buckets = metrics.propensity_buckets(
+            rct_prop_x, sizes.num_buckets, reference=self.exposure_prop
+        )
+        self.buckets = metrics.propensity_buckets(self.exposure_prop, sizes.num_buckets)
         _, seg, _ = metrics.kmeans(jax.random.key(seed + 1), self.eval.x, sizes.segments)
         self.segments = np.asarray(seg)
 
-    def grouped(self, uplift):
-        exposure, score = metrics.cluster_exposure_scores(
-            uplift, self.eval_clusters, self.eval_mask, self.k
-        )
+    def _grouped(self, uplift, clusters, mask, outcome, prop, buckets=None):
+        exposure, score = metrics.cluster_exposure_scores(uplift, clusters, mask, self.k)
         return metrics.grouped_auuc(
             score,
             exposure,
-            self.eval.y,
-            self.exposure_prop,
+            outcome,
+            prop,
             num_buckets=self.sizes.num_buckets,
             n_min=self.sizes.n_min,
+            buckets=buckets,
         )
 
-    def score(self, uplift, prob) -> dict:
+    def grouped(self, uplift, outcome=None, prop=None):
+        y = self.eval.y if outcome is None else outcome
+        p = self.exposure_prop if prop is None else prop
+        # Cells stay those of the fitted ê_c(x) when another propensity weights them.
+        buckets = None if prop is None else self.buckets
+        return self._grouped(uplift, self.eval_clusters, self.eval_mask, y, p, buckets)
+
+    def grouped_rct(self, uplift, outcome=None):
+        y = self.rct.y if outcome is None else outcome
+        return self._grouped(
+            uplift, self.rct_clusters, self.rct_mask, y, self.rct_prop, self.rct_buckets
+        )
+
+    def score(self, uplift, prob, rct_uplift) -> tuple[dict, metrics.GroupedAUUC]:
         y = self.eval.y
-        g = self.grouped(np.asarray(uplift, np.float64))
+        uplift = np.asarray(uplift, np.float64)
+        g = self.grouped(uplift)
+        g_rct = self.grouped_rct(np.asarray(rct_uplift, np.float64))
+        g_rct_exact = self.grouped_rct(
+            np.asarray(rct_uplift, np.float64), self.sim.p_x[self.rct_rows]
+        )
         out = {
             "auc": float(metrics.auc(y, prob)),
             "log_loss": float(metrics.log_loss(y, np.clip(prob, 1e-7, 1 - 1e-7))),
             "gauc": float(metrics.gauc(y, prob, self.segments)),
             "avg_grouped_auuc": g.average,
+            "rct_avg_grouped_auuc": g_rct.average,
+            "rct_exact_avg_grouped_auuc": g_rct_exact.average,
             "grouped_auuc_per_bucket": [None if np.isnan(v) else float(v) for v in g.per_bucket],
             "grouped_auuc_causalml_per_bucket": [
                 None if np.isnan(v) else float(v) for v in g.per_bucket_causalml
@@ -199,15 +265,43 @@ class _World:
         }
         out.update(
             _truth_metrics(
-                np.asarray(uplift, np.float64),
-                self.sim,
-                self.eval_rows,
-                self.eval_mask,
-                self.eval_clusters,
-                self.k,
+                uplift, self.sim, self.eval_rows, self.eval_mask, self.eval_clusters, self.k
             )
         )
         return out, g
+
+    def protocol_validation(self) -> dict:
+        """Observational IPW cell uplifts vs the randomized arm and the exact effects."""
+        zeros = np.zeros(self.eval_mask.shape)
+        p_eval = self.sim.p_x[self.eval_rows]
+        obs = self.grouped(zeros).cell_uplift
+        obs_px = self.grouped(zeros, outcome=p_eval).cell_uplift
+        naive = self.grouped(zeros, prop=self.naive_prop).cell_uplift
+        naive_px = self.grouped(zeros, outcome=p_eval, prop=self.naive_prop).cell_uplift
+        rct_zeros = np.zeros(self.rct_mask.shape)
+        rct = self.grouped_rct(rct_zeros).cell_uplift
+        rct_px = self.grouped_rct(rct_zeros, self.sim.p_x[self.rct_rows]).cell_uplift
+        # Exact: mean removal effect over the cell's exposed observational users.
+        rem = _removal_per_cluster(
+            self.sim, self.eval_rows, self.eval_clusters, self.eval_mask, self.k
+        )
+        exact = np.full(obs.shape, np.nan)
+        for b in range(self.sizes.num_buckets):
+            cell = (self.buckets == b) & np.isfinite(rem)
+            with np.errstate(invalid="ignore"):
+                exact[b] = np.where(cell, rem, 0).sum(0) / cell.sum(0)
+        exact = np.where(np.isfinite(obs), exact, np.nan)
+        pairs = {
+            "obs_ipw_vs_rct": (rct, obs),
+            "obs_ipw_vs_rct_exact": (rct_px, obs),
+            "obs_ipw_exact_vs_rct_exact": (rct_px, obs_px),
+            "naive_vs_rct_exact": (rct_px, naive),
+            "naive_exact_vs_rct_exact": (rct_px, naive_px),
+            "rct_vs_rct_exact": (rct_px, rct),
+            "obs_ipw_vs_exact_removal": (exact, obs),
+            "rct_exact_vs_exact_removal": (exact, rct_px),
+        }
+        return {k: cell_agreement(r, e)._asdict() for k, (r, e) in pairs.items()}
 
 
 def _alm_config(world: _World, sizes: Sizes) -> TrainConfig:
@@ -231,87 +325,213 @@ def _alm_config(world: _World, sizes: Sizes) -> TrainConfig:
     )
 
 
-def _run_method(name: str, world: _World, sizes: Sizes, seed: int):
-    key = jax.random.key(seed)
-    tr, ev = world.train, world.eval
-    if name.startswith("alm_mta"):
-        variant = {
-            "alm_mta": "full",
-            "alm_mta_no_contrastive": "no_contrastive",
-            "alm_mta_lambda0": "lambda0",
-        }[name]
-        cfg = bl.alm_mta_variant(_alm_config(world, sizes), variant)
-        trainer = make_trainer(cfg, tr, ev)
-        state = trainer.init(key)
-        state, (_, evals) = trainer.run_epochs(state, jax.tree.map(jnp.asarray, tr), cfg.epochs)
-        att = attribute(trainer.model(state), jax.tree.map(jnp.asarray, ev))
-        extra = {"adversary_auc": float(evals.adversary_auc[-1])}
-        return np.asarray(att.uplift), np.asarray(att.prob), extra
-    bcfg = bl.BaselineConfig(
-        world.sim_vocab,
-        d_x=tr.x.shape[1],
-        max_len=sizes.max_len,
-        channel_field=CLUSTER_FIELD,
-        hidden=sizes.d_model,
-        batch_size=sizes.batch_size,
-        epochs=sizes.baseline_epochs,
-        lr_warmup_steps=50,
-    )
-    if name == "dml":
-        model = bl.fit_dml(tr, CLUSTER_FIELD, world.k)
-        u, p = bl.attribute_baseline(model, ev)
-        return u, p, {}
-    unweighted = tr._replace(ipw=np.ones_like(tr.ipw))
-    if name == "lr":
-        bcfg = dataclasses.replace(bcfg, learning_rate=1e-2, weight_decay=1e-4)
-        fn, data = (lambda r: bl.LogisticMTA(bcfg, rngs=r)), unweighted
-    elif name == "dnamta":
-        fn, data = (lambda r: bl.DNAMTA(bcfg, rngs=r)), unweighted
-    elif name == "proxy_direct":
-        fn, data = (lambda r: bl.ProxyDirect(bcfg, rngs=r)), unweighted
-    elif name == "causalmta":
-        w = bl.journey_balancing_weights(
-            tr.x, bl.channel_bags(tr, CLUSTER_FIELD, world.k), key, steps=300
+class _Methods:
+    """Each method's compiled training program, built on the first world and reused.
+
+    Every world of a run has the same shapes, so one program per method serves
+    every seed and every front-door switch (data are arguments, not constants).
+    """
+
+    def __init__(self, sizes: Sizes):
+        self.sizes = sizes
+        self._alm, self._base = {}, {}
+
+    def _bcfg(self, world: _World) -> bl.BaselineConfig:
+        s = self.sizes
+        return bl.BaselineConfig(
+            world.sim_vocab,
+            d_x=world.train.x.shape[1],
+            max_len=s.max_len,
+            channel_field=CLUSTER_FIELD,
+            hidden=s.d_model,
+            batch_size=s.batch_size,
+            epochs=s.baseline_epochs,
+            lr_warmup_steps=50,
         )
-        fn, data = (lambda r: bl.CausalMTAPredictor(bcfg, rngs=r)), tr._replace(ipw=w)
-    else:
-        raise ValueError(f"unknown method {name!r}")
-    run = jax.jit(bl.make_baseline_train(fn, bcfg, data))(key)
-    u, p = bl.attribute_baseline(run.model(), ev)
-    return u, p, {"final_train_loss": float(run.losses[-1])}
+
+    def run(self, name: str, world: _World, seed: int):
+        """``(uplift_eval, prob_eval, uplift_rct, extra)`` of one method on one world."""
+        key = jax.random.key(seed)
+        tr = world.train
+        both = jax.tree.map(lambda a, b: np.concatenate([a, b]), world.eval, world.rct)
+        n_ev = len(world.eval_rows)
+        if name.startswith("alm_mta"):
+            if name not in self._alm:
+                variant = {
+                    "alm_mta": "full",
+                    "alm_mta_no_contrastive": "no_contrastive",
+                    "alm_mta_lambda0": "lambda0",
+                }[name]
+                cfg = bl.alm_mta_variant(_alm_config(world, self.sizes), variant)
+                trainer = make_trainer(cfg, tr, world.eval)
+                train = jax.jit(
+                    lambda k, d, t=trainer, e=cfg.epochs: t.run_epochs(t.init(k), d, e)[0]
+                )
+                self._alm[name] = (trainer, train)
+            trainer, train = self._alm[name]
+            state = train(key, jax.tree.map(jnp.asarray, tr))
+            ev = trainer.evaluate(state, jax.tree.map(jnp.asarray, world.eval))
+            att = attribute(trainer.model(state), jax.tree.map(jnp.asarray, both))
+            u, p = np.asarray(att.uplift), np.asarray(att.prob)
+            return u[:n_ev], p[:n_ev], u[n_ev:], {"adversary_auc": float(ev.adversary_auc)}
+        if name == "dml":
+            model = bl.fit_dml(tr, CLUSTER_FIELD, world.k, seed=seed)
+            u, p = bl.attribute_baseline(model, both)
+            return u[:n_ev], p[:n_ev], u[n_ev:], {}
+        data = tr._replace(ipw=np.ones_like(tr.ipw))
+        if name == "causalmta":
+            w = bl.journey_balancing_weights(
+                tr.x, bl.channel_bags(tr, CLUSTER_FIELD, world.k), key, steps=300
+            )
+            data = tr._replace(ipw=w)
+        if name not in self._base:
+            bcfg = self._bcfg(world)
+            if name == "lr":
+                bcfg = dataclasses.replace(bcfg, learning_rate=1e-2, weight_decay=1e-4)
+                fn = lambda r, c=bcfg: bl.LogisticMTA(c, rngs=r)
+            elif name == "dnamta":
+                fn = lambda r, c=bcfg: bl.DNAMTA(c, rngs=r)
+            elif name == "proxy_direct":
+                fn = lambda r, c=bcfg: bl.ProxyDirect(c, rngs=r)
+            elif name == "causalmta":
+                fn = lambda r, c=bcfg: bl.CausalMTAPredictor(c, rngs=r)
+            else:
+                raise ValueError(f"unknown method {name!r}")
+            self._base[name] = jax.jit(bl.make_baseline_train(fn, bcfg, data))
+        run = self._base[name](key, jax.tree.map(jnp.asarray, data))
+        u, p = bl.attribute_baseline(run.model(), both)
+        extra = {"final_train_loss": float(run.losses[-1])}
+        return u[:n_ev], p[:n_ev], u[n_ev:], extra
 
 
-def run_world(sim_cfg: SimConfig, sizes: Sizes, methods, seed: int = 0, label: str = "default"):
+def run_world(
+    sim_cfg: SimConfig,
+    sizes: Sizes,
+    methods,
+    runner: _Methods,
+    seed: int = 0,
+    label: str = "default",
+):
+    """Every method on the world of ``seed``: ``(results, curves, protocol_validation)``."""
     start = time.perf_counter()
     world = _World(sim_cfg, sizes, seed)
-    world.sim_vocab = sim_cfg.vocab_sizes
     print(
-        f"[{label}] simulated {sim_cfg.n_users} users, upload rate "
-        f"{world.sim.y[world.sim.arm == 0].mean():.3f}, eval users {len(world.eval_rows)} "
-        f"({time.perf_counter() - start:.1f}s)",
+        f"[{label} s{seed}] simulated {sim_cfg.n_users} users, upload rate "
+        f"{world.sim.y[world.sim.arm == 0].mean():.3f}, eval users {len(world.eval_rows)}, "
+        f"randomized {len(world.rct_rows)} ({time.perf_counter() - start:.1f}s)",
         flush=True,
     )
-    results, per_bucket_curves = {}, {}
-    # Protocol validation: the same cells scored by the exact deletion truth.
-    truth_res, g = world.score(world.sim.delta_x[world.eval_rows], world.sim.p_x[world.eval_rows])
-    results["truth_delta_x"] = truth_res
-    per_bucket_curves["truth_delta_x"] = g
+    results, curves = {}, {}
+    # Protocol check: the same cells scored by the exact deletion truth.
+    truth, g = world.score(
+        world.sim.delta_x[world.eval_rows],
+        world.sim.p_x[world.eval_rows],
+        world.sim.delta_x[world.rct_rows],
+    )
+    results[TRUTH], curves[TRUTH] = truth, g
     for name in methods:
         t0 = time.perf_counter()
-        u, p, extra = _run_method(name, world, sizes, seed)
-        res, g = world.score(u, p)
+        u, p, u_rct, extra = runner.run(name, world, seed)
+        res, g = world.score(u, p, u_rct)
         res.update(extra)
         res["seconds"] = time.perf_counter() - t0
-        results[name] = res
-        per_bucket_curves[name] = g
+        results[name], curves[name] = res, g
         print(
-            f"[{label}] {name:24s} AUC {res['auc']:.4f} gAUC {res['gauc']:.4f} "
-            f"avgAUUC {res['avg_grouped_auuc']:.4f} ({res['buckets_scored']} buckets) "
-            f"truth rho {res['truth_spearman']:.3f} cluster rmse {res['cluster_effect_rmse']:.4f} "
+            f"[{label} s{seed}] {name:24s} AUC {res['auc']:.4f} avgAUUC "
+            f"{res['avg_grouped_auuc']:.4f} (RCT {res['rct_avg_grouped_auuc']:.4f}) truth rho "
+            f"{res['truth_spearman']:.3f} cluster rmse {res['cluster_effect_rmse']:.4f} "
             f"({res['seconds']:.0f}s)",
             flush=True,
         )
-    return results, per_bucket_curves
+    return results, curves, world.protocol_validation()
+
+
+# ------------------------------------------------------------ seeds and summary
+
+SCALARS = (
+    "auc",
+    "log_loss",
+    "gauc",
+    "avg_grouped_auuc",
+    "rct_avg_grouped_auuc",
+    "rct_exact_avg_grouped_auuc",
+    "truth_spearman",
+    "truth_rmse",
+    "truth_top1",
+    "cluster_effect_rmse",
+    "cluster_effect_spearman",
+    "adversary_auc",
+    "seconds",
+)
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+    """``{method: {metric: mean, metric_std: std, "per_seed": {metric: [...]}}}``."""
+    out = {}
+    for name in per_seed[0]:
+        rec, seeds = {}, {}
+        for m in SCALARS:
+            vals = [r[name].get(m) for r in per_seed if name in r]
+            if any(v is None for v in vals) or not vals:
+                continue
+            v = np.asarray(vals, np.float64)
+            rec[m] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+            rec[f"{m}_std"] = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else 0.0
+            seeds[m] = [float(x) for x in v]
+        rec["buckets_scored"] = int(min(r[name]["buckets_scored"] for r in per_seed))
+        rec["per_seed"] = seeds
+        out[name] = rec
+    return out
+
+
+def _paired(per_seed: list[dict], a: str, b: str, metric: str) -> dict:
+    x = np.asarray([r[a][metric] for r in per_seed], np.float64)
+    y = np.asarray([r[b][metric] for r in per_seed], np.float64)
+    d = x - y
+    p = float(ttest_rel(x, y).pvalue) if len(d) > 1 and np.ptp(d) > 0 else float("nan")
+    return {
+        "metric": metric,
+        "a": a,
+        "b": b,
+        "mean_diff": float(d.mean()),
+        "std_diff": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+        "a_greater": int((d > 0).sum()),
+        "n": int(len(d)),
+        "p_value": p,
+    }
+
+
+def _ranking_agreement(per_seed: list[dict], methods) -> dict:
+    """Spearman over methods of observational vs randomized-arm grouped AUUC, per seed."""
+    vals = {"rct": [], "rct_exact": []}
+    for r in per_seed:
+        obs = [r[m]["avg_grouped_auuc"] for m in methods]
+        for key, col in (
+            ("rct", "rct_avg_grouped_auuc"),
+            ("rct_exact", "rct_exact_avg_grouped_auuc"),
+        ):
+            vals[key].append(float(spearmanr(obs, [r[m][col] for m in methods])[0]))
+    return {f"obs_vs_{k}_spearman": float(np.nanmean(v)) for k, v in vals.items()} | {
+        f"obs_vs_{k}_spearman_per_seed": v for k, v in vals.items()
+    }
+
+
+def _validation_mean(per_seed: list[dict]) -> dict:
+    out = {}
+    for pair in per_seed[0]:
+        rec = {}
+        for field in ("n_cells", "correlation", "rmse", "mean_error"):
+            v = np.asarray([r[pair][field] for r in per_seed], np.float64)
+            rec[field] = float(np.nanmean(v))
+            rec[f"{field}_std"] = float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0
+        out[pair] = rec
+    return out
+
+
+def _pm(r: dict, m: str, digits: int = 4) -> str:
+    if m not in r:
+        return "–"
+    return f"{_fmt(r[m], digits)} ± {_fmt(r.get(f'{m}_std', 0.0), digits)}"
 
 
 def _fmt(v, digits=4):
@@ -319,30 +539,49 @@ def _fmt(v, digits=4):
 
 
 def markdown(payload: dict) -> str:
+    n = payload["seeds"]
     lines = [
         "## ALM-MTA on the CDP simulator (`python -m benchmarks.almmta_simulator`)",
         "",
-        f"Mode: {payload['mode']}; world: {payload['sizes']}. One seed. Grouped AUUC is the "
-        "oracle-normalized score of notes §5.3 (random 0.5, oracle 1; not causalml's). Truth "
-        "columns compare deletion uplifts with the simulator's exact `delta_x` (per-journey "
-        "Spearman, RMSE) and cluster-level effects with the exact cluster removal.",
+        f"Mode: {payload['mode']} ({payload['wall_seconds'] / 60:.1f} min wall on the shared "
+        f"2-core machine); world: {payload['sizes']}. Mean ± std over {n} seeds (seed s: its "
+        "own simulated world and training key). Grouped AUUC is the oracle-normalized score of "
+        "notes §5.3 (random 0.5, oracle 1; not causalml's); *RCT* recomputes it on the "
+        "randomized arm (same observational buckets, difference in means; *exact*: outcome "
+        "`p_x`, free of outcome noise). Truth columns compare deletion uplifts with the "
+        "simulator's exact `delta_x` (per-journey Spearman, RMSE) and cluster-level effects with "
+        "the exact cluster removal.",
         "",
     ]
     for world, res in payload["worlds"].items():
         lines += [
             f"### World `{world}`",
             "",
-            "| method | AUC | log-loss | gAUC | avg grouped AUUC | buckets | truth Spearman | "
-            "truth RMSE | top-1 | cluster-effect RMSE | cluster-effect Spearman |",
+            "| method | AUC | gAUC | avg grouped AUUC | RCT grouped AUUC | RCT exact | "
+            "truth Spearman | truth RMSE | top-1 | cluster-effect RMSE | cluster-effect Spearman |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in res.items():
             lines.append(
-                f"| {name} | {_fmt(r['auc'])} | {_fmt(r['log_loss'])} | {_fmt(r['gauc'])} | "
-                f"{_fmt(r['avg_grouped_auuc'])} | {r['buckets_scored']} | "
-                f"{_fmt(r['truth_spearman'], 3)} | {_fmt(r['truth_rmse'])} | "
-                f"{_fmt(r['truth_top1'], 3)} | {_fmt(r['cluster_effect_rmse'])} | "
-                f"{_fmt(r['cluster_effect_spearman'], 3)} |"
+                f"| {name} | {_pm(r, 'auc')} | {_pm(r, 'gauc')} | {_pm(r, 'avg_grouped_auuc')} | "
+                f"{_pm(r, 'rct_avg_grouped_auuc')} | {_pm(r, 'rct_exact_avg_grouped_auuc')} | "
+                f"{_pm(r, 'truth_spearman', 3)} | {_pm(r, 'truth_rmse')} | "
+                f"{_pm(r, 'truth_top1', 3)} | {_pm(r, 'cluster_effect_rmse')} | "
+                f"{_pm(r, 'cluster_effect_spearman', 3)} |"
+            )
+        lines.append("")
+    v = payload.get("protocol_validation", {}).get("default")
+    if v:
+        lines += [
+            "### Protocol check against the randomized arm (default world, cell uplifts U_bc)",
+            "",
+            "| comparison (reference ← estimate) | cells | Pearson r | RMSE | mean error |",
+            "|---|---|---|---|---|",
+        ]
+        for pair, rec in v.items():
+            lines.append(
+                f"| {pair} | {rec['n_cells']:.0f} | {_pm(rec, 'correlation', 3)} | "
+                f"{_pm(rec, 'rmse')} | {_pm(rec, 'mean_error')} |"
             )
         lines.append("")
     if "summary" in payload:
@@ -409,35 +648,68 @@ def plot_uplift_curves(curves: dict, path: pathlib.Path, methods) -> None:
     print(f"[plot] wrote {path}")
 
 
-def _summary(worlds: dict) -> list[str]:
+def _summary(worlds: dict, per_seed: dict, payload: dict) -> list[str]:
     out = []
     d = worlds["default"]
+    seeds = per_seed["default"]
     alm = d.get("alm_mta")
+    n = len(seeds)
     if alm is not None:
         for b in BACKDOOR:
-            if b in d:
-                out.append(
-                    f"default world: ALM-MTA - {b}: avg grouped AUUC "
-                    f"{alm['avg_grouped_auuc'] - d[b]['avg_grouped_auuc']:+.4f}, truth Spearman "
-                    f"{alm['truth_spearman'] - d[b]['truth_spearman']:+.3f}, cluster-effect RMSE "
-                    f"{alm['cluster_effect_rmse'] - d[b]['cluster_effect_rmse']:+.4f} (negative is "
-                    "better for RMSE)."
+            if b not in d:
+                continue
+            parts = []
+            for m, digits in (("avg_grouped_auuc", 4), ("truth_spearman", 3)):
+                t = _paired(seeds, "alm_mta", b, m)
+                parts.append(
+                    f"{m} {t['mean_diff']:+.{digits}f} ± {t['std_diff']:.{digits}f} "
+                    f"(ALM-MTA higher in {t['a_greater']}/{t['n']} seeds, paired t p = "
+                    f"{_fmt(t['p_value'], 3)})"
                 )
+            out.append(f"default world, ALM-MTA − {b} over {n} seeds: " + "; ".join(parts) + ".")
+        present = [b for b in BACKDOOR if b in d]
+        if present:
+            best = max(present, key=lambda b: d[b]["avg_grouped_auuc"])
+            payload["paired_vs_best_backdoor"] = {
+                m: _paired(seeds, "alm_mta", best, m)
+                for m in ("avg_grouped_auuc", "truth_spearman", "cluster_effect_rmse", "auc")
+            }
+            out.append(
+                f"best backdoor baseline by avg grouped AUUC: {best} "
+                f"(paired tests in the JSON under `paired_vs_best_backdoor`)."
+            )
     if "proxy_direct" in d and alm is not None:
         p = d["proxy_direct"]
         out.append(
-            f"leaky proxy-direct: AUC {p['auc']:.4f} vs ALM-MTA {alm['auc']:.4f}; truth Spearman "
-            f"{p['truth_spearman']:.3f} vs {alm['truth_spearman']:.3f}; avg grouped AUUC "
-            f"{p['avg_grouped_auuc']:.4f} vs {alm['avg_grouped_auuc']:.4f}."
+            f"leaky proxy-direct: AUC {_pm(p, 'auc')} vs ALM-MTA {_pm(alm, 'auc')}; truth "
+            f"Spearman {_pm(p, 'truth_spearman', 3)} vs {_pm(alm, 'truth_spearman', 3)}; avg "
+            f"grouped AUUC {_pm(p, 'avg_grouped_auuc')} vs {_pm(alm, 'avg_grouped_auuc')}."
+        )
+    ra = payload.get("ranking_agreement", {}).get("default")
+    if ra:
+        out.append(
+            "method ranking by grouped AUUC, observational vs randomized arm: Spearman "
+            f"{_fmt(ra['obs_vs_rct_spearman'], 3)} (measured y), "
+            f"{_fmt(ra['obs_vs_rct_exact_spearman'], 3)} (exact p_x), mean over seeds."
+        )
+    v = payload.get("protocol_validation", {}).get("default")
+    if v:
+        a, b = v["obs_ipw_vs_rct_exact"], v["naive_vs_rct_exact"]
+        out.append(
+            f"observational IPW cells vs randomized-arm exact cells: r {a['correlation']:.3f}, "
+            f"RMSE {a['rmse']:.4f} (naive no-x propensity: r {b['correlation']:.3f}, RMSE "
+            f"{b['rmse']:.4f}); randomized arm's own noise floor (y vs p_x): RMSE "
+            f"{v['rct_vs_rct_exact']['rmse']:.4f}."
         )
     for w, res in worlds.items():
-        if w == "default" or "alm_mta" not in res:
+        if w == "default" or "alm_mta" not in res or alm is None:
             continue
         out.append(
-            f"switch `{w}`: ALM-MTA truth Spearman {res['alm_mta']['truth_spearman']:.3f} (default "
-            f"{alm['truth_spearman']:.3f}), avg grouped AUUC {res['alm_mta']['avg_grouped_auuc']:.4f}"
+            f"switch `{w}`: ALM-MTA truth Spearman {_pm(res['alm_mta'], 'truth_spearman', 3)} "
+            f"(default {_pm(alm, 'truth_spearman', 3)}), avg grouped AUUC "
+            f"{_pm(res['alm_mta'], 'avg_grouped_auuc')}"
             + "".join(
-                f"; {b} {res[b]['truth_spearman']:.3f} / {res[b]['avg_grouped_auuc']:.4f}"
+                f"; {b} {_pm(res[b], 'truth_spearman', 3)} / {_pm(res[b], 'avg_grouped_auuc')}"
                 for b in BACKDOOR
                 if b in res
             )
@@ -448,39 +720,74 @@ def _summary(worlds: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
+    p.add_argument("--medium", action="store_true", help="between quick and full sizes")
     p.add_argument("--no-results", action="store_true", help="do not rewrite RESULTS.md")
-    p.add_argument("--methods", default=",".join(ALL_METHODS))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-switches", action="store_true", help="default world only")
+    p.add_argument("--methods", default=None, help="comma-separated (default: by mode)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds (worlds and training keys)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
     args = p.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
-    methods = [m for m in args.methods.split(",") if m]
+    mode = "quick" if args.quick else "medium" if args.medium else "full"
+    sizes = MODES[mode]
+    if args.methods is None:
+        methods = list(QUICK_METHODS if mode == "quick" else ALL_METHODS)
+    else:
+        methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(ALL_METHODS))
+    if unknown:
+        p.error(f"unknown method(s) {unknown}; choose from {ALL_METHODS}")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    start = time.perf_counter()
     base = SimConfig.preset(
         "default",
         n_users=sizes.n_users,
         n_items=sizes.n_items,
         n_clusters=sizes.n_clusters,
         max_len=sizes.max_len,
-        n_rct=sizes.n_users // 4,
+        n_rct=sizes.n_users // 2,
     )
-    worlds, curves = {}, {}
-    worlds["default"], curves["default"] = run_world(base, sizes, methods, args.seed)
-    switch_methods = [m for m in methods if m in SWITCH_METHODS]
-    for label, override in (("gamma_TY=1", {"gamma_TY": 1.0}), ("gamma_WM=1", {"gamma_WM": 1.0})):
-        cfg = dataclasses.replace(base, **override)
-        worlds[label], _ = run_world(cfg, sizes, switch_methods, args.seed, label)
+    configs = {"default": (base, methods)}
+    if not args.no_switches:
+        switch_methods = [m for m in methods if m in SWITCH_METHODS]
+        for label, override in (
+            ("gamma_TY=1", {"gamma_TY": 1.0}),
+            ("gamma_WM=1", {"gamma_WM": 1.0}),
+        ):
+            configs[label] = (dataclasses.replace(base, **override), switch_methods)
+    runner = _Methods(sizes)
+    per_seed, validation, curves = {}, {}, None
+    for label, (cfg, ms) in configs.items():
+        per_seed[label], validation[label] = [], []
+        for seed in seeds:
+            res, c, val = run_world(cfg, sizes, ms, runner, seed, label)
+            per_seed[label].append(res)
+            validation[label].append(val)
+            if curves is None:
+                curves = c
+    worlds = {label: aggregate(rs) for label, rs in per_seed.items()}
+    scored = [TRUTH] + methods
     payload = {
-        "mode": "quick" if args.quick else "full",
+        "mode": mode,
         "sizes": dataclasses.asdict(sizes),
+        "seeds": len(seeds),
         "worlds": worlds,
         "results": worlds["default"],
+        "protocol_validation": {k: _validation_mean(v) for k, v in validation.items()},
+        "protocol_validation_per_seed": validation,
+        "ranking_agreement": {
+            label: _ranking_agreement(rs, [m for m in scored if m in rs[0]])
+            for label, rs in per_seed.items()
+        },
     }
-    payload["summary"] = _summary(worlds)
+    payload["wall_seconds"] = time.perf_counter() - start
+    payload["summary"] = _summary(worlds, per_seed, payload)
     for line in payload["summary"]:
         print("[summary]", line)
+    print(f"[time] {payload['wall_seconds']:.0f}s wall", flush=True)
     plot_uplift_curves(
-        curves["default"],
+        curves,
         pathlib.Path(__file__).parent / "out" / "almmta_uplift_curves.png",
-        ["truth_delta_x"] + methods,
+        [TRUTH] + methods,
     )
     if not args.no_results:
         write_results_section(markdown(payload))

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 
 from almmta_jax import metrics
+from almmta_jax._src.metrics import cell_agreement
 
 # ------------------------------------------------------------- slow references
 
@@ -300,6 +301,144 @@ def test_exposure_propensity_recovers_logistic_model():
     e = metrics.exposure_propensity(x, exposure, x[:200], steps=300)
     assert e.shape == (200, 2) and e.min() >= 0.01 and e.max() <= 0.99
     assert np.abs(e - np.clip(p[:200], 0.01, 0.99)).mean() < 0.05
+
+
+def test_propensity_buckets_with_reference_edges_match_numpy():
+    rng = np.random.default_rng(1)
+    ref, e = rng.random((300, 3)), rng.random((50, 3))
+    got = metrics.propensity_buckets(e, 4, reference=ref)
+    for c in range(3):
+        edges = np.quantile(ref[:, c], [0.25, 0.5, 0.75])
+        np.testing.assert_array_equal(got[:, c], np.searchsorted(edges, e[:, c], side="right"))
+    with pytest.raises(ValueError, match="reference must be"):
+        metrics.propensity_buckets(e, 4, reference=ref[:, :2])
+
+
+def test_grouped_auuc_given_buckets_is_the_quantile_protocol():
+    _, e, exposure, y, score = _world(1)
+    auto = metrics.grouped_auuc(score, exposure, y, e, num_buckets=3, n_min=10)
+    given = metrics.grouped_auuc(
+        score, exposure, y, e, num_buckets=3, n_min=10, buckets=metrics.propensity_buckets(e, 3)
+    )
+    np.testing.assert_array_equal(auto.cell_uplift, given.cell_uplift)
+    assert auto.average == given.average
+    # Other buckets change the cells.
+    other = metrics.grouped_auuc(
+        score, exposure, y, e, num_buckets=3, n_min=10, buckets=np.zeros(e.shape, int)
+    )
+    assert not np.array_equal(np.isfinite(other.cell_uplift), np.isfinite(auto.cell_uplift))
+    with pytest.raises(ValueError, match="buckets must be an int"):
+        metrics.grouped_auuc(score, exposure, y, e, num_buckets=3, buckets=np.zeros(e.shape))
+    with pytest.raises(ValueError, match=r"buckets must lie in \[0, num_buckets=3\)"):
+        metrics.grouped_auuc(score, exposure, y, e, num_buckets=3, buckets=np.full(e.shape, 3))
+
+
+def test_cell_agreement_matches_numpy_on_shared_cells():
+    rng = np.random.default_rng(2)
+    ref, est = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+    ref[0, 1], est[2, 3] = np.nan, np.nan
+    ok = np.isfinite(ref) & np.isfinite(est)
+    a = cell_agreement(ref, est)
+    assert a.n_cells == ok.sum() == 13
+    np.testing.assert_allclose(a.correlation, np.corrcoef(ref[ok], est[ok])[0, 1])
+    np.testing.assert_allclose(a.rmse, np.sqrt(np.mean((est[ok] - ref[ok]) ** 2)))
+    np.testing.assert_allclose(a.mean_error, np.mean(est[ok] - ref[ok]))
+    assert cell_agreement(np.full((2, 2), np.nan), est[:2, :2]).n_cells == 0
+    with pytest.raises(ValueError, match="share a shape"):
+        cell_agreement(ref, est[:2])
+
+
+def _confounded_arms(seed, u=20_000, k=6):
+    """An observational arm whose exposures follow x, and a randomized arm (p = 1/2).
+
+    The expected outcome is additive in the exposures, ``p = 0.4 + f(x) + Σ_c E_c τ_c(x)``,
+    so a cell's uplift is ``E[τ_c(x) | bucket]`` in both arms; f(x) confounds the
+    observational arm.
+    """
+    rng = np.random.default_rng(seed)
+    a, v = rng.normal(size=(2, k)), rng.normal(size=(2, k))
+    tau = rng.uniform(-0.04, 0.06, k)
+
+    def arm(randomized):
+        x = rng.normal(size=(u, 2))
+        e = np.full((u, k), 0.5) if randomized else 1 / (1 + np.exp(-(x @ a)))
+        exposed = rng.random((u, k)) < e
+        tau_x = tau[None, :] * (1 + 0.5 * np.tanh(x @ v))
+        f = 0.2 * np.tanh(x[:, 0]) + 0.2 * np.tanh(x[:, 1])
+        return x, exposed, np.clip(0.4 + f + (exposed * tau_x).sum(1), 0.0, 1.0), tau_x
+
+    return arm(False), arm(True)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_ipw_cells_agree_with_the_randomized_arm_and_a_broken_propensity_does_not(seed):
+    (x_o, e_o, p_o, tau_o), (x_r, e_r, p_r, tau_r) = _confounded_arms(seed)
+    half = x_o.shape[0] // 2
+    prop = metrics.exposure_propensity(
+        x_o[:half], e_o[:half], np.concatenate([x_o[half:], x_r]), steps=300
+    )
+    prop_o, prop_r = prop[: x_o.shape[0] - half], prop[x_o.shape[0] - half :]
+    e_o, p_o, tau_o = e_o[half:], p_o[half:], tau_o[half:]
+    b = 2
+    buckets_o = metrics.propensity_buckets(prop_o, b)
+
+    def cells(score, exposure, outcome, propensity, buckets):
+        return metrics.grouped_auuc(
+            score, exposure, outcome, propensity, num_buckets=b, buckets=buckets
+        )
+
+    rct = cells(
+        np.where(e_r, tau_r, np.nan),
+        e_r,
+        p_r,
+        np.full(e_r.shape, 0.5),
+        metrics.propensity_buckets(prop_r, b, reference=prop_o),
+    )
+    score_o = np.where(e_o, tau_o, np.nan)
+    fitted = cells(score_o, e_o, p_o, prop_o, buckets_o)
+    broken = {
+        "no x": np.full(prop_o.shape, 0.5),
+        "other users": prop_o[np.random.default_rng(seed).permutation(prop_o.shape[0])],
+    }
+    good = cell_agreement(rct.cell_uplift, fitted.cell_uplift)
+    assert good.n_cells == 12 and good.correlation > 0.85 and good.rmse < 0.015
+    for name, p in broken.items():
+        bad = cell_agreement(rct.cell_uplift, cells(score_o, e_o, p_o, p, buckets_o).cell_uplift)
+        assert bad.rmse > 2 * good.rmse, name
+    # Scoring by the true effects ranks the clusters near-perfectly on both arms.
+    assert fitted.average > 0.9 and rct.average > 0.9
+
+
+def test_randomized_arm_ranks_scorers_like_the_observational_protocol():
+    (x_o, e_o, p_o, tau_o), (x_r, e_r, p_r, tau_r) = _confounded_arms(5, u=10_000)
+    prop = metrics.exposure_propensity(x_o, e_o, np.concatenate([x_o, x_r]), steps=300)
+    prop_o, prop_r = prop[: x_o.shape[0]], prop[x_o.shape[0] :]
+    buckets_r = metrics.propensity_buckets(prop_r, 2, reference=prop_o)
+    offset = np.random.default_rng(0).normal(0, 0.04, tau_o.shape[1])  # per-cluster error
+    scorers = {  # each maps the true per-user effects to a score
+        "oracle": lambda t: t,
+        "noisy": lambda t: t + offset[None, :],
+        "constant": lambda t: np.zeros_like(t),
+        "reversed": lambda t: -t,
+    }
+    obs, rct = [], []
+    for fn in scorers.values():
+        obs.append(
+            metrics.grouped_auuc(
+                np.where(e_o, fn(tau_o), np.nan), e_o, p_o, prop_o, num_buckets=2
+            ).average
+        )
+        rct.append(
+            metrics.grouped_auuc(
+                np.where(e_r, fn(tau_r), np.nan),
+                e_r,
+                p_r,
+                np.full(e_r.shape, 0.5),
+                num_buckets=2,
+                buckets=buckets_r,
+            ).average
+        )
+    assert np.argsort(obs).tolist() == np.argsort(rct).tolist() == [3, 2, 1, 0]
 
 
 # ---------------------------------------------------------------- budget replay

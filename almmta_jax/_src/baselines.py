@@ -20,6 +20,7 @@ Every neural baseline maps ``(batch, keep)`` to outcome logits, is trained by
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -411,7 +412,10 @@ def make_baseline_train(
       data: training journeys (``JourneyBatch`` of N >= batch_size journeys).
 
     Returns:
-      ``train(key) -> BaselineRun`` (jit it, or vmap it over keys).
+      ``train(key, data=None) -> BaselineRun`` (jit it, or vmap it over keys
+      with ``in_axes=(0, None)``). ``data`` overrides the journeys given here
+      (same shapes): passing them as an argument lets one compiled program
+      train on several worlds.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -441,7 +445,10 @@ def make_baseline_train(
         weight = model.outcome_weight() if hasattr(model, "outcome_weight") else 1.0
         return weight * losses.outcome_loss(logit, batch.y, batch.ipw) + model.aux_loss(batch)
 
-    def train(key: jax.Array) -> BaselineRun:
+    default_data = data
+
+    def train(key: jax.Array, data: JourneyBatch | None = None) -> BaselineRun:
+        data = default_data if data is None else data
         init_key, order_key = jax.random.split(key)
         params = nnx.state(model_fn(nnx.Rngs(init_key)))
 
@@ -491,6 +498,12 @@ def deletion_uplift(logit_fn: Callable, batch: JourneyBatch) -> tuple[jax.Array,
     return uplift, p_full
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _attribute_module(graphdef, params, batch):
+    m = nnx.merge(graphdef, params)
+    return deletion_uplift(lambda bb, k: m(bb, k), batch)
+
+
 def attribute_baseline(model: nnx.Module, batch: JourneyBatch, chunk: int = 4096):
     """Jitted ``deletion_uplift`` of a trained baseline module, in chunks of journeys.
 
@@ -503,15 +516,12 @@ def attribute_baseline(model: nnx.Module, batch: JourneyBatch, chunk: int = 4096
       ``(uplift [N, L], prob [N])`` NumPy arrays.
     """
     if isinstance(model, nnx.Module):
+        # One compiled program per model structure, shared by every trained copy.
         graphdef, params = nnx.split(model)
-        rebuild = lambda p: nnx.merge(graphdef, p)
+        run = functools.partial(_attribute_module, graphdef)
     else:  # a fitted pytree-free model such as DMLModel: closed over as constants
-        params, rebuild = None, lambda p: model
-
-    @jax.jit
-    def run(params, b):
-        m = rebuild(params)
-        return deletion_uplift(lambda bb, k: m(bb, k), b)
+        params = None
+        run = jax.jit(lambda p, b: deletion_uplift(lambda bb, k: model(bb, k), b))
 
     n = int(np.shape(batch.y)[0])
     size = min(chunk, n)
@@ -528,6 +538,45 @@ def attribute_baseline(model: nnx.Module, batch: JourneyBatch, chunk: int = 4096
 
 
 # ----------------------------------------------------- CausalMTA journey weights
+
+
+def _d_logit(p, uu, cc):
+    h = jnp.concatenate([uu, cc], axis=-1)
+    for i, (w, b) in enumerate(p):
+        h = h @ w + b[None, :]
+        if i < len(p) - 1:
+            h = jax.nn.elu(h)
+    return h[..., 0]
+
+
+@functools.partial(jax.jit, static_argnames=("hidden", "steps", "learning_rate"))
+def _fit_balancer(u, c, key, *, hidden: int, steps: int, learning_rate: float):
+    """Domain-classifier logits at the real pairs (one compiled program per shape)."""
+    u = (u - u.mean(0)[None, :]) / (u.std(0)[None, :] + 1e-6)
+    n = u.shape[0]
+    sizes = [u.shape[1] + c.shape[1], hidden, hidden, hidden, 1]
+    init_key, run_key = jax.random.split(key)
+    keys = jax.random.split(init_key, len(sizes) - 1)
+    params = [
+        (jax.random.normal(k, (a, b)) * jnp.sqrt(1.0 / a), jnp.zeros((b,)))
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
+    ]
+    tx = optax.adam(learning_rate)
+
+    def loss(p, k):
+        shuffled = u[jax.random.permutation(k, n)]
+        real = optax.sigmoid_binary_cross_entropy(_d_logit(p, u, c), 1.0)
+        fake = optax.sigmoid_binary_cross_entropy(_d_logit(p, shuffled, c), 0.0)
+        return jnp.mean(real) + jnp.mean(fake)
+
+    def step(carry, k):
+        p, o = carry
+        g = jax.grad(loss)(p, k)
+        upd, o = tx.update(g, o, p)
+        return (optax.apply_updates(p, upd), o), None
+
+    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(run_key, steps))
+    return _d_logit(params, u, c)
 
 
 def journey_balancing_weights(
@@ -572,42 +621,7 @@ def journey_balancing_weights(
             f"user_features [N, d_u] and channel_bags [N, d_c] must share N; got {u.shape}, "
             f"{c.shape}."
         )
-    u = (u - u.mean(0)[None, :]) / (u.std(0)[None, :] + 1e-6)
-    n = u.shape[0]
-    sizes = [u.shape[1] + c.shape[1], hidden, hidden, hidden, 1]
-    init_key, run_key = jax.random.split(key)
-    keys = jax.random.split(init_key, len(sizes) - 1)
-    params = [
-        (jax.random.normal(k, (a, b)) * jnp.sqrt(1.0 / a), jnp.zeros((b,)))
-        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
-
-    def d_logit(p, uu, cc):
-        h = jnp.concatenate([uu, cc], axis=-1)
-        for i, (w, b) in enumerate(p):
-            h = h @ w + b[None, :]
-            if i < len(p) - 1:
-                h = jax.nn.elu(h)
-        return h[..., 0]
-
-    tx = optax.adam(learning_rate)
-
-    def loss(p, k):
-        shuffled = u[jax.random.permutation(k, n)]
-        real = optax.sigmoid_binary_cross_entropy(d_logit(p, u, c), 1.0)
-        fake = optax.sigmoid_binary_cross_entropy(d_logit(p, shuffled, c), 0.0)
-        return jnp.mean(real) + jnp.mean(fake)
-
-    def step(carry, k):
-        p, o = carry
-        g = jax.grad(loss)(p, k)
-        upd, o = tx.update(g, o, p)
-        return (optax.apply_updates(p, upd), o), None
-
-    (params, _), _ = jax.jit(
-        lambda p: jax.lax.scan(step, (p, tx.init(p)), jax.random.split(run_key, steps))
-    )(params)
-    logit = d_logit(params, u, c)
+    logit = _fit_balancer(u, c, key, hidden=hidden, steps=steps, learning_rate=learning_rate)
     w = np.asarray(jnp.exp(-logit), np.float64)  # (1 - D) / D
     lo, hi = np.percentile(w, clip_percentiles)
     w = np.clip(w, lo, hi)

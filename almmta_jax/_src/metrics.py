@@ -396,6 +396,28 @@ def cluster_exposure_scores(uplift, clusters, touch_mask, num_clusters: int):
     return exposure, score
 
 
+@functools.partial(jax.jit, static_argnames=("steps", "learning_rate", "l2"))
+def _fit_exposure_logistic(xs, e_fit, params, *, steps: int, learning_rate: float, l2: float):
+    """Full-batch Adam on the K joint logistic regressions (one program per shape)."""
+    import optax
+
+    tx = optax.adam(learning_rate)
+
+    def loss(p):
+        logit = xs @ p["w"] + p["b"][None, :]
+        bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logit, e_fit))
+        return bce + l2 * jnp.sum(p["w"] ** 2)
+
+    def step(carry, _):
+        p, o = carry
+        g = jax.grad(loss)(p)
+        u, o = tx.update(g, o, p)
+        return (optax.apply_updates(p, u), o), None
+
+    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    return params
+
+
 def exposure_propensity(
     x_fit,
     exposure_fit,
@@ -424,8 +446,6 @@ def exposure_propensity(
     Returns:
       ``[U, K]`` float64 propensities in ``clip``.
     """
-    import optax
-
     x_fit = np.asarray(x_fit, np.float32)
     e_fit = np.asarray(exposure_fit, np.float32)
     x_eval = np.asarray(x_eval, np.float32)
@@ -442,36 +462,27 @@ def exposure_propensity(
         "w": jnp.zeros((x_fit.shape[1], e_fit.shape[1]), jnp.float32),
         "b": jnp.asarray(np.log(rate / (1 - rate)), jnp.float32),
     }
-    tx = optax.adam(learning_rate)
-
-    def loss(p):
-        logit = xs @ p["w"] + p["b"][None, :]
-        bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logit, e_fit))
-        return bce + l2 * jnp.sum(p["w"] ** 2)
-
-    def step(carry, _):
-        p, o = carry
-        g = jax.grad(loss)(p)
-        u, o = tx.update(g, o, p)
-        return (optax.apply_updates(p, u), o), None
-
-    (params, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), None, length=steps))(
-        params
+    params = _fit_exposure_logistic(
+        jnp.asarray(xs), jnp.asarray(e_fit), params, steps=steps, learning_rate=learning_rate, l2=l2
     )
     logit = np.asarray(xe @ np.asarray(params["w"]) + np.asarray(params["b"])[None, :], np.float64)
     return np.clip(1.0 / (1.0 + np.exp(-logit)), clip[0], clip[1])
 
 
-def propensity_buckets(propensity, num_buckets: int = 5) -> np.ndarray:
+def propensity_buckets(propensity, num_buckets: int = 5, *, reference=None) -> np.ndarray:
     """Per-cluster quantile bucket of each user's ``ê_c(x)`` (notes §5.3.4).
 
-    Edges are the ``b / B`` quantiles of column c over the evaluation users; a
-    value equal to an inner edge goes to the upper bucket. Heavy ties (clipped
-    propensities) can leave a bucket empty; the protocol reports that.
+    Edges are the ``b / B`` quantiles of column c over the evaluation users (or
+    over ``reference``); a value equal to an inner edge goes to the upper
+    bucket. Heavy ties (clipped propensities) can leave a bucket empty; the
+    protocol reports that.
 
     Args:
       propensity: ``[U, K]`` propensities.
       num_buckets: ``B``.
+      reference: optional ``[U', K]`` propensities whose quantiles give the
+        edges (e.g. the observational users', to bucket a randomized arm the
+        same way).
 
     Returns:
       ``[U, K]`` int bucket ids in ``[0, B)``.
@@ -481,7 +492,10 @@ def propensity_buckets(propensity, num_buckets: int = 5) -> np.ndarray:
         raise ValueError(f"propensity must be [U, K]; got shape {e.shape}.")
     if num_buckets < 1:
         raise ValueError(f"num_buckets must be >= 1; got {num_buckets}.")
-    q = np.quantile(e, np.linspace(0, 1, num_buckets + 1)[1:-1], axis=0)  # [B-1, K]
+    ref = e if reference is None else np.asarray(reference, np.float64)
+    if ref.ndim != 2 or ref.shape[1] != e.shape[1]:
+        raise ValueError(f"reference must be [U', K={e.shape[1]}]; got shape {ref.shape}.")
+    q = np.quantile(ref, np.linspace(0, 1, num_buckets + 1)[1:-1], axis=0)  # [B-1, K]
     return np.sum(e[None, :, :] >= q[:, None, :], axis=0)
 
 
@@ -517,7 +531,14 @@ class GroupedAUUC(NamedTuple):
 
 
 def grouped_auuc(
-    score, exposure, outcome, propensity, *, num_buckets: int = 5, n_min: int = 30
+    score,
+    exposure,
+    outcome,
+    propensity,
+    *,
+    num_buckets: int = 5,
+    n_min: int = 30,
+    buckets=None,
 ) -> GroupedAUUC:
     """Non-personalized grouped AUUC over treatment clusters within propensity buckets.
 
@@ -542,6 +563,9 @@ def grouped_auuc(
       propensity: ``[U, K]`` ``ê_c(x_u)`` in (0, 1).
       num_buckets: ``B`` quantile buckets of ``ê_c``.
       n_min: positivity threshold per side of a cell.
+      buckets: optional ``[U, K]`` int bucket ids in ``[0, B)`` replacing the
+        quantile buckets of ``propensity`` (a randomized arm: bucket by the
+        observational ``ê_c(x)``, weight by the known design propensity).
 
     Returns:
       A ``GroupedAUUC``.
@@ -573,7 +597,17 @@ def grouped_auuc(
         raise ValueError(f"n_min must be >= 1; got {n_min}.")
     if np.any(ex & ~np.isfinite(s)):
         raise ValueError("score must be finite wherever exposure is True.")
-    buckets = propensity_buckets(e, num_buckets)
+    if buckets is None:
+        buckets = propensity_buckets(e, num_buckets)
+    else:
+        buckets = np.asarray(buckets)
+        if buckets.shape != ex.shape or not np.issubdtype(buckets.dtype, np.integer):
+            raise ValueError(
+                f"buckets must be an int [U, K]={ex.shape} array; got {buckets.dtype} "
+                f"{buckets.shape}."
+            )
+        if buckets.size and (buckets.min() < 0 or buckets.max() >= num_buckets):
+            raise ValueError(f"buckets must lie in [0, num_buckets={num_buckets}).")
     k = ex.shape[1]
     shape = (num_buckets, k)
     cell_u, cell_s = np.full(shape, np.nan), np.full(shape, np.nan)
@@ -626,6 +660,57 @@ def grouped_auuc(
         kept=kept,
         dropped_fraction=dropped,
     )
+
+
+class CellAgreement(NamedTuple):
+    """Agreement of two ``[B, K]`` tables of cell uplifts over the cells both keep.
+
+    Attributes:
+      n_cells: cells finite in both tables.
+      correlation: Pearson correlation (NaN with fewer than 3 cells or no spread).
+      rmse: root mean squared difference.
+      mean_error: mean of ``estimate − reference`` (the bias).
+    """
+
+    n_cells: int
+    correlation: float
+    rmse: float
+    mean_error: float
+
+
+def cell_agreement(reference, estimate) -> CellAgreement:
+    """How closely estimated cell uplifts ``U_bc`` follow reference ones (protocol check).
+
+    Used to validate the observational IPW cells of ``grouped_auuc`` against
+    the cells of a randomized arm or against exact simulator effects.
+
+    Args:
+      reference: ``[B, K]`` reference cell uplifts (NaN where absent).
+      estimate: ``[B, K]`` estimated cell uplifts (NaN where absent).
+
+    Returns:
+      A ``CellAgreement``.
+
+    Example:
+      >>> import numpy as np
+      >>> ref = np.array([[0.1, 0.2, np.nan], [0.3, 0.0, 0.05]])
+      >>> a = cell_agreement(ref, ref + 0.01)
+      >>> a.n_cells, round(a.rmse, 3), round(a.correlation, 3)
+      (5, 0.01, 1.0)
+    """
+    r = np.asarray(reference, np.float64)
+    e = np.asarray(estimate, np.float64)
+    if r.shape != e.shape:
+        raise ValueError(f"reference and estimate must share a shape; got {r.shape}, {e.shape}.")
+    ok = np.isfinite(r) & np.isfinite(e)
+    n = int(ok.sum())
+    if n == 0:
+        return CellAgreement(0, float("nan"), float("nan"), float("nan"))
+    d = e[ok] - r[ok]
+    corr = float("nan")
+    if n >= 3 and np.ptp(r[ok]) > 0 and np.ptp(e[ok]) > 0:
+        corr = float(np.corrcoef(r[ok], e[ok])[0, 1])
+    return CellAgreement(n, corr, float(np.sqrt(np.mean(d**2))), float(np.mean(d)))
 
 
 # ---------------------------------------------------------------- budget replay
