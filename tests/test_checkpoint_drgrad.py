@@ -1,0 +1,138 @@
+"""Checkpoint and resume of the DRGrad trainer, and run-to-run determinism."""
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import drgrad_jax
+from drgrad_jax import data, models
+
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def synth():
+    # 96 training rows in batches of 32: 3 steps per epoch, 3 epochs, 9 steps.
+    return data.drgrad_synthetic("conflict", 96, 64, 64, dim=4, num_sines=0, seed=1)
+
+
+def _model(d, hidden=(8,)):
+    return functools.partial(
+        models.SplitMMoE, d.vocab_sizes, d.num_dense, 2, num_experts=2, expert_hidden=hidden
+    )
+
+
+def _config(d, method="drgrad", hidden=(8,)):
+    model = _model(d, hidden)
+    if method == "drgrad":
+        tx = drgrad_jax.drgrad(model(rngs=nnx.Rngs(0)).drgrad_towers(), num_tasks=2)
+    else:
+        tx = drgrad_jax.pcgrad(seed=0)
+    return drgrad_jax.TrainConfig(model, optax.adam(1e-2), tx, batch_size=32, num_epochs=3)
+
+
+@pytest.fixture(scope="module")
+def trainer(synth):
+    return drgrad_jax.make_train(_config(synth), synth)
+
+
+@pytest.fixture(scope="module")
+def fresh(synth):
+    """The same configuration built again, as a new process would after a restart."""
+    return drgrad_jax.make_train(_config(synth), synth)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(trainer):
+    state, _ = trainer.run(trainer.init(jax.random.key(SEED)), trainer.total_steps)
+    return state
+
+
+def _assert_identical(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_run_in_pieces_equals_one_run(trainer, uninterrupted):
+    assert trainer.steps_per_epoch == 3 and trainer.total_steps == 9
+    state = trainer.init(jax.random.key(SEED))
+    for n in (2, 2, 4, 1):  # crosses the epoch boundaries at 3 and 6 mid-piece
+        state, _ = trainer.run(state, n)
+    _assert_identical(state, uninterrupted)
+
+
+@pytest.mark.parametrize("stop", [1, 4, 6])
+def test_resume_from_checkpoint_is_bit_identical(trainer, fresh, uninterrupted, tmp_path, stop):
+    """Stop after ``stop`` steps (4: mid-epoch), save, restore in a fresh trainer, finish."""
+    state, _ = trainer.run(trainer.init(jax.random.key(SEED)), stop)
+    trainer.save(tmp_path / "ckpt", state)
+    del state
+    restored = fresh.restore(tmp_path / "ckpt")
+    assert int(restored.step) == stop
+    restored, _ = fresh.run(restored, fresh.total_steps - stop)
+    _assert_identical(restored, uninterrupted)
+    mu = drgrad_jax.mixing_weights(restored.opt_state)
+    assert mu is not None and np.all(np.isfinite(mu))
+
+
+@pytest.fixture(scope="module")
+def whole(trainer):
+    return jax.jit(trainer)(jax.random.key(SEED))
+
+
+def test_step_wise_run_matches_whole_run(synth, trainer, uninterrupted, whole):
+    """``train(key)`` and ``init``+``run`` visit the same batches in the same order."""
+    for x, y in zip(jax.tree.leaves(whole.params), jax.tree.leaves(uninterrupted.params)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    auc, loss = trainer.evaluate(uninterrupted, drgrad_jax.device_splits(synth)[2])
+    np.testing.assert_allclose(auc, whole.test_auc[-1], atol=1e-5)
+    np.testing.assert_allclose(loss, whole.test_loss[-1], rtol=1e-5)
+    assert whole.skipped.tolist() == [0, 0, 0]
+
+
+def test_two_runs_with_the_same_seed_give_identical_metrics(fresh, whole):
+    """Two separately built and compiled runs with one seed agree exactly."""
+    again = jax.jit(fresh)(jax.random.key(SEED))
+    _assert_identical(again, whole)
+    assert np.all(np.isfinite(whole.val_auc))
+    other_seed = jax.jit(fresh)(jax.random.key(SEED + 1))
+    assert not np.array_equal(other_seed.val_auc, whole.val_auc)
+
+
+def test_checkpoint_of_another_config_is_refused(synth, trainer, tmp_path):
+    state = trainer.init(jax.random.key(0))
+    trainer.save(tmp_path / "ckpt", state)
+    wider = drgrad_jax.make_train(_config(synth, hidden=(16,)), synth)
+    with pytest.raises(ValueError, match="different configuration") as err:
+        wider.restore(tmp_path / "ckpt")
+    msg = str(err.value)
+    assert "expert_hidden=(8,)" in msg and "expert_hidden=(16,)" in msg
+    assert "shape (4, 8)" in msg or "(8,)" in msg
+    other_method = drgrad_jax.make_train(_config(synth, method="pcgrad"), synth)
+    with pytest.raises(ValueError, match="checkpoint DRGradState.*here PCGradState"):
+        other_method.restore(tmp_path / "ckpt")
+    other_batch = drgrad_jax.make_train(dataclasses.replace(_config(synth), batch_size=16), synth)
+    with pytest.raises(ValueError, match="config.batch_size: checkpoint 32, here 16"):
+        other_batch.restore(tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        trainer.restore(tmp_path / "nothing")
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(ValueError, match="not a drgrad_jax checkpoint"):
+        trainer.restore(tmp_path / "junk")
+
+
+def test_run_past_the_end_and_bad_arguments(trainer):
+    state = trainer.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="passes total_steps=9"):
+        trainer.run(state, 10)
+    with pytest.raises(ValueError, match="num_steps must be >= 0"):
+        trainer.run(state, -1)
+    with pytest.raises(TypeError, match="state must be a TrainState"):
+        trainer.run({"step": 0}, 1)
