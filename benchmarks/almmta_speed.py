@@ -7,7 +7,10 @@ hits them alike (default network sizes of the design notes, L = 20):
 * ``separate``: the naive loop, two separately jitted calls per iteration (the
   adversary step with its own forward pass, then the generator step);
 * ``grl``: the jitted ``mode="grl"`` step (the full min-max objective);
-* ``outcome_only``: the same backbone trained on ``L_y`` alone.
+* ``outcome_only``: the same backbone trained on ``L_y`` alone;
+* ``joint_drgrad``: the joint step with ``balancer="drgrad"`` (three backward
+  passes, one per loss term, then the routing), reported as
+  ``drgrad_over_joint`` without a target.
 
 Targets: separate_over_joint >= 1.25 and minmax_over_outcome_only <= 1.6.
 Attribution throughput: journeys per second of ``attribute`` (deletion, every
@@ -47,6 +50,11 @@ def build(batch: int, max_len: int = 20, seed: int = 0):
     grl_cfg = am.TrainConfig(mc, mode="grl", batch_size=batch, lr_warmup_steps=1)
     grl = bind(make_step(grl_cfg, graphdef))
     outcome = bind(make_step(grl_cfg, graphdef, outcome_only=True))
+    bal_cfg = am.TrainConfig(
+        mc, mode="simultaneous", batch_size=batch, lr_warmup_steps=1, balancer="drgrad"
+    )
+    balanced = bind(make_step(bal_cfg, graphdef))
+    bal_state = state._replace(balancer_state=am.head_balancer().init(state.params))
 
     def separate(s, b):
         s, _ = adv(s, b)
@@ -57,8 +65,11 @@ def build(batch: int, max_len: int = 20, seed: int = 0):
         "separate": separate,
         "grl": grl,
         "outcome_only": outcome,
+        "joint_drgrad": balanced,
     }
-    return fns, (state, data), graphdef, data
+    args = {k: (state, data) for k in fns}
+    args["joint_drgrad"] = (bal_state, data)
+    return fns, args, graphdef, data
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -68,15 +79,17 @@ def main(argv: list[str] | None = None) -> dict:
     fns, fargs, graphdef, data = build(batch)
     print(f"[almmta_speed] batch {batch}, L 20, d 64, backend {jax.default_backend()}")
     start = time.perf_counter()
-    res = _common.time_interleaved(fns, {k: fargs for k in fns}, rounds=rounds, iters=iters)
+    res = _common.time_interleaved(fns, fargs, rounds=rounds, iters=iters)
     for name, rec in res.items():
         print(f"  {name:>13}: compile {rec['compile_s']:.2f}s  step {1e3 * rec['median_s']:.2f} ms")
     ratios = {
         "separate_over_joint": res["separate"]["median_s"] / res["joint"]["median_s"],
         "minmax_over_outcome_only": res["grl"]["median_s"] / res["outcome_only"]["median_s"],
     }
+    drgrad_over_joint = res["joint_drgrad"]["median_s"] / res["joint"]["median_s"]
+    print(f"  drgrad_over_joint = {drgrad_over_joint:.3f} (balancer cost, no target)")
     # Attribution: deletion uplift of every touch of every journey of one batch.
-    state = fargs[0]
+    state = fargs["joint"][0]
     model = nnx.merge(graphdef, state.adv_params, state.params)
     attr = _common.time_fn(lambda: am.attribute(model, data).uplift, iters=iters)
     journeys_per_s = batch / attr["median_s"]
@@ -93,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {
         "ratios": ratios,
         "attribution_journeys_per_s": journeys_per_s,
+        "drgrad_over_joint": drgrad_over_joint,
         "step_ms": {k: 1e3 * v["median_s"] for k, v in res.items()},
         "compile_s": {k: v["compile_s"] for k, v in res.items()},
         "batch": batch,

@@ -256,6 +256,32 @@ def test_queue_ring_buffer_and_momentum_key_encoder(trainer, batch):
     assert not np.allclose(s2.queue[: 2 * B - cfg.queue_size], s1.queue[: 2 * B - cfg.queue_size])
 
 
+def test_traced_loss_weights_lanes_equal_the_config_constants(trainer, data, start, batch):
+    """One vmapped program over LossWeights lanes reproduces separately configured steps."""
+    cfg = _config()
+    graphdef = am.split_model(am.ALMMTA(MODEL, rngs=nnx.Rngs(0)))[0]
+    raw = am.make_step(cfg, graphdef)
+    sched = lambda s: am.adversary_weight(s, cfg.lambda_max, cfg.warmup_steps, trainer.total_steps)
+    weights = am.LossWeights(
+        alpha=jnp.array([cfg.alpha, 0.5]),
+        beta=jnp.array([cfg.beta, 0.0]),
+        proxy_on_negatives=jnp.array([False, True]),
+    )
+    lanes, _ = jax.jit(jax.vmap(lambda w: raw(start, batch, schedule=sched, weights=w)))(weights)
+    ref0, _ = trainer.step(start, batch)
+    other = am.make_trainer(_config(alpha=0.5, beta=0.0, proxy_on_negatives=True), data)
+    ref1, _ = other.step(start, batch)
+    for lane, ref in ((0, ref0), (1, ref1)):
+        got = jax.tree.map(lambda a, lane=lane: a[lane], lanes)
+        _leaves_close(got.params, ref.params)
+        _leaves_close(got.adv_params, ref.adv_params)
+    # The two lanes really differ (the weights reached the losses).
+    kernel = jax.tree.leaves(lanes.params["mediator_mlp"])[-1]
+    assert not np.allclose(kernel[0], kernel[1])
+    with pytest.raises(TypeError, match="LossWeights"):
+        raw(start, batch, schedule=sched, weights={"alpha": 1.0})
+
+
 # --- DRGrad balancing of the outcome and proxy heads -----------------------------
 
 
