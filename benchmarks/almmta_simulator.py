@@ -561,7 +561,9 @@ def markdown(payload: dict) -> str:
             "truth Spearman | truth RMSE | top-1 | cluster-effect RMSE | cluster-effect Spearman |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for name, r in res.items():
+        order = [TRUTH, *ALL_METHODS]  # a JSON round trip sorts the keys
+        for name in sorted(res, key=lambda m: order.index(m) if m in order else len(order)):
+            r = res[name]
             lines.append(
                 f"| {name} | {_pm(r, 'auc')} | {_pm(r, 'gauc')} | {_pm(r, 'avg_grouped_auuc')} | "
                 f"{_pm(r, 'rct_avg_grouped_auuc')} | {_pm(r, 'rct_exact_avg_grouped_auuc')} | "
