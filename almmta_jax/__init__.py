@@ -84,9 +84,11 @@ from almmta_jax._src.baselines import fit_dml as fit_dml
 from almmta_jax._src.baselines import journey_balancing_weights as journey_balancing_weights
 from almmta_jax._src.baselines import make_baseline_train as make_baseline_train
 from almmta_jax._src.metrics import BudgetReplay as BudgetReplay
+from almmta_jax._src.metrics import CellAgreement as CellAgreement
 from almmta_jax._src.metrics import GroupedAUUC as GroupedAUUC
 from almmta_jax._src.metrics import auuc as auuc
 from almmta_jax._src.metrics import budget_replay as budget_replay
+from almmta_jax._src.metrics import cell_agreement as cell_agreement
 from almmta_jax._src.metrics import channel_roi as channel_roi
 from almmta_jax._src.metrics import cluster_exposure_scores as cluster_exposure_scores
 from almmta_jax._src.metrics import exposure_propensity as exposure_propensity
@@ -174,6 +176,8 @@ __all__: list[str] = [
     "attribute_baseline",
     "auuc",
     "budget_replay",
+    "CellAgreement",
+    "cell_agreement",
     "channel_bags",
     "channel_roi",
     "cluster_exposure_scores",
