@@ -48,6 +48,7 @@ from almmta_jax import (
     SimConfig,
     TrainConfig,
     attribute,
+    cell_agreement,
     cluster_log_frequency,
     fit_propensity,
     ipw_weights,
@@ -57,7 +58,6 @@ from almmta_jax import (
     simulate_cdp,
 )
 from almmta_jax._src import baselines as bl
-from almmta_jax._src.metrics import cell_agreement
 from benchmarks import _common
 
 CLUSTER_FIELD = 1

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from almmta_jax import metrics
-from almmta_jax._src.metrics import cell_agreement
+from almmta_jax import cell_agreement, metrics
 
 # ------------------------------------------------------------- slow references
 
