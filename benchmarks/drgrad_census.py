@@ -18,13 +18,16 @@ The table with the split is written between the ``drgrad`` markers of
 ``benchmarks/RESULTS.md`` (full mode with every row only; ``--results PATH``
 overrides).
 
-Usage: ``python -m benchmarks.drgrad_census [--quick] [--json PATH] [--data DIR]``
+``--from-json PATH`` re-renders that span from a saved full-run JSON.
+
+Usage: ``python -m benchmarks.drgrad_census [--quick] [--json PATH] [--data DIR] [--from-json PATH]``
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import pathlib
 import time
 
@@ -229,7 +232,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--methods", default=None, help="';'-separated subset of rows")
     p.add_argument("--lrs", default=None, help="comma-separated learning-rate grid")
     p.add_argument("--results", default=None, help="RESULTS.md to update (full mode default)")
+    p.add_argument(
+        "--from-json",
+        default=None,
+        help="re-render RESULTS.md from a saved full-run JSON instead of training",
+    )
     args = p.parse_args(argv)
+    if args.from_json:
+        payload = json.loads(pathlib.Path(args.from_json).read_text())
+        if payload.get("quick"):
+            raise ValueError(
+                f"--from-json {args.from_json}: a quick-mode run; RESULTS.md holds full runs."
+            )
+        write_results_md(payload["markdown"], pathlib.Path(args.results or RESULTS_MD))
+        return payload
     q = args.quick
     seeds = args.seeds or (2 if q else 5)
     epochs = args.epochs or (1 if q else 6)

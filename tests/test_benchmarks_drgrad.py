@@ -39,3 +39,20 @@ def test_paired_t_matches_numpy_formula():
     assert got["t"] == pytest.approx(t, rel=1e-9)
     assert got["mean_diff"] == pytest.approx(diff.mean())
     assert 0.0 <= got["p_value"] <= 1.0 and got["n"] == 6
+
+
+def test_from_json_rerenders_only_a_full_run(tmp_path):
+    import json
+
+    import pytest
+
+    md = tmp_path / "RESULTS.md"
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps({"quick": False, "markdown": "| full table |"}))
+    drgrad_census.main(["--from-json", str(full), "--results", str(md)])
+    assert "| full table |" in md.read_text()
+    quick = tmp_path / "quick.json"
+    quick.write_text(json.dumps({"quick": True, "markdown": "| quick |"}))
+    with pytest.raises(ValueError, match="quick-mode run"):
+        drgrad_census.main(["--from-json", str(quick), "--results", str(md)])
+    assert "| quick |" not in md.read_text()
