@@ -764,6 +764,8 @@ def main(argv: list[str] | None = None) -> dict:
             res, c, val = run_world(cfg, sizes, ms, runner, seed, label)
             per_seed[label].append(res)
             validation[label].append(val)
+            if args.json:  # long runs keep what they have measured so far
+                _common.write_json(f"{args.json}.partial", {"per_seed": per_seed})
             if curves is None:
                 curves = c
     worlds = {label: aggregate(rs) for label, rs in per_seed.items()}

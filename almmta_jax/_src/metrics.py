@@ -1,6 +1,11 @@
 """Evaluation of multi-touch attribution: uplift curves, AUUC, Qini, the bucketed
 grouped-AUUC protocol, k-means treatment clusters and the budget replay.
 
+``cell_agreement`` checks the protocol itself: the observational IPW cell
+uplifts against those of a randomized arm (bucketed by the observational
+``ê_c(x)`` through ``grouped_auuc(..., buckets=...)`` and
+``propensity_buckets(..., reference=...)``) or against exact simulator effects.
+
 Prediction metrics (AUC, gAUC, log-loss) are those of ``drgrad_jax.metrics`` and
 are re-exported by ``almmta_jax.metrics``.
 
