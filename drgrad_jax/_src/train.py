@@ -693,10 +693,11 @@ def make_train(
         new_state = (mtl_state, opt_state)
         if not config.skip_nonfinite:
             return new_params, new_state, losses, jnp.asarray(True)
-        # Finite losses and combined gradient, and the update they make, or no step.
+        # Finite losses, combined gradient, new parameters and transform state, or no step.
         ok = jnp.all(jnp.isfinite(losses))
-        for leaf in jax.tree.leaves((grads, new_params)):
-            ok = ok & jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves((grads, new_params, mtl_state)):
+            if jnp.issubdtype(leaf.dtype, jnp.inexact):
+                ok = ok & jnp.all(jnp.isfinite(leaf))
         new_params = optax.tree.where(ok, new_params, params)
         new_state = optax.tree.where(ok, new_state, state)
         return new_params, new_state, losses, ok
