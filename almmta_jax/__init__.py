@@ -43,6 +43,11 @@ from almmta_jax._src.losses import proxy_loss as proxy_loss
 from almmta_jax._src.networks import ALMMTA as ALMMTA
 from almmta_jax._src.networks import Encoded as Encoded
 from almmta_jax._src.networks import ModelConfig as ModelConfig
+from almmta_jax._src.parallel import data_parallel_step as data_parallel_step
+from almmta_jax._src.parallel import keep_if_finite as keep_if_finite
+from almmta_jax._src.parallel import restore_checked as restore_checked
+from almmta_jax._src.parallel import shard_state as shard_state
+from almmta_jax._src.parallel import state_sharding as state_sharding
 from almmta_jax._src.propensity import PropensityModel as PropensityModel
 from almmta_jax._src.propensity import cluster_counts as cluster_counts
 from almmta_jax._src.propensity import cluster_log_frequency as cluster_log_frequency
@@ -142,6 +147,7 @@ __all__: list[str] = [
     "build_reference_pool",
     "cluster_counts",
     "cluster_log_frequency",
+    "data_parallel_step",
     "confusion_loss",
     "fit_propensity",
     "frontdoor_sum",
@@ -151,6 +157,7 @@ __all__: list[str] = [
     "info_nce_loss",
     "init_state",
     "ipw_weights",
+    "keep_if_finite",
     "make_step",
     "make_train",
     "make_trainer",
@@ -160,8 +167,11 @@ __all__: list[str] = [
     "proxy_loss",
     "random_journeys",
     "restore_checkpoint",
+    "restore_checked",
     "save_checkpoint",
+    "shard_state",
     "split_model",
+    "state_sharding",
     # evaluation: metrics and baselines
     "BaselineConfig",
     "BaselineRun",

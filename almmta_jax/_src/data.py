@@ -481,6 +481,7 @@ def journey_batches(
     epochs: int = 1,
     as_jax: bool = False,
     start_batch: int = 0,
+    validate: bool = True,
 ) -> Iterator[JourneyBatch]:
     """Streams fixed-size ``JourneyBatch`` es with a seeded shuffle buffer.
 
@@ -508,6 +509,10 @@ def journey_batches(
         over all epochs), to resume a run mid-epoch from a checkpoint taken after
         that many steps. The skipped batches are still drawn (so the shuffle
         continues exactly) but never copied to the device.
+      validate: check every shard with ``validate_journeys`` (padding rows
+        allowed) as it enters the buffer, so a NaN, an empty journey or a
+        non-binary outcome stops the stream with an error naming the shard
+        instead of reaching the parameters.
 
     Yields:
       ``JourneyBatch`` es with leading axis ``batch_size``.
@@ -545,21 +550,25 @@ def journey_batches(
         if hasattr(shards, "__len__") and hasattr(shards, "__getitem__") and shuffle_buffer != 0:
             seq, order = shards, rng.permutation(len(shards))
             shards = (seq[int(i)] for i in order)
-        for batch in _epoch(shards, bs, rng, shuffle_buffer, drop_last):
+        for batch in _epoch(shards, bs, rng, shuffle_buffer, drop_last, validate):
             if skip:
                 skip -= 1
                 continue
             yield jax.device_put(batch) if as_jax else batch
 
 
-def _epoch(shards, bs, rng, shuffle_buffer, drop_last):
+def _epoch(shards, bs, rng, shuffle_buffer, drop_last, validate):
     buf: JourneyBatch | None = None
     keep = np.inf if shuffle_buffer is None else int(shuffle_buffer)
-
-    for shard in shards:
+    for i, shard in enumerate(shards):
         if not isinstance(shard, JourneyBatch):
             raise TypeError(f"shards must be JourneyBatch es, got {type(shard).__name__}.")
         shard = _as_numpy(shard)
+        if validate:
+            try:
+                validate_journeys(shard, allow_padding_rows=True)
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"source shard {i} (in stream order): {err}") from err
         buf = shard if buf is None else _concat([buf, shard])
         if keep > 0 and np.isfinite(keep):
             buf = _take(buf, rng.permutation(_num_rows(buf)))
