@@ -225,6 +225,28 @@ def subsample(d: data.MultiTaskData, n_train: int, n_eval: int) -> data.MultiTas
     )
 
 
+def cached_run(method: Method, d: data.MultiTaskData, kw: dict, cache, split: str) -> dict:
+    """``run_method``, reusing a row finished earlier with the same settings under ``cache``."""
+    if cache is None:
+        return run_method(method, d, **kw)
+    key = {
+        "method": method.name,
+        "split": split,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()},
+    }
+    slug = "".join(c if c.isalnum() else "_" for c in method.name)
+    path = cache / f"{slug}.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            print(f"  {method.name:<28s} (cached in {path})")
+            return saved["result"]
+    result = run_method(method, d, **kw)
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "result": result}))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=None, help="default 2 quick, 5 full")
@@ -232,6 +254,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--methods", default=None, help="';'-separated subset of rows")
     p.add_argument("--lrs", default=None, help="comma-separated learning-rate grid")
     p.add_argument("--results", default=None, help="RESULTS.md to update (full mode default)")
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="directory keeping each finished row, so an interrupted run resumes",
+    )
     p.add_argument(
         "--from-json",
         default=None,
@@ -263,7 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
     wanted = args.methods.split(";") if args.methods else (QUICK if q else [m.name for m in rows])
     rows = [m for m in rows if m.name in wanted]
     kw = dict(seeds=seeds, epochs=epochs, batch_size=256 if q else 512, lrs=lrs)
-    results = {m.name: run_method(m, d, **kw) for m in rows}
+    cache = pathlib.Path(args.cache) if args.cache else None
+    results = {m.name: cached_run(m, d, kw, cache, d.description) for m in rows}
 
     drg = results.get("DRGrad (paper mode)")
     tests = {}

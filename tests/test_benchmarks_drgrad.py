@@ -56,3 +56,21 @@ def test_from_json_rerenders_only_a_full_run(tmp_path):
     with pytest.raises(ValueError, match="quick-mode run"):
         drgrad_census.main(["--from-json", str(quick), "--results", str(md)])
     assert "| quick |" not in md.read_text()
+
+
+def test_cached_run_reuses_a_row_only_with_the_same_settings(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(method, d, **kw):
+        calls.append(kw["lrs"])
+        return {"task1_auc_mean": 0.5 + len(calls)}
+
+    monkeypatch.setattr(drgrad_census, "run_method", fake_run)
+    row = drgrad_census.Method("MMoE", None)
+    kw = dict(seeds=2, epochs=1, batch_size=8, lrs=(1e-3,))
+    first = drgrad_census.cached_run(row, None, kw, tmp_path, "split A")
+    again = drgrad_census.cached_run(row, None, kw, tmp_path, "split A")
+    assert first == again and len(calls) == 1
+    drgrad_census.cached_run(row, None, {**kw, "lrs": (3e-3,)}, tmp_path, "split A")
+    drgrad_census.cached_run(row, None, kw, tmp_path, "split B")
+    assert len(calls) == 3
