@@ -35,6 +35,7 @@ and reused for every seed and world (same shapes).
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
 
@@ -538,13 +539,18 @@ def _fmt(v, digits=4):
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _invocations(payload: dict) -> str:
+    n = payload.get("invocations", 1)
+    return "" if n == 1 else f", summed over {n} invocations run side by side"
+
+
 def markdown(payload: dict) -> str:
     n = payload["seeds"]
     lines = [
         "## ALM-MTA on the CDP simulator (`python -m benchmarks.almmta_simulator`)",
         "",
         f"Mode: {payload['mode']} ({payload['wall_seconds'] / 60:.1f} min wall on the shared "
-        f"2-core machine); world: {payload['sizes']}. Mean ± std over {n} seeds (seed s: its "
+        f"2-core machine{_invocations(payload)}); world: {payload['sizes']}. Mean ± std over {n} seeds (seed s: its "
         "own simulated world and training key). Grouped AUUC is the oracle-normalized score of "
         "notes §5.3 (random 0.5, oracle 1; not causalml's); *RCT* recomputes it on the "
         "randomized arm (same observational buckets, difference in means; *exact*: outcome "
@@ -720,6 +726,26 @@ def _summary(worlds: dict, per_seed: dict, payload: dict) -> list[str]:
     return out
 
 
+def merge_payloads(payloads: list[dict]) -> dict:
+    """The first payload with the methods that only later ones ran added to its worlds."""
+    first = payloads[0]
+    for other in payloads[1:]:
+        if (other["mode"], other["seeds"], other["sizes"]) != (
+            first["mode"],
+            first["seeds"],
+            first["sizes"],
+        ):
+            raise ValueError("payloads to merge must share mode, seeds and sizes")
+        for world, res in other["worlds"].items():
+            target = first["worlds"].setdefault(world, {})
+            for name, rec in res.items():
+                target.setdefault(name, rec)
+        first["wall_seconds"] += other["wall_seconds"]
+        first["invocations"] = first.get("invocations", 1) + 1
+    first["results"] = first["worlds"]["default"]
+    return first
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--medium", action="store_true", help="between quick and full sizes")
@@ -728,7 +754,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--methods", default=None, help="comma-separated (default: by mode)")
     p.add_argument("--seeds", type=int, default=3, help="seeds (worlds and training keys)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument(
+        "--render",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="only rewrite RESULTS.md from saved payloads of runs with the same mode and seeds "
+        "(rows of later files fill in methods the first lacks)",
+    )
     args = p.parse_args(argv)
+    if args.render:
+        payload = merge_payloads([json.loads(pathlib.Path(f).read_text()) for f in args.render])
+        if not args.no_results:
+            write_results_section(markdown(payload))
+        _common.write_json(args.json, payload)
+        return payload
     mode = "quick" if args.quick else "medium" if args.medium else "full"
     sizes = MODES[mode]
     if args.methods is None:
