@@ -22,4 +22,5 @@ SLOW_BENCHMARKS = [
     "almmta_criteo",
     "drgrad_synthetic",
     "drgrad_census",
+    "stability",
 ]
