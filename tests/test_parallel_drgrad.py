@@ -179,3 +179,27 @@ def test_mesh_argument_errors(synth):
         drgrad_jax.make_train(config, synth, mesh=drgrad_jax.parallel.make_mesh(3))
     with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
         drgrad_jax.make_train(config, synth, mesh="data")
+
+
+@pytest.mark.slow
+def test_stability_benchmark_smoke(tmp_path):
+    """``benchmarks.stability`` in miniature (DRGrad part): runs, stays finite, writes JSON.
+
+    The ALM-MTA part runs in ``python -m benchmarks.stability --quick``; its trainer
+    is covered by tests/test_almmta_train.py.
+    """
+    import json
+
+    from benchmarks import stability
+
+    path = tmp_path / "stability.json"
+    argv = ["--quick", "--only", "drgrad", "--drgrad-steps", "300", "--json", str(path)]
+    out = stability.main(argv)
+    saved = json.loads(path.read_text())
+    assert saved["drgrad"]["steps"] == 300 and "almmta" not in saved
+    rec = out["drgrad"]
+    assert rec["diverged_at_step"] is None and len(rec["chunks"]) == 3
+    assert all(c["finite"] and c["skipped"] == 0 for c in rec["chunks"])
+    assert rec["chunks"][-1]["loss"][0] < rec["chunks"][0]["loss"][0]
+    mu = rec["chunks"][-1]["mu"]
+    assert len(mu) == 2 and abs(sum(mu) - 1.0) < 1e-4
