@@ -73,7 +73,6 @@ def test_replicate_puts_full_copy_everywhere():
 
 # --- the data-parallel trainer ------------------------------------------------------
 
-import dataclasses  # noqa: E402
 import functools  # noqa: E402
 
 import optax  # noqa: E402
@@ -91,53 +90,6 @@ def synth():
     return data.drgrad_synthetic("conflict", 256, 64, 64, dim=6, num_sines=0, seed=0)
 
 
-def _config(d, method):
-    model = functools.partial(
-        models.SplitMMoE, d.vocab_sizes, d.num_dense, 2, num_experts=2, expert_hidden=(8,)
-    )
-    towers = model(rngs=nnx.Rngs(0)).drgrad_towers()
-    tx = {
-        "drgrad": drgrad_jax.drgrad(towers, mode="paper", num_tasks=2),
-        "pcgrad": drgrad_jax.pcgrad(seed=0),
-    }[method]
-    return drgrad_jax.TrainConfig(model, optax.adam(1e-2), tx, batch_size=64, num_epochs=2)
-
-
-@pytest.mark.parametrize("method", ["drgrad", "pcgrad"])
-def test_eight_devices_equal_one_device(synth, method):
-    config = _config(synth, method)
-    mesh = drgrad_jax.parallel.make_mesh(8)
-    single = drgrad_jax.make_train(config, synth)
-    multi = drgrad_jax.make_train(config, synth, mesh=mesh)
-    key = jax.random.key(4)
-    s1, l1 = single.run(single.init(key), STEPS)
-    s8, l8 = multi.run(multi.init(key), STEPS)
-    assert int(s8.step) == STEPS and int(s8.skipped) == 0
-    # Parameters and optimizer state live replicated on all 8 devices.
-    for leaf in jax.tree.leaves((s8.params, s8.opt_state)):
-        assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
-    diffs = [
-        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-        for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params))
-    ]
-    MAX_ABS_DIFF[method] = max(diffs)
-    print(f"\n[{method}] max |params 8 devices - 1 device| after {STEPS} steps: {max(diffs):.3g}")
-    assert max(diffs) < 1e-5, diffs
-    # The parameters did move, so the comparison is not between two initial states.
-    init = single.init(key)
-    assert (
-        max(
-            float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-            for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(s1.params))
-        )
-        > 1e-2
-    )
-    np.testing.assert_allclose(l1, l8, rtol=1e-5, atol=1e-6)
-    mu1 = drgrad_jax.mixing_weights(s1.opt_state)
-    if mu1 is not None:
-        np.testing.assert_allclose(mu1, drgrad_jax.mixing_weights(s8.opt_state), atol=1e-5)
-
-
 class _Inspecting(models.SplitMMoE):
     """SplitMMoE that reports the sharding its dense input arrives with."""
 
@@ -148,29 +100,64 @@ class _Inspecting(models.SplitMMoE):
         return super().__call__(cat, dense, user, mu=mu)
 
 
-def test_batch_is_split_over_the_mesh(synth):
-    config = _config(synth, "drgrad")
+def _config(d, method):
     model = functools.partial(
-        _Inspecting, synth.vocab_sizes, synth.num_dense, 2, num_experts=2, expert_hidden=(8,)
+        _Inspecting, d.vocab_sizes, d.num_dense, 2, num_experts=2, expert_hidden=(8,)
     )
-    config = dataclasses.replace(config, model=model)
+    towers = model(rngs=nnx.Rngs(0)).drgrad_towers()
+    tx = {
+        "drgrad": drgrad_jax.drgrad(towers, mode="paper", num_tasks=2),
+        "pcgrad": drgrad_jax.pcgrad(seed=0),
+    }[method]
+    return drgrad_jax.TrainConfig(model, optax.adam(1e-2), tx, batch_size=64, num_epochs=2)
+
+
+def _max_abs_diff(a, b) -> float:
+    return max(
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+
+
+@pytest.mark.parametrize("method", ["drgrad", "pcgrad"])
+def test_eight_devices_equal_one_device(synth, method):
+    config = _config(synth, method)
     mesh = drgrad_jax.parallel.make_mesh(8)
-    trainer = drgrad_jax.make_train(config, synth, mesh=mesh)
+    single = drgrad_jax.make_train(config, synth)
+    multi = drgrad_jax.make_train(config, synth, mesh=mesh)
+    key = jax.random.key(4)
+    s1, l1 = single.run(single.init(key), STEPS)
     _Inspecting.seen.clear()
-    state, _ = trainer.run(trainer.init(jax.random.key(0)), 2)
+    s8, l8 = multi.run(multi.init(key), STEPS)
+    assert int(s8.step) == STEPS and int(s8.skipped) == 0
+    # Every batch reached the model split over the 8 devices, 8 rows each.
     assert _Inspecting.seen, "the model never saw a batch"
     for sharding in _Inspecting.seen:
         assert sharding.spec[0] == "data" and not sharding.is_fully_replicated
         assert sharding.shard_shape((64, synth.num_dense)) == (8, synth.num_dense)
-    # A streamed batch, placed with shard_batch, keeps its sharding into the step.
-    tr = synth.train
-    batch = data.Split(tr.cat[:64], tr.dense[:64], tr.labels[:64], tr.user[:64], None)
-    batch = drgrad_jax.parallel.shard_batch(batch, mesh)
-    assert batch.dense.sharding.spec[0] == "data"
-    state, losses = trainer.step(state, batch)
-    assert losses.shape == (2,) and int(state.step) == 3
-    for leaf in jax.tree.leaves(state.params):
-        assert leaf.sharding.is_fully_replicated
+    # Parameters and optimizer state live replicated on all 8 devices.
+    for leaf in jax.tree.leaves((s8.params, s8.opt_state)):
+        assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
+    diff = _max_abs_diff(s1.params, s8.params)
+    MAX_ABS_DIFF[method] = diff
+    print(f"\n[{method}] max |params 8 devices - 1 device| after {STEPS} steps: {diff:.3g}")
+    assert diff < 1e-5
+    # The parameters did move, so the comparison is not between two initial states.
+    assert _max_abs_diff(single.init(key).params, s1.params) > 1e-2
+    np.testing.assert_allclose(l1, l8, rtol=1e-5, atol=1e-6)
+    mu1 = drgrad_jax.mixing_weights(s1.opt_state)
+    if mu1 is not None:
+        np.testing.assert_allclose(mu1, drgrad_jax.mixing_weights(s8.opt_state), atol=1e-5)
+    if method == "drgrad":
+        # A streamed batch, placed with shard_batch, keeps its sharding into the step.
+        tr = synth.train
+        batch = data.Split(tr.cat[:64], tr.dense[:64], tr.labels[:64], tr.user[:64], None)
+        batch = drgrad_jax.parallel.shard_batch(batch, mesh)
+        assert batch.dense.sharding.spec[0] == "data"
+        state, losses = multi.step(s8, batch)
+        assert losses.shape == (2,) and int(state.step) == STEPS + 1
+        for leaf in jax.tree.leaves(state.params):
+            assert leaf.sharding.is_fully_replicated
 
 
 def test_mesh_argument_errors(synth):
