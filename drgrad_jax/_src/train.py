@@ -219,16 +219,19 @@ def _check_split(split: Any, name: str, data: MultiTaskData) -> None:
         raise TypeError(f"{name} must be a Split; got {type(split).__name__}.")
     n = int(np.shape(split.labels)[0]) if np.ndim(split.labels) else -1
     f, d, k = len(data.vocab_sizes), data.num_dense, data.num_tasks
-    want = {"cat": (n, f), "dense": (n, d), "labels": (n, k)}
+    want = {
+        "cat": ((n, f), "[N, len(data.vocab_sizes)]"),
+        "dense": ((n, d), "[N, data.num_dense]"),
+        "labels": ((n, k), "[N, data.num_tasks]"),
+    }
     if data.num_users and split.user is not None:
-        want["user"] = (n,)
-    for field, shape in want.items():
+        want["user"] = ((n,), "[N]")
+    for field, (shape, rule) in want.items():
         got = np.shape(getattr(split, field))
         if got != shape:
             raise ValueError(
-                f"{name}.{field} has shape {got}; expected {shape} ([N, "
-                f"{dict(cat='len(vocab_sizes)', dense='num_dense', labels='num_tasks', user='')[field]}]"
-                f" with N = {n} rows of {name}.labels)."
+                f"{name}.{field} has shape {got}; expected {shape} ({rule} with N = {n}, "
+                f"the rows of {name}.labels)."
             )
     for field in ("dense", "labels"):
         value = np.asarray(getattr(split, field))
