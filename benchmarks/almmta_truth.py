@@ -1,34 +1,103 @@
-"""How well do ALM-MTA's deletion uplifts track the simulator's exact truth?
+"""How well do ALM-MTA's deletion uplifts track the simulator's exact truth, and when does the adversary help?
 
-Trains ALM-MTA (default settings: GRL adversary, contrastive module, IPW) and the
-same network without the adversary and contrastive terms (λ_max = 0, β = 0) on
-the CDP simulator, then compares each model's per-touch deletion uplift Δ̂ on the
-test split with the exact x-conditional interventional truth ``delta_x``:
-Spearman rank correlation per journey (averaged over journeys whose truth and
-estimate both vary), RMSE and top-1 agreement. Both front-door readings are
-scored: ``ipw_simple`` and ``explicit`` (top-K of a reference pool; the ablation
-uses the whole pool, K = R). Prediction metrics (outcome AUC, adversary AUC,
-proxy AUC, contrastive accuracy) are reported alongside.
+Trains ALM-MTA and ablations on the CDP simulator and compares each model's
+per-touch deletion uplift Δ̂ on the test split with the exact x-conditional
+interventional truth ``delta_x``: Spearman rank correlation per journey
+(averaged over journeys whose truth and estimate both vary), RMSE and top-1
+agreement. Three front-door readings are scored for every model: ``ipw_simple``,
+``explicit`` with the top-K = 8 high-match set of a reference pool, and
+``explicit`` over the whole pool (K = R, no contrastive restriction).
+Prediction metrics (outcome, adversary and proxy AUC) come alongside.
+
+Every setting is one lane of ONE compiled training program: the seeds, λ_max,
+β and the proxy-on-negatives switch are traced (``make_step`` with a
+``schedule`` over a traced λ_max and ``LossWeights``), so a whole sweep compiles
+once per balancer. Figures are mean ± std over the training seeds on one
+simulated world (``--seed``).
+
+Settings (``--study`` adds the sweep rows):
+
+* ``default``: the simulator's proxy y' exists only on uploaders, as the notes
+  prescribe (``proxy_on_negatives=False``);
+* ``leak``: ``proxy_on_negatives=True`` also trains y' = 0 on every non-uploader,
+  which teaches the mediator the label itself (the leak of notes §4.3 the
+  adversary is meant to remove);
+* ``full``: λ_max = 0.3, β = 0.1 (the notes' defaults); ``ablation``: the same
+  network with λ_max = 0 and β = 0;
+* sweep: λ_max ∈ {0, 0.05, 0.1, 0.3, 1}, β on/off separately, both proxy
+  settings, and ``balancer="drgrad"``.
+
+Findings (quick mode, see RESULTS.md between the almmta-truth markers for the
+figures of the last run): FINDINGS
 
 ``--stress-steps N`` instead trains one run for at least N steps on the
 simulator and checks that no parameter or metric becomes NaN and that the
 epoch function compiled once.
 
-Usage: ``python -m benchmarks.almmta_truth [--quick] [--json PATH] [--stress-steps N]``
+Usage: ``python -m benchmarks.almmta_truth [--quick] [--study [--drgrad]] [--seeds N]
+[--json PATH] [--no-results] [--from-json PATH] [--stress-steps N]``
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import pathlib
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from scipy import stats
 
 import almmta_jax as am
 from benchmarks import _common
+
+RESULTS_MD = pathlib.Path(__file__).parent / "RESULTS.md"
+BEGIN, END = "<!-- almmta-truth:begin -->", "<!-- almmta-truth:end -->"
+CLUSTER_FIELD = 1  # column of touch_ids holding the item cluster (SIM_TOUCH_FIELDS)
+TOP_K = 8
+
+
+class Setting(NamedTuple):
+    """One lane of the study: a training configuration on one world."""
+
+    name: str
+    lambda_max: float
+    beta: float
+    proxy_on_negatives: bool
+    balancer: str = "none"
+    # Whether to also score explicit over the whole pool (K = R, the costliest reading).
+    score_all: bool = True
+
+
+def base_settings(quick: bool = False) -> list[Setting]:
+    """The side-by-side rows: full method and ablation, without and with the leak."""
+    return [
+        Setting("default / full", 0.3, 0.1, False),
+        Setting("default / ablation", 0.0, 0.0, False),
+        Setting("leak / full", 0.3, 0.1, True, score_all=not quick),
+        Setting("leak / ablation", 0.0, 0.0, True, score_all=not quick),
+    ]
+
+
+def study_settings(drgrad: bool = False) -> list[Setting]:
+    """The sweep rows added by ``--study`` (``drgrad``: the balancer rows too)."""
+    rows = []
+    for lam in (0.1, 1.0):
+        rows.append(Setting(f"default / λ={lam:g}, β=0.1", lam, 0.1, False, score_all=False))
+    rows.append(Setting("default / λ=0, β=0.1", 0.0, 0.1, False, score_all=False))
+    rows.append(Setting("default / λ=0.3, β=0", 0.3, 0.0, False, score_all=False))
+    if drgrad:
+        rows.append(Setting("default / full + DRGrad", 0.3, 0.1, False, "drgrad"))
+        rows.append(Setting("default / ablation + DRGrad", 0.0, 0.0, False, "drgrad"))
+        rows.append(Setting("leak / full + DRGrad", 0.3, 0.1, True, "drgrad"))
+    return rows
+
+
+# --- scoring ------------------------------------------------------------------------
 
 
 def _spearman_per_journey(est, truth, mask):
@@ -51,14 +120,18 @@ def _score(est, truth, mask):
         "spearman": rho,
         "journeys_scored": n,
         "rmse": float(np.sqrt(np.mean(err**2))),
+        "mean_abs_uplift": float(np.mean(np.abs(est[mask]))),
         "top1_agreement": float(np.mean((top_est == top_true)[valid])),
     }
 
 
-def prepare(quick: bool, seed: int = 0):
+# --- data -----------------------------------------------------------------------------
+
+
+def prepare(quick: bool, seed: int = 0, **sim_overrides):
     """Simulated world, IPW from a fitted propensity, and the train/val/test batches."""
     n_users = 6_000 if quick else 20_000
-    sim_cfg = am.SimConfig.preset("default", n_users=n_users, n_rct=200)
+    sim_cfg = am.SimConfig.preset("default", n_users=n_users, n_rct=200, **sim_overrides)
     sim = am.simulate_cdp(sim_cfg, seed=seed)
     train_rows = sim.split == 0
     k = sim_cfg.n_clusters
@@ -84,60 +157,228 @@ def prepare(quick: bool, seed: int = 0):
     return sim, sim_cfg, prop, log_freq, strip(train), strip(val), strip(test)
 
 
-def _model_config(sim_cfg):
-    return am.ModelConfig(
+def _model_config(sim_cfg, quick: bool):
+    mc = am.ModelConfig(
         vocab_sizes=tuple(sim_cfg.vocab_sizes), d_x=sim_cfg.d_x, max_len=sim_cfg.max_len
     )
+    if quick:
+        # One Transformer layer of width 32: the study's many lanes fit a 2-core machine.
+        mc = dataclasses.replace(mc, d_model=32, ffn_dim=64, num_layers=1)
+    return mc
 
 
-def run_variant(name, cfg, train, val, test, sim, prop, log_freq, pool_size, k_top, seed):
-    start = time.perf_counter()
-    trainer = am.make_trainer(cfg, train, val)
-    state, (steps, evals) = trainer.run_epochs(
-        trainer.init(jax.random.key(seed)), train, cfg.epochs
-    )
-    jax.block_until_ready(state)
-    train_s = time.perf_counter() - start
+# --- one compiled program for every lane ------------------------------------------------
+
+
+def make_sweep(cfg: am.TrainConfig, n_train: int):
+    """``run(keys, lambda_max, weights, data) -> (states, step metrics)`` vmapped over lanes.
+
+    Each lane is a whole ``cfg.epochs`` run (epochs under ``lax.scan``) of the
+    jointly jitted min-max step with its own seed, λ_max and ``LossWeights``.
+    ``cfg`` must have ``beta > 0`` so the contrastive term exists (a lane's β
+    scales it, 0 included).
+    """
+    graphdef = am.split_model(nnx.eval_shape(lambda: am.ALMMTA(cfg.model, rngs=nnx.Rngs(0))))[0]
+    raw_step = am.make_step(cfg, graphdef)
+    spe = n_train // cfg.batch_size
+    total = spe * cfg.epochs
+    warm = spe if cfg.warmup_steps is None else cfg.warmup_steps
+
+    def run(key, lambda_max, weights, data):
+        state = am.init_state(cfg, key)[1]
+        schedule = lambda step: am.adversary_weight(step, 1.0, warm, total) * lambda_max
+
+        def epoch(state, ep):
+            perm = jax.random.permutation(
+                jax.random.fold_in(jax.random.fold_in(state.rng, 1), ep), n_train
+            )
+            order = perm[: spe * cfg.batch_size].reshape(spe, cfg.batch_size)
+
+            def one(state, idx):
+                batch = jax.tree.map(lambda a: a[idx], data)
+                return raw_step(state, batch, schedule=schedule, weights=weights)
+
+            state, ms = jax.lax.scan(one, state, order)
+            return state, jax.tree.map(jnp.mean, ms)
+
+        return jax.lax.scan(epoch, state, jnp.arange(cfg.epochs))
+
+    return jax.jit(jax.vmap(run, in_axes=(0, 0, 0, None)))
+
+
+def score_lane(trainer, state, world, pool_size: int, score_all: bool = True) -> dict:
+    """Test-split prediction metrics and the three front-door readings' truth scores."""
+    truth, prop, log_freq, train, test = world
     model = trainer.model(state)
-    test_rows = np.flatnonzero(sim.split == 2)
-    truth = sim.delta_x[test_rows]
     mask = np.asarray(test.touch_mask)
-    out = {"train_s": train_s, "steps": int(state.step)}
     ev = trainer.evaluate(state, test)
-    out["test"] = {f: float(v) for f, v in zip(ev._fields, ev)}
-    out["last_epoch_val"] = {f: float(v[-1]) for f, v in zip(evals._fields, evals)}
-    out["adversary_auc_by_epoch"] = [float(v) for v in evals.adversary_auc]
+    out = {"test": {f: float(v) for f, v in zip(ev._fields, ev)}}
     simple = am.attribute(model, test, chunk_size=5)
     out["ipw_simple"] = _score(np.asarray(simple.uplift, np.float64), truth, mask)
     ref = jax.tree.map(lambda a: a[:pool_size], train)
-    pool = am.build_reference_pool(model, ref, ref.touch_ids[..., 1])
-    explicit = am.attribute(
-        model,
-        test,
-        frontdoor="explicit",
-        pool=pool,
-        k=k_top,
-        log_propensity=prop(test.x),
-        log_frequency=log_freq,
-        chunk_size=5,
-    )
-    out["explicit"] = _score(np.asarray(explicit.uplift, np.float64), truth, mask)
-    out["finite"] = bool(
-        all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state.params))
-    )
-    print(
-        f"  {name:>22}: spearman ipw_simple {out['ipw_simple']['spearman']:.3f}, "
-        f"explicit {out['explicit']['spearman']:.3f}; test AUC {out['test']['outcome_auc']:.3f}, "
-        f"adversary AUC {out['test']['adversary_auc']:.3f}, proxy AUC {out['test']['proxy_auc']:.3f}"
-        f" ({train_s:.0f}s)",
-        flush=True,
-    )
+    pool = am.build_reference_pool(model, ref, ref.touch_ids[..., CLUSTER_FIELD])
+    log_e = prop(test.x)
+    readings = (("explicit_top8", TOP_K),) + ((("explicit_all", pool_size),) if score_all else ())
+    for name, k in readings:
+        att = am.attribute(
+            model,
+            test,
+            frontdoor="explicit",
+            pool=pool,
+            k=k,
+            log_propensity=log_e,
+            log_frequency=log_freq,
+            chunk_size=5,
+        )
+        out[name] = _score(np.asarray(att.uplift, np.float64), truth, mask)
+    leaves = jax.tree.leaves((state.params, state.adv_params))
+    out["finite"] = bool(all(np.all(np.isfinite(np.asarray(x))) for x in leaves))
     return out
+
+
+READINGS = ("ipw_simple", "explicit_top8", "explicit_all")
+
+
+def summarize(per_seed: list[dict]) -> dict:
+    """Mean and std over seeds of the headline numbers of one setting."""
+    get = {
+        **{f"{r}_spearman": (lambda d, r=r: d[r]["spearman"]) for r in READINGS},
+        **{f"{r}_rmse": (lambda d, r=r: d[r]["rmse"]) for r in READINGS},
+        "ipw_simple_mean_abs_uplift": lambda d: d["ipw_simple"]["mean_abs_uplift"],
+        "outcome_auc": lambda d: d["test"]["outcome_auc"],
+        "adversary_auc": lambda d: d["test"]["adversary_auc"],
+        "proxy_auc": lambda d: d["test"]["proxy_auc"],
+    }
+    out = {}
+    for key, fn in get.items():
+        if key.startswith("explicit_all") and "explicit_all" not in per_seed[0]:
+            nan = float("nan")
+            out[key] = {"mean": nan, "std": nan, "values": [nan] * len(per_seed)}
+            continue
+        vals = np.array([fn(d) for d in per_seed], np.float64)
+        out[key] = {"mean": float(vals.mean()), "std": float(vals.std()), "values": vals.tolist()}
+    out["finite"] = all(d["finite"] for d in per_seed)
+    return out
+
+
+def run_settings(settings, cfg, world, seeds: int, seed: int, pool_size: int) -> dict:
+    """Trains every setting x seed as lanes of one program per balancer and scores them."""
+    train, val = world[3], world[5]
+    results = {}
+    for balancer in sorted({s.balancer for s in settings}):
+        group = [s for s in settings if s.balancer == balancer]
+        bcfg = dataclasses.replace(cfg, balancer=balancer)
+        trainer = am.make_trainer(bcfg, train, val)
+        sweep = make_sweep(bcfg, int(train.y.shape[0]))
+        lanes = [(s, r) for s in group for r in range(seeds)]
+        keys = jnp.stack([jax.random.key(1000 * seed + r) for _, r in lanes])
+        lam = jnp.asarray([s.lambda_max for s, _ in lanes], jnp.float32)
+        weights = am.LossWeights(
+            alpha=jnp.full((len(lanes),), bcfg.alpha, jnp.float32),
+            beta=jnp.asarray([s.beta for s, _ in lanes], jnp.float32),
+            proxy_on_negatives=jnp.asarray([s.proxy_on_negatives for s, _ in lanes]),
+        )
+        start = time.perf_counter()
+        states, steps = sweep(keys, lam, weights, train)
+        jax.block_until_ready(states)
+        train_s = time.perf_counter() - start
+        print(
+            f"  balancer={balancer}: {len(lanes)} lanes x {trainer.total_steps} steps "
+            f"in {train_s:.0f}s (compile included)",
+            flush=True,
+        )
+        start = time.perf_counter()
+        per = {s.name: [] for s in group}
+        for i, (s, _) in enumerate(lanes):
+            state = jax.tree.map(lambda a, i=i: a[i], states)
+            per[s.name].append(score_lane(trainer, state, world[:5], pool_size, s.score_all))
+        print(f"  scored {len(lanes)} lanes in {time.perf_counter() - start:.0f}s", flush=True)
+        for s in group:
+            summary = summarize(per[s.name])
+            results[s.name] = {"setting": s._asdict(), "summary": summary, "per_seed": per[s.name]}
+            print(_line(s.name, summary), flush=True)
+    return results
+
+
+def _pm(stat, digits=3):
+    if not np.isfinite(stat["mean"]):
+        return "–"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _line(name, summary):
+    return (
+        f"  {name:>30}: Spearman ipw_simple {_pm(summary['ipw_simple_spearman'])}, "
+        f"explicit top-8 {_pm(summary['explicit_top8_spearman'])}, "
+        f"explicit all {_pm(summary['explicit_all_spearman'])}; "
+        f"AUC {_pm(summary['outcome_auc'])}, adversary AUC {_pm(summary['adversary_auc'])}"
+    )
+
+
+def results_section(payload: dict) -> str:
+    """The RESULTS.md span: one row per setting, mean ± std over seeds."""
+    rows = [
+        "## ALM-MTA deletion uplifts vs the simulator's exact truth (`python -m benchmarks.almmta_truth`)",
+        "",
+        f"Mode: {'quick' if payload['quick'] else 'full'}{' + study sweep' if payload['study'] else ''}; "
+        f"{payload['train_journeys']} training journeys of one simulated world (seed "
+        f"{payload['seed']}), {payload['epochs']} epochs, batch {payload['batch_size']}, "
+        f"model d={payload['d_model']} with {payload['num_layers']} layer(s); "
+        f"mean ± std over {payload['seeds']} training seeds. Spearman is per journey against "
+        f"`delta_x` on {payload.get('scored_journeys', 600)} test journeys, averaged; explicit uses a pool of "
+        f"{payload['pool_size']} training sequences (top-8, or all of them).",
+        "",
+        "| setting | λ_max | β | proxy on negatives | balancer | Spearman ipw_simple | "
+        "Spearman explicit top-8 | Spearman explicit all | outcome AUC | adversary AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, res in payload["results"].items():
+        s, m = res["setting"], res["summary"]
+        rows.append(
+            f"| {name} | {s['lambda_max']:g} | {s['beta']:g} | "
+            f"{'yes' if s['proxy_on_negatives'] else 'no'} | {s['balancer']} | "
+            f"{_pm(m['ipw_simple_spearman'])} | {_pm(m['explicit_top8_spearman'])} | "
+            f"{_pm(m['explicit_all_spearman'])} | {_pm(m['outcome_auc'])} | "
+            f"{_pm(m['adversary_auc'])} |"
+        )
+    rows += ["", "### Measured answers", ""] + [f"- {a}" for a in payload["answers"]]
+    return "\n".join(rows)
+
+
+def answers(results: dict) -> list[str]:
+    """Full method minus ablation, per setting and reading (the question of the benchmark)."""
+    out = []
+    for world in ("default", "leak"):
+        full, abl = results.get(f"{world} / full"), results.get(f"{world} / ablation")
+        if full is None or abl is None:
+            continue
+        diffs = []
+        for r in READINGS:
+            a = np.array(full["summary"][f"{r}_spearman"]["values"])
+            b = np.array(abl["summary"][f"{r}_spearman"]["values"])
+            d = a - b
+            diffs.append(f"{r} {d.mean():+.3f} ± {d.std():.3f}")
+        out.append(f"{world}: full − ablation Spearman (same seeds): " + ", ".join(diffs) + ".")
+    return out
+
+
+def write_results_section(section: str, path: pathlib.Path = RESULTS_MD) -> None:
+    """Replaces only the span between this benchmark's markers in RESULTS.md (appends it if absent)."""
+    block = f"{BEGIN}\n{section}\n{END}"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+    print(f"[md] updated {path} ({BEGIN})")
 
 
 def stress(steps: int, seed: int = 0) -> dict:
     sim, sim_cfg, _, _, train, val, _ = prepare(quick=True, seed=seed)
-    mc = dataclasses.replace(_model_config(sim_cfg), d_model=32, ffn_dim=64, num_layers=1)
+    mc = dataclasses.replace(_model_config(sim_cfg, False), d_model=32, ffn_dim=64, num_layers=1)
     batch = 128
     per_epoch = train.y.shape[0] // batch
     epochs = -(-steps // per_epoch)
@@ -169,8 +410,18 @@ def stress(steps: int, seed: int = 0) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--stress-steps", type=int, default=0, help="NaN/recompile check instead")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="simulated world (and seed offset)")
+    p.add_argument("--seeds", type=int, default=None, help="training seeds per setting")
+    p.add_argument("--study", action="store_true", help="add the λ / β sweep rows")
+    p.add_argument("--drgrad", action="store_true", help="with --study: the DRGrad balancer rows")
+    p.add_argument("--epochs", type=int, default=None, help="override the epochs")
+    p.add_argument("--no-results", action="store_true", help="do not rewrite RESULTS.md")
+    p.add_argument("--from-json", default=None, help="rewrite RESULTS.md from a saved run's JSON")
     args = p.parse_args(argv)
+    if args.from_json:
+        payload = json.loads(pathlib.Path(args.from_json).read_text())
+        write_results_section(results_section(payload))
+        return payload
     if args.stress_steps:
         res = stress(args.stress_steps, args.seed)
         print(f"[almmta_truth] stress: {res}")
@@ -178,47 +429,58 @@ def main(argv: list[str] | None = None) -> dict:
         return {"stress": res}
     start = time.perf_counter()
     sim, sim_cfg, prop, log_freq, train, val, test = prepare(args.quick, args.seed)
-    mc = _model_config(sim_cfg)
-    batch, epochs = (256, 10) if args.quick else (512, 10)
-    pool_size = 512 if args.quick else 2048
+    mc = _model_config(sim_cfg, args.quick)
+    batch = 256 if args.quick else 512
+    epochs = args.epochs or 10
+    seeds = args.seeds or (2 if args.quick else 3)
+    pool_size = 256 if args.quick else 2048
     # The 500-step learning-rate warm-up of the notes would outlast a quick run.
     total = (train.y.shape[0] // batch) * epochs
     warm = min(500, max(1, total // 10))
-    full = am.TrainConfig(mc, batch_size=batch, epochs=epochs, eval_size=2048, lr_warmup_steps=warm)
-    ablation = dataclasses.replace(full, lambda_max=0.0, beta=0.0)
+    cfg = am.TrainConfig(
+        mc, batch_size=batch, epochs=epochs, eval_size=2048, lr_warmup_steps=warm, beta=0.1
+    )
+    settings = base_settings(args.quick) + (study_settings(args.drgrad) if args.study else [])
     print(
         f"[almmta_truth] simulator: {train.y.shape[0]} train / {test.y.shape[0]} test journeys, "
-        f"upload rate {float(train.y.mean()):.3f}; batch {batch}, {epochs} epochs",
+        f"upload rate {float(train.y.mean()):.3f}; batch {batch}, {epochs} epochs, "
+        f"{len(settings)} settings x {seeds} seeds",
         flush=True,
     )
-    results = {
-        "alm_mta": run_variant(
-            "ALM-MTA", full, train, val, test, sim, prop, log_freq, pool_size, 8, args.seed
-        ),
-        "no_adversary_no_contrastive": run_variant(
-            "no adversary/contrastive",
-            ablation,
-            train,
-            val,
-            test,
-            sim,
-            prop,
-            log_freq,
-            pool_size,
-            pool_size,
-            args.seed,
-        ),
-    }
+    # Quick runs score the first 300 test journeys (attribution dominates their time).
+    n_score = 300 if args.quick else int(test.y.shape[0])
+    truth = sim.delta_x[np.flatnonzero(sim.split == 2)][:n_score]
+    world = (truth, prop, log_freq, train, jax.tree.map(lambda a: a[:n_score], test), val)
+    results = run_settings(settings, cfg, world, seeds, args.seed, pool_size)
+    full = results["default / full"]["summary"]
+    abl = results["default / ablation"]["summary"]
     payload = {
+        # Headline figures of the issue: default world, full method vs ablation.
         "spearman": {
-            k: {"ipw_simple": v["ipw_simple"]["spearman"], "explicit": v["explicit"]["spearman"]}
-            for k, v in results.items()
+            "alm_mta": {r: full[f"{r}_spearman"]["mean"] for r in READINGS},
+            "no_adversary_no_contrastive": {r: abl[f"{r}_spearman"]["mean"] for r in READINGS},
         },
         "results": results,
         "quick": args.quick,
-        "wall_s": time.perf_counter() - start,
+        "study": args.study,
+        "seed": args.seed,
+        "seeds": seeds,
+        "epochs": epochs,
+        "batch_size": batch,
+        "pool_size": pool_size,
+        "train_journeys": int(train.y.shape[0]),
+        "scored_journeys": n_score,
+        "d_model": mc.d_model,
+        "num_layers": mc.num_layers,
     }
+    payload["answers"] = answers(results)
+    payload["wall_s"] = time.perf_counter() - start
+    for a in payload["answers"]:
+        print(f"[almmta_truth] {a}")
+    print(f"[almmta_truth] wall {payload['wall_s']:.0f}s")
     _common.write_json(args.json, payload)
+    if not args.no_results:
+        write_results_section(results_section(payload))
     return payload
 
 
