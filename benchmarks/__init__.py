@@ -22,5 +22,6 @@ SLOW_BENCHMARKS = [
     "almmta_criteo",
     "drgrad_synthetic",
     "drgrad_census",
+    "scaling",
     "stability",
 ]
