@@ -25,6 +25,12 @@ removal effects; a deliberately naive propensity (no x) is scored the same
 way; and each method's grouped AUUC is recomputed on the randomized arm to
 check that it ranks the methods as the observational protocol does.
 
+Modes: ``--quick`` (4k users, six methods, ~15 min on the busy shared 2-core
+machine, most of it compiling the first seed) is a smoke run whose seed spread
+is as large as the differences between methods; ``--medium`` (8k users, every
+method) is what ``RESULTS.md`` reports; the default is the full world of the
+notes. ``--render a.json b.json`` rewrites the table from saved runs.
+
 Attribution of every method is single-touch deletion on the probability
 scale; ALM-MTA uses the ``ipw_simple`` front-door reading (the explicit
 K-of-R sum is not used here, so "no contrastive" differs from the full model
