@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import pathlib
+import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -366,8 +367,11 @@ def _read_census(path: pathlib.Path) -> list[tuple[str, ...]]:
     if not path.is_file():
         raise FileNotFoundError(f"Census-Income file not found: {path}")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="latin-1") as f:
-        lines = f.read().splitlines()
+    try:
+        with opener(path, "rt", encoding="latin-1") as f:
+            lines = f.read().splitlines()
+    except (EOFError, OSError, zlib.error) as e:  # cut or garbled gzip stream
+        raise ValueError(f"{path} is not a readable Census-Income file: {e}") from e
     width = len(CENSUS_COLUMNS)
     kept = []
     for lineno, line in enumerate(lines, start=1):
