@@ -136,6 +136,10 @@ def drgrad(
       space: ``"params"`` (default) or ``"activations"``.
       pairing: ``"consistent"`` (default) or ``"as_printed"``.
       updater: ``"cumulative"`` (default), ``"mean"``, ``"ema"`` or ``"fixed"``.
+        The paper's cumulative sums are unbounded, so mu saturates: on Census
+        mu' reaches 1.0 within ~100 steps and T1'' stops learning (its
+        accumulator freezes while T1''s keeps growing). ``"mean"`` and
+        ``"ema"`` keep mu responsive; ``"fixed"`` is the router-only ablation.
       mode: ``"paper"`` (default) or ``"released_code"``.
       gamma: exponent of the router's norm ratio (> 0).
       ema_decay: decay of the ``"ema"`` updater, in [0, 1).
