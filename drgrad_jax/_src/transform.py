@@ -138,7 +138,7 @@ def drgrad(
       updater: ``"cumulative"`` (default), ``"mean"``, ``"ema"`` or ``"fixed"``.
         The paper's cumulative sums are unbounded, so mu saturates: on Census
         mu' reaches 1.0 within ~100 steps and T1'' stops learning (its
-        accumulator freezes while T1''s keeps growing). ``"mean"`` and
+        accumulator freezes while that of T1' keeps growing). ``"mean"`` and
         ``"ema"`` keep mu responsive; ``"fixed"`` is the router-only ablation.
       mode: ``"paper"`` (default) or ``"released_code"``.
       gamma: exponent of the router's norm ratio (> 0).
