@@ -11,9 +11,11 @@ Example:
 """
 
 from almmta_jax._src.metrics import BudgetReplay as BudgetReplay
+from almmta_jax._src.metrics import CellAgreement as CellAgreement
 from almmta_jax._src.metrics import GroupedAUUC as GroupedAUUC
 from almmta_jax._src.metrics import auuc as auuc
 from almmta_jax._src.metrics import budget_replay as budget_replay
+from almmta_jax._src.metrics import cell_agreement as cell_agreement
 from almmta_jax._src.metrics import channel_roi as channel_roi
 from almmta_jax._src.metrics import cluster_exposure_scores as cluster_exposure_scores
 from almmta_jax._src.metrics import exposure_propensity as exposure_propensity
@@ -31,10 +33,12 @@ from drgrad_jax.metrics import log_loss as log_loss
 
 __all__ = [
     "BudgetReplay",
+    "CellAgreement",
     "GroupedAUUC",
     "auc",
     "auuc",
     "budget_replay",
+    "cell_agreement",
     "channel_roi",
     "cluster_exposure_scores",
     "exposure_propensity",
