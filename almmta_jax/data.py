@@ -2,7 +2,8 @@
 
 Public names: ``JourneyBatch``, ``validate_journeys``, ``journey_batches``,
 ``pad_ragged``, ``time_features``, ``ragged_to_batch``, ``check_offsets``,
-``load_journey_npz``, ``save_journey_npz`` and ``NpzShards``; the Criteo
+``load_journey_npz``, ``save_journey_npz``, ``NpzShards`` and
+``host_shard_paths``; the Criteo
 loaders ``load_criteo_attribution``, ``load_criteo_flat``, ``criteo_proxy``,
 ``criteo_user_history``, ``convert_criteo_raw``, ``criteo_raw_journeys``,
 ``split_journeys`` and their constants; and the simulator's ``SIM_TOUCH_FIELDS``.
@@ -25,6 +26,7 @@ from almmta_jax._src.data import (
     JourneyBatch,
     NpzShards,
     check_offsets,
+    host_shard_paths,
     journey_batches,
     load_journey_npz,
     pad_ragged,
@@ -51,6 +53,7 @@ __all__ = [
     "JourneyBatch",
     "NpzShards",
     "check_offsets",
+    "host_shard_paths",
     "journey_batches",
     "load_journey_npz",
     "pad_ragged",
