@@ -388,6 +388,8 @@ def answers(results: dict) -> list[str]:
             a = np.array(full["summary"][f"{r}_spearman"]["values"])
             b = np.array(abl["summary"][f"{r}_spearman"]["values"])
             d = a - b
+            if not np.all(np.isfinite(d)):
+                continue  # a reading that was not scored for this setting
             diffs.append(f"{r} {d.mean():+.3f} ± {d.std():.3f}")
         out.append(f"{world}: full − ablation Spearman (same seeds): " + ", ".join(diffs) + ".")
     sweep = {0.0: "default / λ=0, β=0.1", 0.1: "default / λ=0.1, β=0.1"}
