@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
         "published_auc_logloss": PUBLISHED_AUC,
         "published_cpa": PUBLISHED_CPA,
     }
-    if not args.no_results:
+    if not (args.no_results or args.quick):  # quick runs never replace the reported table
         write_results_section(markdown(payload), tag="criteo")
     _common.write_json(args.json, payload)
     return payload

@@ -611,19 +611,7 @@ def markdown(payload: dict) -> str:
 
 def write_results_section(section: str, path: pathlib.Path = RESULTS_MD, tag: str = "") -> None:
     """Replaces only the span between this benchmark's markers in RESULTS.md."""
-    begin, end = (
-        (BEGIN, END) if not tag else (f"<!-- almmta-{tag}:begin -->", f"<!-- almmta-{tag}:end -->")
-    )
-    block = f"{begin}\n{section}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"[md] updated {path} ({begin})")
+    _common.write_results_span("almmta" if not tag else f"almmta-{tag}", section, path)
 
 
 def plot_uplift_curves(curves: dict, path: pathlib.Path, methods) -> None:
@@ -839,7 +827,7 @@ def main(argv: list[str] | None = None) -> dict:
         pathlib.Path(__file__).parent / "out" / "almmta_uplift_curves.png",
         [TRUTH] + methods,
     )
-    if not args.no_results:
+    if not (args.no_results or args.quick):  # quick runs never replace the reported table
         write_results_section(markdown(payload))
     _common.write_json(args.json, payload)
     return payload

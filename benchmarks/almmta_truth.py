@@ -422,16 +422,7 @@ def answers(results: dict) -> list[str]:
 
 def write_results_section(section: str, path: pathlib.Path = RESULTS_MD) -> None:
     """Replaces only the span between this benchmark's markers in RESULTS.md (appends it if absent)."""
-    block = f"{BEGIN}\n{section}\n{END}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"[md] updated {path} ({BEGIN})")
+    _common.write_results_span("almmta-truth", section, path)
 
 
 def stress(steps: int, seed: int = 0) -> dict:
@@ -538,7 +529,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[almmta_truth] {a}")
     print(f"[almmta_truth] wall {payload['wall_s']:.0f}s")
     _common.write_json(args.json, payload)
-    if not args.no_results:
+    if not (args.no_results or args.quick):  # quick runs never replace the reported table
         write_results_section(results_section(payload))
     return payload
 
