@@ -9,14 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import almmta_jax as am
-
-SMALL = dict(d_model=8, num_heads=2, ffn_dim=8, d_mediator=4, d_contrast=4, num_layers=1)
+from tests.almmta_tiny import tiny_model
 
 
 def _cfg(encoder="attention", **kw):
-    base = dict(vocab_sizes=(7, 3), d_x=3, max_len=5, num_users=6, encoder=encoder, **SMALL)
-    base.update(kw)
-    return am.ModelConfig(**base)
+    return tiny_model(encoder=encoder, **kw)
 
 
 @pytest.fixture(scope="module", params=["attention", "gru"])

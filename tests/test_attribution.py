@@ -12,19 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import almmta_jax as am
+from tests.almmta_tiny import tiny_model
 
-MODEL = am.ModelConfig(
-    vocab_sizes=(7, 3),
-    d_x=3,
-    max_len=5,
-    num_users=6,
-    d_model=8,
-    num_heads=2,
-    ffn_dim=8,
-    d_mediator=4,
-    d_contrast=4,
-    num_layers=1,
-)
+MODEL = tiny_model()
 B = 6
 
 
