@@ -13,21 +13,10 @@ from hypothesis import strategies as st
 
 import almmta_jax as am
 from almmta_jax._src.train import ADVERSARY
+from tests.almmta_tiny import tiny_model
 
 # One tiny shape shared by every test (each new shape costs compilations).
-MODEL = am.ModelConfig(
-    vocab_sizes=(7, 3),
-    d_x=3,
-    max_len=5,
-    num_users=6,
-    d_model=8,
-    num_heads=2,
-    ffn_dim=8,
-    d_mediator=4,
-    d_contrast=4,
-    num_layers=1,
-    dropout=0.0,
-)
+MODEL = tiny_model(dropout=0.0)
 B = 6
 
 

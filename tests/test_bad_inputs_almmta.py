@@ -19,7 +19,6 @@ import pytest
 
 from almmta_jax import (
     JourneyBatch,
-    ModelConfig,
     NpzShards,
     TrainConfig,
     journey_batches,
@@ -34,22 +33,13 @@ from almmta_jax import (
     save_journey_npz,
     validate_journeys,
 )
+from tests.almmta_tiny import tiny_model
 
 BATCH = 8
 
 
 def _config(**kw):
-    model = ModelConfig(
-        vocab_sizes=(16,),
-        d_x=3,
-        max_len=4,
-        d_model=8,
-        num_heads=2,
-        ffn_dim=8,
-        num_layers=1,
-        d_mediator=4,
-        d_contrast=4,
-    )
+    model = tiny_model(vocab_sizes=(16,), max_len=4, num_users=0)
     base = dict(batch_size=BATCH, epochs=1, queue_size=8, warmup_steps=0, lr_warmup_steps=1)
     base.update(kw)
     return TrainConfig(model, **base)
@@ -124,11 +114,6 @@ def test_nonfinite_step_is_dropped_by_the_guard(trainer, state, data):
     assert _equal(keep_if_finite(state, good), good)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Trainer.step (train.py) applies a non-finite update: one NaN feature turns every "
-    "parameter NaN; train.py should apply keep_if_finite (or optax.apply_if_finite) in the step",
-)
 def test_trainer_step_alone_keeps_parameters_finite(trainer, state, data):
     b = _batch(data)
     x = b.x.copy()
@@ -137,11 +122,6 @@ def test_trainer_step_alone_keeps_parameters_finite(trainer, state, data):
     assert _finite(new.params)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="make_trainer (train.py) checks only the type and size of `data`, not its values; "
-    "it should call validate_journeys(data) so NaN features fail before training",
-)
 def test_make_trainer_rejects_nan_data(data):
     x = data.x.copy()
     x[2, 1] = np.nan
@@ -181,12 +161,6 @@ def test_all_padding_batch(trainer, state, data):
     assert [int(x.touch_mask.any(-1).sum()) for x in out] == [4, 4, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="losses.adversary_loss is an unweighted mean over every row, so the all-padding rows "
-    "journey_batches adds to a last batch (ipw = 0, y = 0) still train the adversary; it should "
-    "take the ipw / real-row weights like outcome_loss",
-)
 def test_padding_rows_do_not_train_the_adversary(trainer, state, data):
     b = _batch(data)
     off = np.zeros_like(b.touch_mask)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from almmta_jax import (
-    ModelConfig,
     TrainConfig,
     data_parallel_step,
     journey_batches,
@@ -17,6 +16,7 @@ from almmta_jax import (
     state_sharding,
 )
 from drgrad_jax import parallel
+from tests.almmta_tiny import tiny_model
 
 NUM_DEVICES = 8
 BATCH = 16
@@ -24,19 +24,7 @@ STEPS_PER_EPOCH = 4
 
 
 def _config(mode="grl", **kw):
-    model = ModelConfig(
-        vocab_sizes=(16, 8),
-        d_x=3,
-        max_len=4,
-        num_users=16,
-        d_model=8,
-        num_heads=2,
-        ffn_dim=8,
-        num_layers=1,
-        d_mediator=4,
-        d_contrast=4,
-        dropout=0.2,
-    )
+    model = tiny_model(vocab_sizes=(16, 8), max_len=4, num_users=16, dropout=0.2)
     base = dict(
         mode=mode,
         batch_size=BATCH,

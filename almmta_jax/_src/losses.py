@@ -68,15 +68,50 @@ def proxy_loss(proxy_logits: jax.Array, yp: jax.Array, yp_mask: jax.Array) -> ja
     return jnp.sum(w * bce) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def adversary_loss(d_logits: jax.Array, y: jax.Array) -> jax.Array:
-    """The discriminator's loss ``L_adv = mean_i BCE(D(M_i), y_i)`` (notes §4.3)."""
+def _row_mean(values: jax.Array, weights: jax.Array | None, name: str) -> jax.Array:
+    """Mean over rows, or ``sum_i w_i v_i / sum_i w_i`` (0 when every weight is 0)."""
+    if weights is None:
+        return jnp.mean(values)
+    _check_same(name, values, "weights", weights)
+    weights = weights.astype(values.dtype)
+    total = jnp.sum(weights)
+    return jnp.where(total > 0, jnp.sum(weights * values) / jnp.where(total > 0, total, 1.0), 0.0)
+
+
+def adversary_loss(
+    d_logits: jax.Array, y: jax.Array, weights: jax.Array | None = None
+) -> jax.Array:
+    """The discriminator's loss ``L_adv = mean_i BCE(D(M_i), y_i)`` (notes §4.3).
+
+    Args:
+      d_logits: ``[B]`` discriminator logits.
+      y: ``[B]`` outcomes.
+      weights: optional ``[B]`` row weights, e.g. 1 for real journeys and 0 for
+        the all-padding rows that fill a last streamed batch, which then do not
+        train the adversary (a weighted mean; 0 when every weight is 0).
+
+    Returns:
+      The scalar loss.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> full = adversary_loss(jnp.zeros(2), jnp.array([1.0, 0.0]))
+      >>> padded = adversary_loss(jnp.zeros(3), jnp.array([1.0, 0.0, 0.0]), jnp.array([1.0, 1.0, 0.0]))
+      >>> bool(jnp.isclose(full, padded))
+      True
+    """
     _check_same("d_logits", d_logits, "y", y)
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(d_logits, y.astype(d_logits.dtype)))
+    bce = optax.sigmoid_binary_cross_entropy(d_logits, y.astype(d_logits.dtype))
+    return _row_mean(bce, weights, "d_logits")
 
 
-def confusion_loss(d_logits: jax.Array) -> jax.Array:
-    """The mediator's confusion objective ``mean_i BCE(D(M_i), 1/2)`` (notes §4.5)."""
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(d_logits, jnp.full_like(d_logits, 0.5)))
+def confusion_loss(d_logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """The mediator's confusion objective ``mean_i BCE(D(M_i), 1/2)`` (notes §4.5).
+
+    ``weights`` as in ``adversary_loss``.
+    """
+    bce = optax.sigmoid_binary_cross_entropy(d_logits, jnp.full_like(d_logits, 0.5))
+    return _row_mean(bce, weights, "d_logits")
 
 
 def info_nce_loss(

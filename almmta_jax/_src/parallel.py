@@ -29,13 +29,10 @@ Mesh construction and batch placement reuse ``drgrad_jax.parallel``
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -45,6 +42,7 @@ from almmta_jax._src.train import (
     TrainState,
     adversary_weight,
     init_state,
+    keep_if_finite,
     make_step,
     restore_checkpoint,
     split_model,
@@ -130,45 +128,6 @@ def shard_state(
     return jax.device_put(
         state, state_sharding(state, mesh, axis=axis, shard_embeddings=shard_embeddings)
     )
-
-
-def keep_if_finite(old: TrainState, new: TrainState) -> TrainState:
-    """``new`` if every floating leaf of it is finite, else ``old`` with ``new.step``.
-
-    The guard of ``data_parallel_step(..., skip_nonfinite=True)``, usable after
-    any ALM-MTA step (e.g. ``Trainer.step``): one fused reduction over the state
-    and a select, no host round trip, so it runs under ``jit`` and ``lax.scan``.
-
-    Args:
-      old: the state before the step.
-      new: the state the step produced.
-
-    Returns:
-      A ``TrainState``: ``new``, or ``old`` with its counter advanced to ``new.step``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from almmta_jax import TrainState
-      >>> old = TrainState(jnp.int32(0), {"w": jnp.ones(2)}, {}, (), (), {}, jnp.zeros((1, 1)),
-      ...                  jnp.zeros(1, bool), jnp.int32(0), jnp.zeros(2, jnp.uint32))
-      >>> bad = old._replace(step=jnp.int32(1), params={"w": jnp.array([0.5, jnp.nan])})
-      >>> out = keep_if_finite(old, bad)
-      >>> int(out.step), out.params["w"].tolist()
-      (1, [1.0, 1.0])
-    """
-    fields = ("params", "adv_params", "opt_state", "adv_opt_state", "key_ema", "queue")
-    checks = [
-        jnp.all(jnp.isfinite(leaf))
-        for f in fields
-        for leaf in jax.tree.leaves(getattr(new, f))
-        if jnp.issubdtype(leaf.dtype, jnp.inexact)
-    ]
-    ok = jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
-    kept = {
-        f: jax.tree.map(lambda a, b: jnp.where(ok, a, b), getattr(new, f), getattr(old, f))
-        for f in (*fields, "queue_valid", "queue_ptr")
-    }
-    return new._replace(**kept)
 
 
 def data_parallel_step(
@@ -276,78 +235,11 @@ def data_parallel_step(
     )
 
 
-def _key_name(k) -> str:
-    for attr in ("name", "key", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def _dotted(path) -> str:
-    return ".".join(_key_name(k) for k in path)
-
-
 def restore_checked(path, like: TrainState) -> TrainState:
-    """``restore_checkpoint`` after checking the checkpoint fits ``like`` array by array.
+    """``restore_checkpoint``, which checks the checkpoint fits ``like`` array by array.
 
-    A checkpoint written by a run with another ``TrainConfig`` (another model
-    width, vocabulary, queue size, optimizer) does not fit the state of this
-    run. Orbax then fails deep inside with a bare shape or tree message; this
-    reads the checkpoint's metadata first and raises one ``ValueError`` that
-    lists the arrays that differ (stored vs expected shape and dtype, arrays
-    only on disk, arrays missing from disk). When it fits, the state is
-    restored with the shardings of ``like``: pass ``shard_state(...)`` of a fresh
-    state to restore straight onto a mesh.
-
-    Args:
-      path: a directory written by ``save_checkpoint``.
-      like: a ``TrainState`` of the run to resume (e.g. ``Trainer.init(key)``);
-        its values are ignored, its structure, shapes, dtypes and shardings used.
-
-    Returns:
-      The restored ``TrainState``.
-
-    Raises:
-      FileNotFoundError: no checkpoint at ``path``.
-      TypeError: ``like`` is not a ``TrainState``.
-      ValueError: the checkpoint does not fit ``like`` (the message lists how).
+    Kept as a name of its own for code that resumes sharded runs; pass
+    ``shard_state(...)`` of a fresh state as ``like`` to restore straight onto
+    a mesh. See ``restore_checkpoint`` for the arguments and errors.
     """
-    import orbax.checkpoint as ocp
-
-    if not isinstance(like, TrainState):
-        raise TypeError(f"like must be a TrainState, got {type(like).__name__}.")
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"no checkpoint directory at {path}.")
-    with ocp.StandardCheckpointer() as ckptr:
-        meta = ckptr.metadata(path)
-    tree = getattr(meta, "item_metadata", meta)
-    tree = getattr(tree, "tree", tree)
-    stored = {
-        m.name: (tuple(m.shape), np.dtype(m.dtype))
-        for m in jax.tree.leaves(tree)
-        if hasattr(m, "shape") and hasattr(m, "name")
-    }
-    target = like._replace(rng=jax.random.key_data(like.rng))
-    expected = {
-        _dotted(p): (tuple(np.shape(leaf)), np.dtype(leaf.dtype))
-        for p, leaf in jax.tree_util.tree_leaves_with_path(target)
-    }
-    problems = [
-        f"{name}: stored {stored[name][0]} {stored[name][1]}, expected {want[0]} {want[1]}"
-        for name, want in expected.items()
-        if name in stored and stored[name] != want
-    ]
-    only_disk = sorted(set(stored) - set(expected))
-    missing = sorted(set(expected) - set(stored))
-    if only_disk:
-        problems.append(f"{len(only_disk)} arrays only in the checkpoint, e.g. {only_disk[:3]}")
-    if missing:
-        problems.append(f"{len(missing)} arrays missing from the checkpoint, e.g. {missing[:3]}")
-    if problems:
-        raise ValueError(
-            f"checkpoint {path} was written by a run with a different configuration "
-            f"(TrainConfig / ModelConfig) than `like`; {len(problems)} mismatches:\n  "
-            + "\n  ".join(problems[:8])
-        )
     return restore_checkpoint(path, like)

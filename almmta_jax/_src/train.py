@@ -34,7 +34,7 @@ import optax
 from flax import nnx
 
 from almmta_jax._src import losses
-from almmta_jax._src.data import JourneyBatch
+from almmta_jax._src.data import JourneyBatch, validate_journeys
 from almmta_jax._src.networks import (
     ALMMTA,
     ModelConfig,
@@ -240,6 +240,10 @@ class TrainConfig:
         the shared backbone's gradients (see ``balance_heads``); every other
         term and parameter keeps its plain gradient.
       eval_size: journeys of ``eval_data`` scored at the end of every epoch.
+      skip_nonfinite: the ``Trainer``'s steps keep the previous state when the
+        new one holds NaN/Inf (``keep_if_finite``): the step counter advances,
+        the step's metrics show the non-finite loss, and parameters never
+        become NaN. ``make_step`` itself stays unguarded.
     """
 
     model: ModelConfig
@@ -263,6 +267,7 @@ class TrainConfig:
     proxy_on_negatives: bool = False
     balancer: str = "none"
     eval_size: int = 4096
+    skip_nonfinite: bool = True
 
     def __post_init__(self):
         if not isinstance(self.model, ModelConfig):
@@ -500,6 +505,8 @@ def make_step(
         lam = schedule(state.step)
         dropout_key = jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.step)
         y = batch.y.astype(jnp.float32)
+        # All-padding rows (a streamed last batch) do not train the adversary.
+        real = jnp.any(batch.touch_mask, axis=1).astype(jnp.float32)
         balancer_state = state.balancer_state
 
         if outcome_only:
@@ -516,7 +523,7 @@ def make_step(
             def loss_terms(params, adv_params):
                 parts = forward_parts(params, adv_params, state, batch, dropout_key, w)
                 d_logit = discriminate(adv_params, gradient_reversal(parts.mediator, lam))
-                l_adv = losses.adversary_loss(d_logit, y)
+                l_adv = losses.adversary_loss(d_logit, y, real)
                 rest = w.beta * parts.contrastive + l_adv
                 terms = jnp.stack([parts.outcome, w.alpha * parts.proxy, rest])
                 return terms, (parts, l_adv)
@@ -535,7 +542,7 @@ def make_step(
             def loss_fn(params, adv_params):
                 parts = forward_parts(params, adv_params, state, batch, dropout_key, w)
                 d_logit = discriminate(adv_params, gradient_reversal(parts.mediator, lam))
-                l_adv = losses.adversary_loss(d_logit, y)
+                l_adv = losses.adversary_loss(d_logit, y, real)
                 return parts.main + l_adv, (parts, l_adv)
 
             (grads, adv_grads), (parts, l_adv) = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
@@ -563,7 +570,7 @@ def make_step(
             mediator_sg = jax.lax.stop_gradient(mediator)
 
             def adv_loss(adv_params):
-                return losses.adversary_loss(discriminate(adv_params, mediator_sg), y)
+                return losses.adversary_loss(discriminate(adv_params, mediator_sg), y, real)
 
             l_adv = adv_loss(state.adv_params)
 
@@ -589,8 +596,8 @@ def make_step(
             def generator_adv(m):
                 d_logit = discriminate(opponent, m)
                 if config.generator_adv_loss == "confusion":
-                    return lam * losses.confusion_loss(d_logit)
-                return -lam * losses.adversary_loss(d_logit, y)
+                    return lam * losses.confusion_loss(d_logit, real)
+                return -lam * losses.adversary_loss(d_logit, y, real)
 
             g_mediator = jax.grad(generator_adv)(mediator)
             if balanced:
@@ -741,9 +748,52 @@ def make_evaluate(config: TrainConfig, graphdef) -> Callable:
     return evaluate
 
 
+def keep_if_finite(old: TrainState, new: TrainState) -> TrainState:
+    """``new`` if every floating leaf of it is finite, else ``old`` with ``new.step``.
+
+    The guard of ``data_parallel_step(..., skip_nonfinite=True)``, usable after
+    any ALM-MTA step (e.g. ``Trainer.step``): one fused reduction over the state
+    and a select, no host round trip, so it runs under ``jit`` and ``lax.scan``.
+
+    Args:
+      old: the state before the step.
+      new: the state the step produced.
+
+    Returns:
+      A ``TrainState``: ``new``, or ``old`` with its counter advanced to ``new.step``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from almmta_jax import TrainState
+      >>> old = TrainState(jnp.int32(0), {"w": jnp.ones(2)}, {}, (), (), {}, jnp.zeros((1, 1)),
+      ...                  jnp.zeros(1, bool), jnp.int32(0), jnp.zeros(2, jnp.uint32))
+      >>> bad = old._replace(step=jnp.int32(1), params={"w": jnp.array([0.5, jnp.nan])})
+      >>> out = keep_if_finite(old, bad)
+      >>> int(out.step), out.params["w"].tolist()
+      (1, [1.0, 1.0])
+    """
+    fields = ("params", "adv_params", "opt_state", "adv_opt_state", "key_ema", "queue")
+    checks = [
+        jnp.all(jnp.isfinite(leaf))
+        for f in fields
+        for leaf in jax.tree.leaves(getattr(new, f))
+        if jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    ok = jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
+    kept = {
+        f: jax.tree.map(lambda a, b: jnp.where(ok, a, b), getattr(new, f), getattr(old, f))
+        for f in (*fields, "queue_valid", "queue_ptr")
+    }
+    return new._replace(**kept)
+
+
 def _check_data(data: JourneyBatch, config: TrainConfig, name: str) -> int:
     if not isinstance(data, JourneyBatch):
         raise TypeError(f"{name} must be a JourneyBatch, got {type(data).__name__}.")
+    try:
+        validate_journeys(data)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
     n = int(np.shape(data.y)[0])
     if n < config.batch_size:
         raise ValueError(f"{name} holds {n} journeys; fewer than batch_size={config.batch_size}.")
@@ -777,7 +827,11 @@ def make_trainer(
     schedule = lambda step: adversary_weight(step, config.lambda_max, warmup, total_steps)
     graphdef = split_model(nnx.eval_shape(lambda: ALMMTA(config.model, rngs=nnx.Rngs(0))))[0]
     raw_step = make_step(config, graphdef)
-    step_fn = lambda s, b: raw_step(s, b, schedule=schedule)
+
+    def step_fn(state, batch):
+        new, metrics = raw_step(state, batch, schedule=schedule)
+        return (keep_if_finite(state, new) if config.skip_nonfinite else new), metrics
+
     evaluate = make_evaluate(config, graphdef)
     eval_src = data if eval_data is None else eval_data
     m_eval = min(config.eval_size, int(np.shape(eval_src.y)[0]))
@@ -910,16 +964,80 @@ def save_checkpoint(path, state: TrainState) -> None:
         ckptr.wait_until_finished()
 
 
+def _key_name(k) -> str:
+    for attr in ("name", "key", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _dotted(path) -> str:
+    return ".".join(_key_name(k) for k in path)
+
+
 def restore_checkpoint(path, like: TrainState) -> TrainState:
     """Reads a ``TrainState`` saved by ``save_checkpoint``; ``like`` gives its structure.
 
     Resuming ``Trainer.run_epochs`` from the restored state continues the run
-    exactly (same batches, dropout masks, λ_t and queue).
+    exactly (same batches, dropout masks, λ_t and queue). The checkpoint's
+    metadata is read first: one written by a run with another ``TrainConfig``
+    (another model width, vocabulary, queue size, optimizer) raises one
+    ``ValueError`` listing the arrays that differ (stored vs expected shape and
+    dtype, arrays only on disk, arrays missing from disk). The state is
+    restored with the shardings of ``like``.
+
+    Args:
+      path: a directory written by ``save_checkpoint``.
+      like: a ``TrainState`` of the run to resume (e.g. ``Trainer.init(key)``);
+        its values are ignored, its structure, shapes, dtypes and shardings used.
+
+    Returns:
+      The restored ``TrainState``.
+
+    Raises:
+      FileNotFoundError: no checkpoint at ``path``.
+      TypeError: ``like`` is not a ``TrainState``.
+      ValueError: the checkpoint does not fit ``like`` (the message lists how).
     """
     import orbax.checkpoint as ocp
 
+    if not isinstance(like, TrainState):
+        raise TypeError(f"like must be a TrainState, got {type(like).__name__}.")
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no checkpoint directory at {path}.")
+    with ocp.StandardCheckpointer() as ckptr:
+        meta = ckptr.metadata(path)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    stored = {
+        m.name: (tuple(m.shape), np.dtype(m.dtype))
+        for m in jax.tree.leaves(tree)
+        if hasattr(m, "shape") and hasattr(m, "name")
+    }
     target = like._replace(rng=jax.random.key_data(like.rng))
+    expected = {
+        _dotted(p): (tuple(np.shape(leaf)), np.dtype(leaf.dtype))
+        for p, leaf in jax.tree_util.tree_leaves_with_path(target)
+    }
+    problems = [
+        f"{name}: stored {stored[name][0]} {stored[name][1]}, expected {want[0]} {want[1]}"
+        for name, want in expected.items()
+        if name in stored and stored[name] != want
+    ]
+    only_disk = sorted(set(stored) - set(expected))
+    missing = sorted(set(expected) - set(stored))
+    if only_disk:
+        problems.append(f"{len(only_disk)} arrays only in the checkpoint, e.g. {only_disk[:3]}")
+    if missing:
+        problems.append(f"{len(missing)} arrays missing from the checkpoint, e.g. {missing[:3]}")
+    if problems:
+        raise ValueError(
+            f"checkpoint {path} was written by a run with a different configuration "
+            f"(TrainConfig / ModelConfig) than `like`; {len(problems)} mismatches:\n  "
+            + "\n  ".join(problems[:8])
+        )
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore(os.path.abspath(path), abstract)
+        restored = ckptr.restore(path, abstract)
     return restored._replace(rng=jax.random.wrap_key_data(restored.rng))
