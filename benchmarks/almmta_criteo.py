@@ -13,8 +13,8 @@ CausalMTA budget replay (CPA and conversions at 1/2 .. 1/16 of the total test
 cost) from each method's normalized positive deletion shares. Without the data
 the benchmark says so and returns an empty result.
 
-Quick mode trains on 20k journeys for 2 epochs and runs the five methods that
-answer the issue's questions (ALM-MTA, the leaky proxy-direct, LR, CausalMTA,
+Quick mode trains on 20k journeys for 2 epochs and runs the five methods the
+table's questions need (ALM-MTA, the leaky proxy-direct, LR, CausalMTA,
 DML); full mode adds DNAMTA and ALM-MTA without the contrastive term and
 trains on every journey. ``--epochs`` / ``--journeys`` override either mode
 (a longer run to see how far the AUC rises). The wall time is reported.

@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> dict:
     full = results["default / full"]["summary"]
     abl = results["default / ablation"]["summary"]
     payload = {
-        # Headline figures of the issue: default world, full method vs ablation.
+        # Headline figures: default world, full method vs ablation.
         "spearman": {
             "alm_mta": {r: full[f"{r}_spearman"]["mean"] for r in READINGS},
             "no_adversary_no_contrastive": {r: abl[f"{r}_spearman"]["mean"] for r in READINGS},
