@@ -56,6 +56,13 @@ def _finite(tree) -> bool:
     return all(np.all(np.isfinite(x)) for x in leaves if np.issubdtype(x.dtype, np.floating))
 
 
+def _log_chunk(name: str, chunks: list, rec: dict, line: str, param_limit: float) -> bool:
+    """Records and prints one chunk; True when it went non-finite or past ``param_limit``."""
+    chunks.append(rec)
+    print(f"  [{name}] step {rec['step']:>6}: {line} ({rec['chunk_s']} s)", flush=True)
+    return not rec["finite"] or rec["max_abs_param"] > param_limit
+
+
 def drgrad_run(steps: int, chunk: int, param_limit: float, seed: int = 0) -> dict:
     """``steps`` DRGrad steps in chunks of ``chunk``; one record per chunk."""
     batch = 32
@@ -99,14 +106,9 @@ def drgrad_run(steps: int, chunk: int, param_limit: float, seed: int = 0) -> dic
             "finite": _finite((state.params, state.opt_state, losses)),
             "chunk_s": round(run_s, 2),
         }
-        chunks.append(rec)
-        print(
-            f"  [drgrad] step {rec['step']:>6}: loss {rec['loss']} val AUC {rec['val_auc']} "
-            f"max|param| {rec['max_abs_param']:.3f} mu {rec['mu']} skipped {rec['skipped']} "
-            f"({rec['chunk_s']} s)",
-            flush=True,
-        )
-        if not rec["finite"] or rec["max_abs_param"] > param_limit:
+        line = f"loss {rec['loss']} val AUC {rec['val_auc']}"
+        line += f" max|param| {rec['max_abs_param']:.3f} mu {rec['mu']} skipped {rec['skipped']}"
+        if _log_chunk("drgrad", chunks, rec, line, param_limit):
             diverged_at = rec["step"]
             break
     return {
@@ -165,14 +167,10 @@ def almmta_run(steps: int, chunk_epochs: int, param_limit: float, seed: int = 0)
             "finite": _finite((state.params, state.adv_params, state.opt_state, m, e)),
             "chunk_s": round(run_s, 2),
         }
-        chunks.append(rec)
-        print(
-            f"  [almmta] step {rec['step']:>6}: outcome loss {rec['outcome_loss']} adv loss "
-            f"{rec['adversary_loss']} AUC {rec['outcome_auc']} adv AUC {rec['adversary_auc']} "
-            f"λ {rec['lambda']} max|param| {rec['max_abs_param']:.3f} ({rec['chunk_s']} s)",
-            flush=True,
-        )
-        if not rec["finite"] or rec["max_abs_param"] > param_limit:
+        line = f"outcome loss {rec['outcome_loss']} adv loss {rec['adversary_loss']}"
+        line += f" AUC {rec['outcome_auc']} adv AUC {rec['adversary_auc']} λ {rec['lambda']}"
+        line += f" max|param| {rec['max_abs_param']:.3f}"
+        if _log_chunk("almmta", chunks, rec, line, param_limit):
             diverged_at = rec["step"]
             break
     return {

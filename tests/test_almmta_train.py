@@ -147,6 +147,26 @@ def test_adversary_weight_matches_dann_ramp(step, warmup, extra, lam):
 # --- the two-player step ----------------------------------------------------------
 
 
+def _hand_terms(graphdef, adv, params, batch, state, cfg):
+    """L_y, L_p and L_cl of the model ``(graphdef, adv, params)`` written out by hand."""
+    m = nnx.merge(graphdef, adv, params)
+    enc = m.encode(batch)
+    logit = m.outcome_logit(enc.mediator, enc.treatment, enc.s)
+    l_y = am.outcome_loss(logit, batch.y, batch.ipw)
+    l_p = am.proxy_loss(m.proxy_logits(enc.mediators), batch.yp, batch.yp_mask)
+    positive = batch.yp_mask & (batch.yp.max(-1) >= 0.5)
+    l_cl, _ = am.info_nce_loss(
+        m.query(enc.mediator, enc.s),
+        m.touch_keys(enc.e),
+        positive,
+        batch.touch_mask,
+        state.queue,
+        state.queue_valid,
+        cfg.temperature,
+    )
+    return l_y, l_p, l_cl, m, enc
+
+
 @pytest.fixture(scope="module")
 def hand_composed(trainer, start, batch):
     """One update of each player composed by hand from two separate gradients."""
@@ -156,22 +176,7 @@ def hand_composed(trainer, start, batch):
     lam = am.adversary_weight(start.step, cfg.lambda_max, cfg.warmup_steps, trainer.total_steps)
 
     def parts(p):
-        m = nnx.merge(graphdef, adv0, p)
-        enc = m.encode(batch)
-        l_y = am.outcome_loss(
-            m.outcome_logit(enc.mediator, enc.treatment, enc.s), batch.y, batch.ipw
-        )
-        l_p = am.proxy_loss(m.proxy_logits(enc.mediators), batch.yp, batch.yp_mask)
-        positive = batch.yp_mask & (batch.yp.max(-1) >= 0.5)
-        l_cl, _ = am.info_nce_loss(
-            m.query(enc.mediator, enc.s),
-            m.touch_keys(enc.e),
-            positive,
-            batch.touch_mask,
-            start.queue,
-            start.queue_valid,
-            cfg.temperature,
-        )
+        l_y, l_p, l_cl, _, enc = _hand_terms(graphdef, adv0, p, batch, start, cfg)
         return l_y + cfg.alpha * l_p + cfg.beta * l_cl, enc.mediator
 
     def disc(a, med):
@@ -304,21 +309,7 @@ def term_grads(balanced, batch):
     lam = am.adversary_weight(start.step, cfg.lambda_max, cfg.warmup_steps, trainer.total_steps)
 
     def terms(p):
-        m = nnx.merge(graphdef, adv0, p)
-        enc = m.encode(batch)
-        logit = m.outcome_logit(enc.mediator, enc.treatment, enc.s)
-        l_y = am.outcome_loss(logit, batch.y, batch.ipw)
-        l_p = am.proxy_loss(m.proxy_logits(enc.mediators), batch.yp, batch.yp_mask)
-        positive = batch.yp_mask & (batch.yp.max(-1) >= 0.5)
-        l_cl, _ = am.info_nce_loss(
-            m.query(enc.mediator, enc.s),
-            m.touch_keys(enc.e),
-            positive,
-            batch.touch_mask,
-            start.queue,
-            start.queue_valid,
-            cfg.temperature,
-        )
+        l_y, l_p, l_cl, m, enc = _hand_terms(graphdef, adv0, p, batch, start, cfg)
         l_adv = am.adversary_loss(m.discriminate(enc.mediator), batch.y)
         return l_y, cfg.alpha * l_p, cfg.beta * l_cl - lam * l_adv
 

@@ -19,7 +19,7 @@ from drgrad_jax._src.min_norm import (
     project_simplex,
     support_solve,
 )
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
+from drgrad_jax._src.task_grads import gramian_weighting
 
 
 class CAGradState(NamedTuple):
@@ -153,18 +153,11 @@ def cagrad(
     if isinstance(c, (int, float)) and c < 0:
         raise ValueError(f"c must be >= 0; got {c}.")
 
-    def init_fn(params):
-        del params
-        return CAGradState(count=jnp.zeros([], jnp.int32))
-
-    def update_fn(task_grads, state, params=None, **extra_args):
-        del extra_args
-        check_task_grads(task_grads)
-        check_matches_params(task_grads, params)
-        weights = cagrad_weights(gramian(task_grads), c)
+    def weights_fn(gram):
+        weights = cagrad_weights(gram, c)
         if rescale:
             cc = jnp.asarray(c, jnp.float32)
             weights = weights / (1.0 + cc * cc)
-        return combine(weights, task_grads), CAGradState(count=optax.safe_increment(state.count))
+        return weights
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return gramian_weighting(weights_fn, CAGradState)

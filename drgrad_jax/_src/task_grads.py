@@ -161,7 +161,7 @@ def gramian_weighting(weights_fn: Callable[[jax.Array], jax.Array], state_cls):
     """An optax transformation whose update is ``sum_k w_k g_k`` with ``w = weights_fn(G G^T)``.
 
     The shared body of every method that only needs the K x K Gramian (MGDA,
-    IMTL-G, UPGrad, Aligned-MTL, Nash-MTL): validate the per-task gradients,
+    IMTL-G, UPGrad, Aligned-MTL, Nash-MTL, CAGrad): validate the per-task gradients,
     form the Gramian leaf by leaf, solve for the task weights, combine.
 
     Args:
