@@ -1,8 +1,8 @@
 """What does each multi-task gradient method cost per step? MMoE, batch 2048, K in {2, 4}.
 
-For every method of the zoo, the median step time (per-task gradients, the
-method, Adam) over a plain summed-loss step, all measured in the same process
-and interleaved so machine drift hits them alike, at two levels:
+For every method of the zoo, its step time (per-task gradients, the method,
+Adam) over a plain summed-loss step, all measured in the same process, each
+step paired with a plain step run right next to it, at two levels:
 
 * ``<method>_K<k>_params``: parameter level. ``per_task_grads`` with the
   model's task labels: one forward pass, one backward pass for the towers and
@@ -11,26 +11,27 @@ and interleaved so machine drift hits them alike, at two levels:
 * ``<method>_K<k>_rep``: representation level (MGDA-UB). The shared
   representation is the expert outputs ``[B, E, d]``; ``per_task_rep_grads``
   gives the K cotangents there (one backward pass through each task's own
-  gate and tower, given as K separate heads), the method combines them, and ONE VJP pulls the result back through
-  the experts.
+  gate and tower, given as K separate heads), the method combines them, and
+  ONE VJP pulls the result back through the experts.
 * ``floor_K<k>``: the cost any parameter-level method must pay on this model:
   the same per-task gradients, simply summed, then Adam.
 
 Model: ``drgrad_jax.models.MMoE`` with 512 dense inputs, 8 experts
 512 -> 256 -> 128, towers with one hidden layer of 64.
 
-Ratios compare MINIMUM step times over all interleaved repetitions (other
-processes on a shared machine only add time); ratios of medians are in
-``ratios_median``.
+A ratio is the median, over ``--rounds`` pairs, of a step's time over the
+plain step's time measured right next to it (alternating which runs first):
+the speed of a shared machine drifts by tens of percent within a minute, and
+pairing cancels it. Ratios of minimum step times are in ``ratios_of_minima``.
 
 Targets: every ``*_rep`` ratio <= 1.2, and every ``*_params`` ratio within 10%
 of ``floor_K<k>``.
 
-``--quick`` times three representative methods (PCGrad, MGDA, UPGrad) with
-fewer repetitions, to stay near two minutes (compilation dominates); the full
-run times every method.
+``--quick`` times three representative methods (PCGrad, MGDA, UPGrad) with six
+pairs each, to stay near two minutes; the full run times every method with
+twelve.
 
-Usage: ``python -m benchmarks.mtl_speed [--quick] [--json PATH] [--methods ...] [--tasks ...]``
+Usage: ``python -m benchmarks.mtl_speed [--quick] [--json PATH] [--methods ...] [--tasks ...] [--rounds N]``
 """
 
 from __future__ import annotations
@@ -161,12 +162,17 @@ def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0):
     return model, steps
 
 
-def time_steps(steps: dict, *, rounds: int, iters: int) -> dict[str, dict]:
-    """Interleaved timing of every step; keeps the minimum as well as the median.
+def time_paired(steps: dict, *, rounds: int, baseline: str = "plain") -> dict[str, dict]:
+    """Times every step back to back with the baseline step, in alternating order.
 
-    On a shared machine other processes only ever ADD time to a step, so the
-    minimum over all repetitions is the least contaminated estimate of a step's
-    cost; the median is reported alongside it.
+    Each round times, for every step, one call of it and one call of the
+    baseline right next to each other (baseline first in even rounds, second in
+    odd ones), so the pair sees the same machine state: on a shared VM the speed
+    of the whole machine drifts by tens of percent within a minute, which a
+    ratio of separately gathered statistics would fold into the result.
+
+    Returns, per step: ``compile_s``, ``times_s`` (its calls) and ``pair_ratios``
+    (its time over the baseline's time in the same pair; absent for the baseline).
     """
     out = {}
     for name, (fn, args) in steps.items():
@@ -174,42 +180,65 @@ def time_steps(steps: dict, *, rounds: int, iters: int) -> dict[str, dict]:
         jax.block_until_ready(fn(*args))
         out[name] = {"compile_s": time.perf_counter() - start, "times_s": []}
         jax.block_until_ready(fn(*args))
-    for _ in range(rounds):
-        for name, (fn, args) in steps.items():
-            for _ in range(iters):
-                start = time.perf_counter()
-                jax.block_until_ready(fn(*args))
-                out[name]["times_s"].append(time.perf_counter() - start)
-    for rec in out.values():
-        rec["median_s"] = statistics.median(rec["times_s"])
-        rec["min_s"] = min(rec["times_s"])
-        del rec["times_s"]
+
+    def once(name):
+        fn, args = steps[name]
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        elapsed = time.perf_counter() - start
+        out[name]["times_s"].append(elapsed)
+        return elapsed
+
+    for r in range(rounds):
+        for name in steps:
+            if name == baseline:
+                continue
+            if r % 2 == 0:
+                base, mine = once(baseline), once(name)
+            else:
+                mine, base = once(name), once(baseline)
+            out[name].setdefault("pair_ratios", []).append(mine / base)
     return out
+
+
+def summarize(rec: dict) -> dict:
+    """Median and minimum of a step's times, and the median of its paired ratios."""
+    summary = {
+        "median_s": statistics.median(rec["times_s"]),
+        "min_s": min(rec["times_s"]),
+        "compile_s": rec["compile_s"],
+    }
+    if "pair_ratios" in rec:
+        summary["ratio"] = statistics.median(rec["pair_ratios"])
+    return summary
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="*", default=None, help="subset of methods")
     p.add_argument("--tasks", nargs="*", type=int, default=[2, 4], help="task counts K")
+    p.add_argument(
+        "--rounds", type=int, default=None, help="timed pairs per step (6 quick, 12 full)"
+    )
     args = p.parse_args(argv)
     batch = 2048
-    rounds, iters = (2, 2) if args.quick else (4, 3)
+    rounds = args.rounds or (6 if args.quick else 12)
     only = args.methods or (list(QUICK_METHODS) if args.quick else None)
     print(
         f"[mtl_speed] MMoE {NUM_DENSE} -> 8 experts 256->128 -> towers 64, batch {batch}, "
-        f"backend {jax.default_backend()}, devices {jax.device_count()}"
+        f"backend {jax.default_backend()}, devices {jax.device_count()}, {rounds} pairs per step"
     )
     start = time.perf_counter()
-    ratios, ratios_median, medians, minima, compiles = {}, {}, {}, {}, {}
+    ratios, ratios_of_minima, medians, minima, compiles = {}, {}, {}, {}, {}
     ok = True
     for k in args.tasks:
         model, steps = build(k, batch, only)
         print(f"[mtl_speed] K={k}: {models.param_count(model):,} parameters, {len(steps)} steps")
-        timing = time_steps(steps, rounds=rounds, iters=iters)
-        plain, plain_med = timing["plain"]["min_s"], timing["plain"]["median_s"]
-        floor = timing["floor"]["min_s"] / plain
+        timing = {name: summarize(rec) for name, rec in time_paired(steps, rounds=rounds).items()}
+        plain = timing["plain"]
+        floor = timing["floor"]["ratio"]
         ratios[f"floor_K{k}"] = floor
-        ratios_median[f"floor_K{k}"] = timing["floor"]["median_s"] / plain_med
+        ratios_of_minima[f"floor_K{k}"] = timing["floor"]["min_s"] / plain["min_s"]
         for name, rec in timing.items():
             medians[f"{name}_K{k}"] = rec["median_s"]
             minima[f"{name}_K{k}"] = rec["min_s"]
@@ -217,9 +246,9 @@ def main(argv: list[str] | None = None) -> dict:
             if name in ("plain", "floor"):
                 continue
             method, level = name.rsplit("_", 1)
-            ratio = rec["min_s"] / plain
-            ratios[f"{method}_K{k}_{level}"] = ratio
-            ratios_median[f"{method}_K{k}_{level}"] = rec["median_s"] / plain_med
+            key = f"{method}_K{k}_{level}"
+            ratios[key] = ratio = rec["ratio"]
+            ratios_of_minima[key] = rec["min_s"] / plain["min_s"]
             if level == "rep":
                 met = ratio <= REP_TARGET
                 note = f"<= {REP_TARGET}"
@@ -228,22 +257,23 @@ def main(argv: list[str] | None = None) -> dict:
                 note = f"<= {PARAMS_OVER_FLOOR_TARGET} x floor = {PARAMS_OVER_FLOOR_TARGET * floor:.2f}"
             ok &= met
             print(
-                f"  K={k} {name:30s} min {rec['min_s'] * 1e3:7.1f} ms  ratio {ratio:5.2f}  "
-                f"{'ok' if met else 'MISSED'} ({note})  median ratio "
-                f"{ratios_median[f'{method}_K{k}_{level}']:5.2f}  compile {rec['compile_s']:.1f}s"
+                f"  K={k} {name:30s} median {rec['median_s'] * 1e3:7.1f} ms  ratio {ratio:5.2f}  "
+                f"{'ok' if met else 'MISSED'} ({note})  ratio of minima "
+                f"{ratios_of_minima[key]:5.2f}  compile {rec['compile_s']:.1f}s"
             )
         print(
-            f"  K={k} plain {plain * 1e3:.1f} ms; floor {timing['floor']['min_s'] * 1e3:.1f} ms "
-            f"= {floor:.2f} x plain (min step times)"
+            f"  K={k} plain median {plain['median_s'] * 1e3:.1f} ms (min {plain['min_s'] * 1e3:.1f}); "
+            f"floor {floor:.2f} x plain"
         )
     payload = {
         "ratios": ratios,
         "targets": {"rep": REP_TARGET, "params_over_floor": PARAMS_OVER_FLOOR_TARGET},
         "targets_met": bool(ok),
-        "ratios_median": ratios_median,
+        "ratios_of_minima": ratios_of_minima,
         "min_step_s": minima,
         "median_step_s": medians,
         "compile_s": compiles,
+        "pairs_per_step": rounds,
         "batch": batch,
         "backend": jax.default_backend(),
         "quick": bool(args.quick),

@@ -1,4 +1,4 @@
-"""Table plumbing of the DRGrad benchmarks: the RESULTS.md span and the paired t-test."""
+"""Plumbing of the DRGrad benchmarks: the RESULTS.md span, the paired t-test, paired timing."""
 
 import numpy as np
 import pytest
@@ -73,3 +73,35 @@ def test_cached_run_reuses_a_row_only_with_the_same_settings(tmp_path, monkeypat
     drgrad_census.cached_run(row, None, {**kw, "lrs": (3e-3,)}, tmp_path, "split A")
     drgrad_census.cached_run(row, None, kw, tmp_path, "split B")
     assert len(calls) == 3
+
+
+def test_paired_timing_cancels_machine_drift(monkeypatch):
+    """mtl_speed pairs each step with a plain step: a machine slowing 3x mid-run leaves ratios exact."""
+    from benchmarks import mtl_speed
+
+    clock = {"now": 0.0}
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter():
+            return clock["now"]
+
+    def step(cost):
+        def run(*args):
+            # The machine slows down as the run goes on: 1x at the start, 3x later.
+            clock["now"] += cost * (1.0 + 2.0 * min(clock["now"] / 50.0, 1.0))
+            return args
+
+        return run
+
+    monkeypatch.setattr(mtl_speed, "time", FakeTime)
+    steps = {"plain": (step(1.0), ()), "a": (step(1.1), ()), "b": (step(2.0), ())}
+    recs = mtl_speed.time_paired(steps, rounds=6)
+    assert "pair_ratios" not in recs["plain"] and len(recs["plain"]["times_s"]) == 12
+    for name, want in (("a", 1.1), ("b", 2.0)):
+        assert len(recs[name]["pair_ratios"]) == 6
+        # The drift within one pair is tiny next to the drift over the run ...
+        assert mtl_speed.summarize(recs[name])["ratio"] == pytest.approx(want, rel=0.05)
+    # ... while the ratio of minima compares calls made at different machine speeds.
+    minima = mtl_speed.summarize(recs["b"])["min_s"] / mtl_speed.summarize(recs["plain"])["min_s"]
+    assert abs(minima - 2.0) > 0.1

@@ -135,6 +135,25 @@ def test_gramian_is_sum_over_leaves(setup):
     np.testing.assert_allclose(gramian(g), flat @ flat.T, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_gramian_one_pass_matches_float64(k):
+    """Large leaves take the one-pass reduction: it agrees with a float64 product and is symmetric.
+
+    One leaf is a multiple of the row width, one leaves a remainder (a prime
+    size), one is small and takes the matrix product, and one is bfloat16.
+    """
+    rng = np.random.default_rng(k)
+    sizes = {"even": (k, 64, 1024), "prime": (k, 65537), "small": (k, 7, 3)}
+    g = {name: rng.normal(size=shape).astype(np.float32) for name, shape in sizes.items()}
+    g["half"] = rng.normal(size=(k, 70000)).astype(jnp.bfloat16)
+    flat = np.concatenate([np.asarray(v, np.float64).reshape(k, -1) for v in g.values()], axis=1)
+    got = np.asarray(jax.jit(gramian)(jax.tree.map(jnp.asarray, g)))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, got.T)
+    want = flat @ flat.T
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+
+
 def test_per_task_grads_on_nnx_state():
     class M(nnx.Module):
         def __init__(self, rngs):

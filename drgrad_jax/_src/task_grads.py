@@ -134,7 +134,12 @@ def gramian(task_grads) -> jax.Array:
     """The K x K Gramian ``G G^T`` of task gradients, summed leaf by leaf.
 
     ``G[i, j] = sum over leaves <g_i, g_j>`` computed in float32 without ever
-    flattening the whole Jacobian into one matrix.
+    flattening the whole Jacobian into one matrix. Small leaves go through one
+    ``[K, n] x [n, K]`` product; large ones (``n >= 2**16`` elements per task,
+    K <= 16) through one pass that reads each task's gradient once and
+    accumulates all ``K (K + 1) / 2`` products together (see
+    ``_gramian_one_pass``), which on CPU is several times faster than the
+    matrix product for cotangents of activations (e.g. ``[4, 2048, 8, 128]``).
 
     Args:
       task_grads: pytree with leaves ``[K, *shape]``.
@@ -151,10 +156,54 @@ def gramian(task_grads) -> jax.Array:
     leaves = jax.tree_util.tree_leaves(task_grads)
     total = None
     for g in leaves:
-        flat = g.reshape(g.shape[0], -1).astype(jnp.float32)
-        part = flat @ flat.T
+        k, n = g.shape[0], int(np.prod(g.shape[1:], dtype=np.int64))
+        if n >= ONE_PASS_MIN_SIZE and k <= ONE_PASS_MAX_TASKS:
+            part = _gramian_one_pass(g.reshape(k, n))
+        else:
+            flat = g.reshape(k, n).astype(jnp.float32)
+            part = flat @ flat.T
         total = part if total is None else total + part
     return total
+
+
+ONE_PASS_MIN_SIZE = 1 << 16
+"""Leaves with at least this many elements per task take ``_gramian_one_pass``."""
+
+ONE_PASS_MAX_TASKS = 16
+"""Above this many tasks every leaf goes through the matrix product."""
+
+
+def _gramian_one_pass(flat: jax.Array, width: int = 1024) -> jax.Array:
+    """``flat @ flat.T`` for ``flat [K, n]`` as ONE variadic reduction.
+
+    The first ``width * (n // width)`` entries of each task row are viewed as
+    ``[n // width, width]``; a single ``lax.reduce`` over the ``width`` axis
+    carries the K (K + 1) / 2 products ``g_i * g_j`` (i <= j) as separate
+    outputs, so XLA reads every row once and sums short contiguous runs; the
+    partial sums are added afterwards and the remaining ``n % width`` entries go
+    through a small matrix product. The upper triangle is mirrored, so the
+    result is exactly symmetric.
+    """
+    k, n = flat.shape
+    flat = flat.astype(jnp.float32)
+    body = width * (n // width)
+    rows = flat[:, :body].reshape(k, body // width, width)
+    pairs = [(i, j) for i in range(k) for j in range(i, k)]
+    zero = jnp.zeros((), jnp.float32)
+    partial = jax.lax.reduce(
+        tuple(rows[i] * rows[j] for i, j in pairs),
+        (zero,) * len(pairs),
+        lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True)),
+        (1,),
+    )
+    rows_idx, cols_idx = np.array(pairs).T
+    upper = jnp.zeros((k, k), jnp.float32)
+    upper = upper.at[rows_idx, cols_idx].set(jnp.stack([jnp.sum(p) for p in partial]))
+    full = upper + jnp.triu(upper, 1).T
+    if body < n:
+        tail = flat[:, body:]
+        full = full + tail @ tail.T
+    return full
 
 
 def gramian_weighting(weights_fn: Callable[[jax.Array], jax.Array], state_cls):
