@@ -56,6 +56,17 @@ def time_fn(fn: Callable, *args, iters: int = 20, warmup: int = 2) -> dict:
     return {"compile_s": compile_s, "median_s": statistics.median(times), "times_s": times}
 
 
+def _compile_all(fns: dict[str, Callable], args: dict[str, tuple]) -> dict[str, dict]:
+    """Calls each function twice (compile, then warm up); records ``compile_s`` and ``times_s``."""
+    out = {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args[name]))
+        out[name] = {"compile_s": time.perf_counter() - start, "times_s": []}
+        jax.block_until_ready(fn(*args[name]))
+    return out
+
+
 def time_interleaved(
     fns: dict[str, Callable], args: dict[str, tuple], *, rounds: int = 5, iters: int = 10
 ) -> dict[str, dict]:
@@ -63,12 +74,7 @@ def time_interleaved(
 
     Returns per name: ``compile_s`` and ``median_s`` over all rounds' steps.
     """
-    out = {}
-    for name, fn in fns.items():
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args[name]))
-        out[name] = {"compile_s": time.perf_counter() - start, "times_s": []}
-        jax.block_until_ready(fn(*args[name]))
+    out = _compile_all(fns, args)
     for _ in range(rounds):
         for name, fn in fns.items():
             for _ in range(iters):
@@ -79,6 +85,56 @@ def time_interleaved(
         rec["median_s"] = statistics.median(rec["times_s"])
         del rec["times_s"]
     return out
+
+
+def time_paired(steps: dict, *, rounds: int, baseline: str = "plain") -> dict[str, dict]:
+    """Times every step back to back with the baseline step, in alternating order.
+
+    ``steps`` maps a name to ``(fn, args)``; ``fn(*args)`` is one step.
+
+    Each round times, for every step, one call of it and one call of the
+    baseline right next to each other (baseline first in even rounds, second in
+    odd ones), so the pair sees the same machine state: on a shared VM the speed
+    of the whole machine drifts by tens of percent within a minute, which a
+    ratio of separately gathered statistics would fold into the result.
+
+    Returns, per step: ``compile_s``, ``times_s`` (its calls) and ``pair_ratios``
+    (its time over the baseline's time in the same pair; absent for the baseline).
+    """
+    out = _compile_all(
+        {name: fn for name, (fn, _) in steps.items()}, {n: a for n, (_, a) in steps.items()}
+    )
+
+    def once(name):
+        fn, args = steps[name]
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        elapsed = time.perf_counter() - start
+        out[name]["times_s"].append(elapsed)
+        return elapsed
+
+    for r in range(rounds):
+        for name in steps:
+            if name == baseline:
+                continue
+            if r % 2 == 0:
+                base, mine = once(baseline), once(name)
+            else:
+                mine, base = once(name), once(baseline)
+            out[name].setdefault("pair_ratios", []).append(mine / base)
+    return out
+
+
+def summarize_paired(rec: dict) -> dict:
+    """Median and minimum of a step's times, and the median of its paired ratios."""
+    summary = {
+        "median_s": statistics.median(rec["times_s"]),
+        "min_s": min(rec["times_s"]),
+        "compile_s": rec["compile_s"],
+    }
+    if "pair_ratios" in rec:
+        summary["ratio"] = statistics.median(rec["pair_ratios"])
+    return summary
 
 
 def write_json(path: str | None, payload: dict) -> None:
@@ -92,15 +148,17 @@ def write_json(path: str | None, payload: dict) -> None:
 RESULTS_MD = REPO_ROOT / "benchmarks" / "RESULTS.md"
 
 
-def write_results_span(marker: str, section: str, path: pathlib.Path = RESULTS_MD) -> None:
+def write_results_span(marker: str, section: str, path: pathlib.Path | None = None) -> None:
     """Replaces only the span ``<!-- marker:begin -->`` .. ``<!-- marker:end -->`` of ``path``.
+
+    ``path`` defaults to ``benchmarks/RESULTS.md``.
 
     The span is appended when absent, and the file created when missing; the
     rest of the file is left untouched, so each benchmark owns its own span.
     """
     begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     block = f"{begin}\n{section}\n{end}"
-    path = pathlib.Path(path)
+    path = pathlib.Path(path or RESULTS_MD)
     text = (
         path.read_text()
         if path.exists()

@@ -27,16 +27,21 @@ pairing cancels it. Ratios of minimum step times are in ``ratios_of_minima``.
 Targets: every ``*_rep`` ratio <= 1.2, and every ``*_params`` ratio within 10%
 of ``floor_K<k>``.
 
+A full run of every method at K = 2 and 4 rewrites its table in
+``benchmarks/RESULTS.md``; ``--from-json PATH`` re-renders it from a saved run.
+
 ``--quick`` times three representative methods (PCGrad, MGDA, UPGrad) with six
 pairs each, to stay near two minutes; the full run times every method with
 twelve.
 
-Usage: ``python -m benchmarks.mtl_speed [--quick] [--json PATH] [--methods ...] [--tasks ...] [--rounds N]``
+Usage: ``python -m benchmarks.mtl_speed [--quick] [--json PATH] [--methods ...] [--tasks ...] [--rounds N]
+[--from-json PATH]``
 """
 
 from __future__ import annotations
 
-import statistics
+import json
+import pathlib
 import time
 
 import jax
@@ -162,65 +167,48 @@ def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0):
     return model, steps
 
 
-def time_paired(steps: dict, *, rounds: int, baseline: str = "plain") -> dict[str, dict]:
-    """Times every step back to back with the baseline step, in alternating order.
-
-    Each round times, for every step, one call of it and one call of the
-    baseline right next to each other (baseline first in even rounds, second in
-    odd ones), so the pair sees the same machine state: on a shared VM the speed
-    of the whole machine drifts by tens of percent within a minute, which a
-    ratio of separately gathered statistics would fold into the result.
-
-    Returns, per step: ``compile_s``, ``times_s`` (its calls) and ``pair_ratios``
-    (its time over the baseline's time in the same pair; absent for the baseline).
-    """
-    out = {}
-    for name, (fn, args) in steps.items():
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        out[name] = {"compile_s": time.perf_counter() - start, "times_s": []}
-        jax.block_until_ready(fn(*args))
-
-    def once(name):
-        fn, args = steps[name]
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        elapsed = time.perf_counter() - start
-        out[name]["times_s"].append(elapsed)
-        return elapsed
-
-    for r in range(rounds):
-        for name in steps:
-            if name == baseline:
-                continue
-            if r % 2 == 0:
-                base, mine = once(baseline), once(name)
-            else:
-                mine, base = once(name), once(baseline)
-            out[name].setdefault("pair_ratios", []).append(mine / base)
-    return out
-
-
-def summarize(rec: dict) -> dict:
-    """Median and minimum of a step's times, and the median of its paired ratios."""
-    summary = {
-        "median_s": statistics.median(rec["times_s"]),
-        "min_s": min(rec["times_s"]),
-        "compile_s": rec["compile_s"],
-    }
-    if "pair_ratios" in rec:
-        summary["ratio"] = statistics.median(rec["pair_ratios"])
-    return summary
+def results_table(payload: dict) -> str:
+    """The RESULTS.md section of a full run: one row per method, its ratios at both levels."""
+    ratios, tasks = payload["ratios"], payload["tasks"]
+    names = sorted({key.split("_K")[0] for key in ratios if not key.startswith("floor_")})
+    head = " | ".join(f"K={k} params | K={k} rep" for k in tasks)
+    lines = [
+        "## Multi-task method cost (`python -m benchmarks.mtl_speed`)",
+        "",
+        f"MMoE {NUM_DENSE} inputs, 8 experts 256->128, towers 64, batch {payload['batch']}, "
+        f"{payload['backend']}; each ratio is the median over {payload['pairs_per_step']} pairs of a "
+        "step's time over a plain summed-loss step run next to it. Targets: representation level "
+        f"<= {REP_TARGET}; parameter level <= {PARAMS_OVER_FLOOR_TARGET} x the floor (one forward, "
+        "K backward passes through the experts, summed). Plain step median: "
+        + ", ".join(f"K={k} {payload['median_step_s'][f'plain_K{k}'] * 1e3:.0f} ms" for k in tasks)
+        + ".",
+        "",
+        f"| method | {head} |",
+        "|---" * (1 + 2 * len(tasks)) + "|",
+        "| floor | " + " | ".join(f"{ratios[f'floor_K{k}']:.2f} | –" for k in tasks) + " |",
+    ]
+    for name in names:
+        cells = []
+        for k in tasks:
+            cells += [f"{ratios[f'{name}_K{k}_params']:.2f}", f"{ratios[f'{name}_K{k}_rep']:.2f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"All targets met: {'yes' if payload['targets_met'] else 'NO'}."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="*", default=None, help="subset of methods")
     p.add_argument("--tasks", nargs="*", type=int, default=[2, 4], help="task counts K")
+    p.add_argument("--from-json", default=None, help="re-render RESULTS.md from a full run's JSON")
     p.add_argument(
         "--rounds", type=int, default=None, help="timed pairs per step (6 quick, 12 full)"
     )
     args = p.parse_args(argv)
+    if args.from_json:
+        payload = json.loads(pathlib.Path(args.from_json).read_text())
+        _common.write_results_span("mtl-speed", results_table(payload))
+        return payload
     batch = 2048
     rounds = args.rounds or (6 if args.quick else 12)
     only = args.methods or (list(QUICK_METHODS) if args.quick else None)
@@ -234,7 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
     for k in args.tasks:
         model, steps = build(k, batch, only)
         print(f"[mtl_speed] K={k}: {models.param_count(model):,} parameters, {len(steps)} steps")
-        timing = {name: summarize(rec) for name, rec in time_paired(steps, rounds=rounds).items()}
+        paired = _common.time_paired(steps, rounds=rounds)
+        timing = {name: _common.summarize_paired(rec) for name, rec in paired.items()}
         plain = timing["plain"]
         floor = timing["floor"]["ratio"]
         ratios[f"floor_K{k}"] = floor
@@ -274,12 +263,15 @@ def main(argv: list[str] | None = None) -> dict:
         "median_step_s": medians,
         "compile_s": compiles,
         "pairs_per_step": rounds,
+        "tasks": list(args.tasks),
         "batch": batch,
         "backend": jax.default_backend(),
         "quick": bool(args.quick),
         "wall_s": time.perf_counter() - start,
     }
     _common.write_json(args.json, payload)
+    if not args.quick and not args.methods and sorted(args.tasks) == [2, 4]:
+        _common.write_results_span("mtl-speed", results_table(payload))
     return payload
 
 

@@ -76,8 +76,8 @@ def test_cached_run_reuses_a_row_only_with_the_same_settings(tmp_path, monkeypat
 
 
 def test_paired_timing_cancels_machine_drift(monkeypatch):
-    """mtl_speed pairs each step with a plain step: a machine slowing 3x mid-run leaves ratios exact."""
-    from benchmarks import mtl_speed
+    """Each step timed next to a plain step: a machine slowing 3x mid-run leaves the ratios right."""
+    from benchmarks import _common
 
     clock = {"now": 0.0}
 
@@ -94,14 +94,45 @@ def test_paired_timing_cancels_machine_drift(monkeypatch):
 
         return run
 
-    monkeypatch.setattr(mtl_speed, "time", FakeTime)
+    monkeypatch.setattr(_common, "time", FakeTime)
     steps = {"plain": (step(1.0), ()), "a": (step(1.1), ()), "b": (step(2.0), ())}
-    recs = mtl_speed.time_paired(steps, rounds=6)
+    recs = _common.time_paired(steps, rounds=6)
     assert "pair_ratios" not in recs["plain"] and len(recs["plain"]["times_s"]) == 12
     for name, want in (("a", 1.1), ("b", 2.0)):
         assert len(recs[name]["pair_ratios"]) == 6
         # The drift within one pair is tiny next to the drift over the run ...
-        assert mtl_speed.summarize(recs[name])["ratio"] == pytest.approx(want, rel=0.05)
+        assert _common.summarize_paired(recs[name])["ratio"] == pytest.approx(want, rel=0.05)
     # ... while the ratio of minima compares calls made at different machine speeds.
-    minima = mtl_speed.summarize(recs["b"])["min_s"] / mtl_speed.summarize(recs["plain"])["min_s"]
+    minima = (
+        _common.summarize_paired(recs["b"])["min_s"]
+        / _common.summarize_paired(recs["plain"])["min_s"]
+    )
     assert abs(minima - 2.0) > 0.1
+
+
+def test_mtl_speed_table_from_json(tmp_path, monkeypatch):
+    """A saved full run re-renders into its own RESULTS.md span, one row per method."""
+    import json
+
+    from benchmarks import _common, mtl_speed
+
+    ratios = {"floor_K2": 1.8, "floor_K4": 3.1}
+    for name in ("mgda", "pcgrad"):
+        for k in (2, 4):
+            ratios[f"{name}_K{k}_params"], ratios[f"{name}_K{k}_rep"] = 1.5 * k, 1.01 + k / 100
+    payload = {
+        "ratios": ratios,
+        "tasks": [2, 4],
+        "batch": 2048,
+        "backend": "cpu",
+        "pairs_per_step": 12,
+        "median_step_s": {"plain_K2": 0.2, "plain_K4": 0.25},
+        "targets_met": True,
+    }
+    path, results = tmp_path / "run.json", tmp_path / "RESULTS.md"
+    path.write_text(json.dumps(payload))
+    monkeypatch.setattr(_common, "RESULTS_MD", results)
+    mtl_speed.main(["--from-json", str(path)])
+    text = results.read_text()
+    assert "| mgda | 3.00 | 1.03 | 6.00 | 1.05 |" in text and "| floor | 1.80 | – | 3.10 | – |" in text
+    assert text.count("<!-- mtl-speed:begin -->") == 1
