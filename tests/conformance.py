@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 Check = Callable[..., None]
 
@@ -128,9 +127,24 @@ def check_scan(factory, params, task_grads, kwargs, hyperparam, extra_args) -> N
 
 
 def check_inject_hyperparams(factory, params, task_grads, kwargs, hyperparam, extra_args) -> None:
-    """``optax.inject_hyperparams`` can schedule the named float hyperparameter."""
+    """``optax.inject_hyperparams`` can schedule the named float hyperparameter.
+
+    A transformation without one (``hyperparam=None``) must still wrap: the
+    wrapped update, with every argument static, equals the bare one.
+    """
     if hyperparam is None:
-        pytest.skip("no float hyperparameter named for this transformation")
+        tx = optax.inject_hyperparams(factory, static_args=tuple(kwargs))(**kwargs)
+        bare = factory(**kwargs)
+        state = tx.init(params)
+        assert not state.hyperparams, f"unexpected hyperparameters {state.hyperparams}"
+        u, _ = jax.jit(lambda g, s, p: tx.update(g, s, p, **extra_args))(task_grads, state, params)
+        want, _ = jax.jit(lambda g, s, p: bare.update(g, s, p, **extra_args))(
+            task_grads, bare.init(params), params
+        )
+        _assert_params_like(u, params, "inject_hyperparams")
+        for a, b in zip(_leaves(u), _leaves(want)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        return
     if hyperparam not in kwargs:
         raise ValueError(f"hyperparam={hyperparam!r} must be given a value in kwargs={kwargs}")
     static = tuple(k for k in kwargs if k != hyperparam)
@@ -323,7 +337,7 @@ def run_check(
       task_grads: per-task gradients matching ``params`` (leaves ``[K, *shape]``).
       kwargs: keyword arguments for ``factory``.
       hyperparam: name of one float hyperparameter in ``kwargs`` for the
-        ``inject_hyperparams`` check (``None`` skips that check).
+        ``inject_hyperparams`` check (``None``: the wrapped transformation must equal the bare one).
       extra_args: keyword arguments passed to every ``update`` call (e.g. losses).
     """
     if name not in CHECKS:

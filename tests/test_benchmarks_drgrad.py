@@ -134,5 +134,7 @@ def test_mtl_speed_table_from_json(tmp_path, monkeypatch):
     monkeypatch.setattr(_common, "RESULTS_MD", results)
     mtl_speed.main(["--from-json", str(path)])
     text = results.read_text()
-    assert "| mgda | 3.00 | 1.03 | 6.00 | 1.05 |" in text and "| floor | 1.80 | – | 3.10 | – |" in text
+    assert (
+        "| mgda | 3.00 | 1.03 | 6.00 | 1.05 |" in text and "| floor | 1.80 | – | 3.10 | – |" in text
+    )
     assert text.count("<!-- mtl-speed:begin -->") == 1
