@@ -56,14 +56,14 @@ def time_fn(fn: Callable, *args, iters: int = 20, warmup: int = 2) -> dict:
     return {"compile_s": compile_s, "median_s": statistics.median(times), "times_s": times}
 
 
-def _compile_all(fns: dict[str, Callable], args: dict[str, tuple]) -> dict[str, dict]:
-    """Calls each function twice (compile, then warm up); records ``compile_s`` and ``times_s``."""
+def _compile_all(steps: dict[str, tuple[Callable, tuple]]) -> dict[str, dict]:
+    """Calls each ``fn(*args)`` twice (compile, then warm up); records ``compile_s``, empty ``times_s``."""
     out = {}
-    for name, fn in fns.items():
+    for name, (fn, args) in steps.items():
         start = time.perf_counter()
-        jax.block_until_ready(fn(*args[name]))
+        jax.block_until_ready(fn(*args))
         out[name] = {"compile_s": time.perf_counter() - start, "times_s": []}
-        jax.block_until_ready(fn(*args[name]))
+        jax.block_until_ready(fn(*args))
     return out
 
 
@@ -74,7 +74,7 @@ def time_interleaved(
 
     Returns per name: ``compile_s`` and ``median_s`` over all rounds' steps.
     """
-    out = _compile_all(fns, args)
+    out = _compile_all({name: (fn, args[name]) for name, fn in fns.items()})
     for _ in range(rounds):
         for name, fn in fns.items():
             for _ in range(iters):
@@ -94,16 +94,14 @@ def time_paired(steps: dict, *, rounds: int, baseline: str = "plain") -> dict[st
 
     Each round times, for every step, one call of it and one call of the
     baseline right next to each other (baseline first in even rounds, second in
-    odd ones), so the pair sees the same machine state: on a shared VM the speed
-    of the whole machine drifts by tens of percent within a minute, which a
+    odd ones), so the pair sees the same machine state: on a shared machine
+    its overall speed drifts by tens of percent within a minute, which a
     ratio of separately gathered statistics would fold into the result.
 
     Returns, per step: ``compile_s``, ``times_s`` (its calls) and ``pair_ratios``
     (its time over the baseline's time in the same pair; absent for the baseline).
     """
-    out = _compile_all(
-        {name: fn for name, (fn, _) in steps.items()}, {n: a for n, (_, a) in steps.items()}
-    )
+    out = _compile_all(steps)
 
     def once(name):
         fn, args = steps[name]

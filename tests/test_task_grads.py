@@ -8,6 +8,7 @@ from flax import nnx
 
 import drgrad_jax
 from drgrad_jax import SHARED, gramian, per_task_grads, per_task_rep_grads
+from drgrad_jax._src import task_grads
 
 
 def make_model(key, d_in=5, d_h=4, k=3):
@@ -146,6 +147,7 @@ def test_gramian_one_pass_matches_float64(k):
     sizes = {"even": (k, 64, 1024), "prime": (k, 65537), "small": (k, 7, 3)}
     g = {name: rng.normal(size=shape).astype(np.float32) for name, shape in sizes.items()}
     g["half"] = rng.normal(size=(k, 70000)).astype(jnp.bfloat16)
+    assert 64 * 1024 >= task_grads.ONE_PASS_MIN_SIZE > 7 * 3
     flat = np.concatenate([np.asarray(v, np.float64).reshape(k, -1) for v in g.values()], axis=1)
     got = np.asarray(jax.jit(gramian)(jax.tree.map(jnp.asarray, g)))
     assert got.dtype == np.float32

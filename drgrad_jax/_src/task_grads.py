@@ -130,6 +130,13 @@ def combine(weights: jax.Array, task_grads):
     )
 
 
+ONE_PASS_MIN_SIZE = 1 << 16
+"""Leaves with at least this many elements per task take ``_gramian_one_pass``."""
+
+ONE_PASS_MAX_TASKS = 16
+"""Above this many tasks every leaf goes through the matrix product."""
+
+
 def gramian(task_grads) -> jax.Array:
     """The K x K Gramian ``G G^T`` of task gradients, summed leaf by leaf.
 
@@ -166,13 +173,6 @@ def gramian(task_grads) -> jax.Array:
     return total
 
 
-ONE_PASS_MIN_SIZE = 1 << 16
-"""Leaves with at least this many elements per task take ``_gramian_one_pass``."""
-
-ONE_PASS_MAX_TASKS = 16
-"""Above this many tasks every leaf goes through the matrix product."""
-
-
 def _gramian_one_pass(flat: jax.Array, width: int = 1024) -> jax.Array:
     """``flat @ flat.T`` for ``flat [K, n]`` as ONE variadic reduction.
 
@@ -181,8 +181,8 @@ def _gramian_one_pass(flat: jax.Array, width: int = 1024) -> jax.Array:
     carries the K (K + 1) / 2 products ``g_i * g_j`` (i <= j) as separate
     outputs, so XLA reads every row once and sums short contiguous runs; the
     partial sums are added afterwards and the remaining ``n % width`` entries go
-    through a small matrix product. The upper triangle is mirrored, so the
-    result is exactly symmetric.
+    through a small matrix product. Entries ``(i, j)`` and ``(j, i)`` read the
+    same sum, so the result is exactly symmetric.
     """
     k, n = flat.shape
     flat = flat.astype(jnp.float32)
@@ -196,10 +196,10 @@ def _gramian_one_pass(flat: jax.Array, width: int = 1024) -> jax.Array:
         lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True)),
         (1,),
     )
-    rows_idx, cols_idx = np.array(pairs).T
-    upper = jnp.zeros((k, k), jnp.float32)
-    upper = upper.at[rows_idx, cols_idx].set(jnp.stack([jnp.sum(p) for p in partial]))
-    full = upper + jnp.triu(upper, 1).T
+    index = np.zeros((k, k), np.int32)
+    for p, (i, j) in enumerate(pairs):
+        index[i, j] = index[j, i] = p
+    full = jnp.stack([jnp.sum(p) for p in partial])[index]
     if body < n:
         tail = flat[:, body:]
         full = full + tail @ tail.T
