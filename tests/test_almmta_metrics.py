@@ -55,8 +55,10 @@ def _ref_grouped(score, exposure, y, e, num_buckets, n_min):
     for c in range(k):
         col = e[:, c]
         edges = np.quantile(col, np.linspace(0, 1, num_buckets + 1)[1:-1])
+        # Bucket b is the half-open interval [edge_{b-1}, edge_b) (outer edges infinite).
+        bounds = np.concatenate([[-np.inf], edges, [np.inf]])
         for b in range(num_buckets):
-            users = [i for i in range(u) if sum(col[i] >= q for q in edges) == b]
+            users = [i for i in range(u) if bounds[b] <= col[i] < bounds[b + 1]]
             pos = [i for i in users if exposure[i, c]]
             neg = [i for i in users if not exposure[i, c]]
             if len(pos) < n_min or len(neg) < n_min:
@@ -134,9 +136,17 @@ def test_causalml_auuc_of_the_random_line_is_one_half():
     y = np.zeros(2 * n)
     t = np.tile([1.0, 0.0], n)
     y[::2] = 1.0  # treated respond, control do not: lift 1 at every even k
-    gain = np.asarray(metrics.uplift_curve(np.zeros(2 * n), y, t))
-    even = gain[::2]
-    np.testing.assert_allclose(even, np.arange(0, 2 * n + 1, 2), atol=1e-5)
+    scores = np.zeros(2 * n)  # all tied: units are taken in index order
+    gain = np.asarray(metrics.uplift_curve(scores, y, t))
+    # The gain is the straight line k (lift 1 times k) except at k = 1, where the
+    # control arm is still empty and the gain is 0 by convention.
+    line = np.arange(2 * n + 1.0)
+    np.testing.assert_allclose(gain, np.where(line == 1, 0.0, line), atol=1e-5)
+    # AUUC = mean of the curve / |last gain|: the line's mean is exactly 1/2 of its end.
+    np.testing.assert_allclose(line.mean() / line[-1], 0.5)
+    expected = (line.sum() - 1.0) / (2 * n + 1) / (2 * n)
+    np.testing.assert_allclose(metrics.auuc(scores, y, t), expected, rtol=1e-6)
+    assert abs(expected - 0.5) < 3e-3
 
 
 @settings(max_examples=40, deadline=None)
@@ -258,7 +268,10 @@ def test_grouped_auuc_reports_degenerate_and_empty_buckets():
     assert all(reason.startswith("fewer than 2") for reason in r.reason)
     # Tied propensities leave upper buckets empty; they are reported, not scored.
     r = metrics.grouped_auuc(score, exposure, y, np.full_like(e, 0.3), num_buckets=4, n_min=5)
-    assert r.valid.sum() == 1 and sum(reason != "" for reason in r.reason) == 3
+    # Every edge equals 0.3 and a value on an edge goes up: all users are in the top bucket.
+    np.testing.assert_array_equal(r.valid, [False, False, False, True])
+    assert [reason == "" for reason in r.reason] == [False, False, False, True]
+    assert r.n_exposed[:3].sum() == 0 and r.n_exposed[3].sum() == exposure.sum()
     # All cells with one uplift: A(oracle) = A(anti), reported as degenerate.
     y0 = np.zeros_like(y)
     r = metrics.grouped_auuc(score, exposure, y0, e, num_buckets=1, n_min=5)
@@ -323,6 +336,23 @@ def test_propensity_buckets_with_reference_edges_match_numpy():
         np.testing.assert_array_equal(got[:, c], np.searchsorted(edges, e[:, c], side="right"))
     with pytest.raises(ValueError, match="reference must be"):
         metrics.propensity_buckets(e, 4, reference=ref[:, :2])
+
+
+def test_propensity_buckets_values_on_edges_go_to_the_upper_bucket():
+    # Nine points 0..8: the 1/4, 2/4, 3/4 quantiles are the data points 2, 4, 6.
+    ref = np.arange(9.0)[:, None] * np.array([[1.0, 0.1]])  # column 1 scaled: edges .2 .4 .6
+    values = np.array([-1.0, 0.0, 1.999, 2.0, 3.0, 4.0, 5.999, 6.0, 7.0, 8.0, 100.0])
+    expected = np.array([0, 0, 0, 1, 1, 2, 2, 3, 3, 3, 3])
+    got = metrics.propensity_buckets(values[:, None] * np.array([[1.0, 0.1]]), 4, reference=ref)
+    np.testing.assert_array_equal(got, np.stack([expected, expected], axis=1))
+    # Without a reference the users' own quantiles are the edges: 0..8 is split 2 | 2 | 2 | 3.
+    own = metrics.propensity_buckets(ref, 4)
+    np.testing.assert_array_equal(own[:, 0], [0, 0, 1, 1, 2, 2, 3, 3, 3])
+    np.testing.assert_array_equal(own[:, 1], own[:, 0])
+    # One bucket holds everybody; ties on every edge all go to the top bucket.
+    np.testing.assert_array_equal(metrics.propensity_buckets(ref, 1), 0)
+    np.testing.assert_array_equal(metrics.propensity_buckets(np.full((5, 2), 0.3), 3), 2)
+    assert got.dtype.kind == "i"
 
 
 def test_grouped_auuc_given_buckets_is_the_quantile_protocol():

@@ -59,8 +59,15 @@ def test_pooling_matches_definition(model_and_batch):
     enc = model.encode(batch)
     mask = np.asarray(batch.touch_mask, np.float64)
     scale = 1 / np.sqrt(model.config.max_len)
-    m_ref = scale * np.einsum("bl,bl,bld->bd", mask, enc.gates, enc.mediators)
+    # a_j = sigmoid(MLP_a([h_j; s])) and m_j = MLP_m(h_j), rebuilt from the encoder output.
+    s_rep = jnp.broadcast_to(enc.s[:, None, :], enc.h.shape)
+    gate_logits = model.mediator_gate(jnp.concatenate([enc.h, s_rep], axis=-1))[..., 0]
+    a = _sigmoid(np.asarray(gate_logits, np.float64))
+    m = np.asarray(model.mediator_mlp(enc.h), np.float64)
+    m_ref = scale * np.einsum("bl,bl,bld->bd", mask, a, m)
     np.testing.assert_allclose(enc.mediator, m_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(enc.gates, mask * a, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(enc.mediators, m, rtol=1e-5, atol=1e-6)
     gates = _sigmoid(np.asarray(model.treatment_gate(enc.e)[..., 0], np.float64))
     z_ref = scale * np.einsum("bl,bl,bld->bd", mask, gates, enc.e)
     np.testing.assert_allclose(enc.treatment, z_ref, rtol=1e-5, atol=1e-6)
