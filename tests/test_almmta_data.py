@@ -280,6 +280,56 @@ def test_every_journey_once_per_epoch(n, bs, buffer, drop_last, seed):
         np.testing.assert_array_equal(ids, expect)
 
 
+def _traceable(n, L=4, seed=0):
+    """A batch whose every field of row i is a value of journey i (user_id i)."""
+    b = _batch(n=n, L=L, seed=seed)
+    i = np.arange(n)
+    y = (i % 3 == 0).astype(np.float32)
+    mask = b.touch_mask
+    touch = np.arange(L)[None, :]
+    return b._replace(
+        x=np.stack([0.25 * i, -1.0 * i], axis=1).astype(np.float32),
+        y=y,
+        yp=np.where(mask, (i[:, None] + touch) % 2, 0).astype(np.float32)[..., None],
+        yp_mask=mask & (y[:, None] == 1),
+        ipw=(1.0 + i / 64).astype(np.float32),
+        propensity=np.where(mask, 0.01 * (i[:, None] + 1) + 0.001 * touch, 0).astype(np.float32),
+    )
+
+
+def _assert_rows_are_their_source(batches, source):
+    row_of = {int(u): r for r, u in enumerate(source.user_id)}
+    seen = 0
+    for out in batches:
+        for r in range(out.touch_mask.shape[0]):
+            if not out.touch_mask[r].any():  # a padding row
+                assert out.ipw[r] == 0 and out.y[r] == 0 and not out.yp_mask[r].any()
+                continue
+            src = row_of[int(out.user_id[r])]
+            for name in JourneyBatch._fields:
+                np.testing.assert_array_equal(
+                    getattr(out, name)[r], getattr(source, name)[src], err_msg=name
+                )
+            seen += 1
+    return seen
+
+
+@pytest.mark.parametrize("buffer", [None, 0, 3])
+def test_streamed_rows_carry_every_field_of_their_journey(tmp_path, buffer):
+    source = _traceable(13)
+    validate_journeys(source)
+    stream = journey_batches(source, 4, seed=2, shuffle_buffer=buffer, epochs=2)
+    assert _assert_rows_are_their_source(stream, source) == 26
+    # The same through npz shards on disk (two files, so rows cross file boundaries).
+    paths = []
+    for k, rows in enumerate((slice(0, 6), slice(6, 13))):
+        part = JourneyBatch(*(None if v is None else v[rows] for v in source))
+        paths.append(tmp_path / f"part-{k}.npz")
+        save_journey_npz(paths[-1], part)
+    stream = journey_batches(NpzShards(paths), 5, seed=1, shuffle_buffer=buffer)
+    assert _assert_rows_are_their_source(stream, source) == 13
+
+
 def test_streaming_seeds_and_epochs():
     b = _batch(n=30, L=3)
     run = lambda seed, **kw: _real_ids(journey_batches(b, 7, seed=seed, **kw))
