@@ -1,14 +1,20 @@
 """The ALM-MTA tour notebook executes end to end at small size (ALMMTA_TOUR_SMALL=1)."""
 
-import os
 import pathlib
+import re
 
+import numpy as np
 import pytest
 
 nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "almmta_tour.ipynb"
+NUMBER = r"[-+]?\d*\.?\d+(?:e[-+]?\d+)?"
+
+
+def _floats(text):
+    return np.array([float(v) for v in re.findall(NUMBER, text)])
 
 
 def test_almmta_tour_executes(monkeypatch, tmp_path):
@@ -23,5 +29,37 @@ def test_almmta_tour_executes(monkeypatch, tmp_path):
     outputs = "".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
-    assert "avg grouped AUUC" in outputs and "ALM-MTA" in outputs
-    assert os.environ["ALMMTA_TOUR_SMALL"] == "1"
+    check_tour_outputs(outputs)
+
+
+def check_tour_outputs(outputs: str) -> None:
+    """Bounds on the numbers the tour prints (small configuration)."""
+    # The kernel saw the switch (it prints which configuration it runs).
+    assert "small configuration" in outputs, outputs[:500]
+    held_out = _floats(re.search(r"held-out AUC per epoch: \[([^\]]*)\]", outputs).group(1))
+    adversary = _floats(re.search(r"does not leak y\): \[([^\]]*)\]", outputs).group(1))
+    assert held_out.size == adversary.size == 2
+    assert np.all((adversary >= 0.0) & (adversary <= 1.0)), adversary
+    # Two small epochs: the outcome head ends better than chance and than it started.
+    assert 0.5 < held_out[-1] <= 1.0 and held_out[-1] > held_out[0], held_out
+    rows = {
+        name: (float(auc), float(auuc), float(rmse))
+        for name, auc, auuc, rmse in re.findall(
+            rf"^(\S+)\s+AUC ({NUMBER})  avg grouped AUUC ({NUMBER}|nan)  buckets \d+"
+            rf"  RMSE vs true Δ ({NUMBER})",
+            outputs,
+            re.M,
+        )
+    }
+    assert set(rows) == {"truth", "ALM-MTA", "DML"}, outputs[-800:]
+    # The simulator's own probabilities and effects: a strong ranking, zero error.
+    truth_auc, truth_auuc, truth_rmse = rows["truth"]
+    assert truth_auc > 0.8 and truth_auuc > 0.8 and truth_rmse == 0.0, rows
+    for auc, auuc, rmse in rows.values():
+        assert 0.5 < auc <= 1.0 and 0.0 <= auuc <= 1.0 and rmse >= 0.0, rows
+    # The attribution table: shares are the positive part of the uplifts, normalized.
+    table = re.findall(rf"^\s+\d+\s+\d+\s+({NUMBER})\s+{NUMBER}\s+({NUMBER})$", outputs, re.M)
+    uplift, share = (np.array([float(r[i]) for r in table]) for i in (0, 1))
+    assert uplift.size >= 1, outputs
+    assert np.all(share[uplift <= 0] == 0) and np.all((share >= 0) & (share <= 1))
+    assert share.sum() == pytest.approx(1.0 if (uplift > 0).any() else 0.0, abs=5e-3)
