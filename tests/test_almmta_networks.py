@@ -309,6 +309,9 @@ def test_frontdoor_sum_bad_shapes():
         am.frontdoor_sum(jnp.ones(3), jnp.ones(2))
     with pytest.raises(ValueError, match="mediator_weights"):
         am.frontdoor_sum(jnp.ones((2, 3)), jnp.ones(3) / 3, jnp.ones(3))
+    # [K] outcome probabilities with [S = K] mediator weights: the mediator axis is missing.
+    with pytest.raises(ValueError, match=r"outcome_probs must be \[S, K\]"):
+        am.frontdoor_sum(jnp.ones(3), jnp.ones(3) / 3, jnp.ones(3) / 3)
 
 
 def test_high_match_set_matches_numpy():
@@ -336,6 +339,12 @@ def test_high_match_set_matches_numpy():
     np.testing.assert_allclose(uni, np.full(k, 1 / k))
     with pytest.raises(ValueError, match="k must be"):
         am.high_match_set(q, pool, r + 1)
+    # match_scores' own default temperature is 0.1 as well.
+    np.testing.assert_allclose(am.match_scores(q, pool), scores, rtol=1e-5)
+    # log_frequency must have exactly the clusters of log_propensity (longer too).
+    for bad_lf in (lf[:-1], np.concatenate([lf, lf[:1]])):
+        with pytest.raises(ValueError, match="log_frequency"):
+            am.high_match_set(q, pool, k, log_propensity=lp, log_frequency=bad_lf)
 
 
 def test_reference_pool_and_explicit_sum_over_whole_pool_is_mean(model_and_batch):
@@ -343,6 +352,10 @@ def test_reference_pool_and_explicit_sum_over_whole_pool_is_mean(model_and_batch
     model, batch = model_and_batch
     ref = am.random_journeys(jax.random.key(5), 6, model.config)
     pool = am.build_reference_pool(model, ref, ref.touch_ids[..., 1])
+    clusters = ref.touch_ids[..., 1]
+    for bad in (clusters[:, :-1], jnp.concatenate([clusters, clusters[:, :1]], axis=1)):
+        with pytest.raises(ValueError, match="clusters has shape"):
+            am.build_reference_pool(model, ref, bad)
     enc = model.encode(ref)
     np.testing.assert_allclose(pool.treatment, enc.treatment, rtol=1e-6)
     u = model.encode(batch)
