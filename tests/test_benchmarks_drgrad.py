@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.stats
 
 pytest.importorskip("scipy")
 from benchmarks import drgrad_census  # noqa: E402
@@ -37,7 +38,9 @@ def test_paired_t_matches_numpy_formula():
     t = diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff)))
     assert got["t"] == pytest.approx(t, rel=1e-9)
     assert got["mean_diff"] == pytest.approx(diff.mean())
-    assert 0.0 <= got["p_value"] <= 1.0 and got["n"] == 6
+    # Two-sided p-value of Student's t with n - 1 degrees of freedom.
+    assert got["p_value"] == pytest.approx(2 * scipy.stats.t.sf(abs(t), df=5), rel=1e-6)
+    assert got["n"] == 6
 
 
 def test_from_json_rerenders_only_a_full_run(tmp_path):

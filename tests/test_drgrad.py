@@ -332,8 +332,9 @@ def test_zero_gradient_gives_zero_scale_and_no_nan():
     tg = jax.tree.map(lambda p: jnp.zeros((2,) + p.shape), params)
     tx = drgrad(TOWERS)
     out, state = tx.update(tg, tx.init(params), params)
-    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(out))
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state))
+    # Nothing to route: the summed update of all-zero task gradients is exactly zero.
+    assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(out))
     assert float(state.diagnostics.lam_aux[0, 0]) == 0.0
     assert float(state.diagnostics.lam_shared[0]) == 0.0
 
