@@ -1,4 +1,4 @@
-"""Journey batches, streaming and loaders (notes §4.1, §7a).
+"""Journey batches, streaming and loaders (see docs/almmta.md, *Journey batches* and *Criteo journeys*).
 
 Public names: ``JourneyBatch``, ``validate_journeys``, ``journey_batches``,
 ``pad_ragged``, ``time_features``, ``ragged_to_batch``, ``check_offsets``,

@@ -1,4 +1,5 @@
-"""Evaluation of multi-touch attribution (notes §5).
+"""Evaluation of multi-touch attribution (see docs/almmta.md, *Prediction metrics* to
+*Budget replay*).
 
 Prediction metrics are those of ``drgrad_jax.metrics`` (one exact AUC for both
 packages); the uplift metrics, the bucketed grouped-AUUC protocol, k-means and

@@ -249,7 +249,7 @@ def pad_ragged(values, offsets, max_len: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def time_features(timestamps, touch_mask, end_time=None) -> np.ndarray:
-    """The three touch time features of notes §4.1 from padded timestamps (seconds).
+    """The three touch time features (docs/almmta.md, *Journey batches*) from padded timestamps (seconds).
 
     * log1p(hours from the touch to the window end), clipped at 0;
     * log1p(hours since the previous valid touch; 0 for the first);

@@ -10,7 +10,7 @@ Prediction metrics (AUC, gAUC, log-loss) are those of ``drgrad_jax.metrics`` and
 are re-exported by ``almmta_jax.metrics``.
 
 Two AUUC normalizations live here, and numbers from one are never comparable with
-the other (notes §5.2):
+the other (see docs/almmta.md, *Uplift curves and AUUC*):
 
 * ``auuc`` / ``qini_score`` follow causalml: the curve gets a 0 row prepended and
   is divided by the absolute value of its last point; the AUUC is the mean of
@@ -20,7 +20,8 @@ the other (notes §5.2):
   scikit-uplift instead evaluates the curve at distinct score thresholds only
   and reports ``(A_model - A_random) / (A_perfect - A_random)`` (random 0,
   perfect 1); h2o bins the predictions first.
-* ``normalized_auuc`` is the project's oracle normalization (notes §5.3.7):
+* ``normalized_auuc`` is the project's oracle normalization (docs/almmta.md, *Grouped AUUC
+  protocol*, step 7):
   ``(A_model - A_anti) / (A_oracle - A_anti)`` on a cumulative-gain curve with
   tied scores averaged, so a random ranking scores 0.5 in expectation, the
   oracle exactly 1 and the reversed oracle 0. This is scikit-uplift's
@@ -89,7 +90,9 @@ def _check_unit_inputs(scores, outcome, treatment):
 
 
 def uplift_curve(scores, outcome, treatment) -> jax.Array:
-    """Cumulative uplift gain of units sorted by score, highest first (notes §5.2).
+    """Cumulative uplift gain of units sorted by score, highest first.
+
+    See docs/almmta.md, *Uplift curves and AUUC*.
 
     ::
 
@@ -264,7 +267,7 @@ def normalized_auuc(scores, gains) -> jax.Array:
     with ``G`` the tie-averaged cumulative gain (``gain_curve``), the oracle
     sorting by ``g`` descending and the anti-oracle ascending. Because
     ``A(oracle) + A(anti) = 2 E[A(random)]``, a random ranking scores 0.5 in
-    expectation (notes §5.3.7). Per unit with a known effect, pass ``gains = τ``;
+    expectation (docs/almmta.md, *Grouped AUUC protocol*, step 7). Per unit with a known effect, pass ``gains = τ``;
     with observed data, an IPW-transformed outcome ``y (t/e - (1-t)/(1-e))``.
     Adding one constant to every gain leaves nAUUC unchanged, so the areas are
     computed on gains centred at their mean: gains close together (16 ± 0.01)
@@ -330,13 +333,14 @@ def kmeans(
 
     Each restart starts from ``k`` distinct points drawn from ``key`` and runs
     ``iters`` Lloyd iterations (an emptied cluster keeps its centroid). Used for
-    the treatment clusters of notes §5.3.1 and the gAUC segments of x (§5.1).
+    the treatment clusters of the grouped protocol and the gAUC segments of x (see
+    docs/almmta.md, *Grouped AUUC protocol*, step 1, and *Prediction metrics*).
 
     Args:
       key: PRNG key.
       points: ``[n, d]`` float points.
       k: number of clusters, ``1 <= k <= n``.
-      restarts: independent restarts (10 in the notes).
+      restarts: independent restarts (10 in the grouped protocol).
       iters: Lloyd iterations per restart.
 
     Returns:
@@ -371,7 +375,7 @@ def cluster_exposure_scores(uplift, clusters, touch_mask, num_clusters: int):
       E_uc = 1[u has a touch of cluster c],   s_uc = mean_{j: c(τ_uj) = c} Δ_uj
 
     Averaging per user first is what stops heavy users from dominating the
-    cell score ``S_bc`` (notes §5.3.6).
+    cell score ``S_bc`` (docs/almmta.md, *Grouped AUUC protocol*, step 6).
 
     Args:
       uplift: ``[U, L]`` per-touch credit Δ (or φ); padded positions are ignored.
@@ -443,7 +447,9 @@ def exposure_propensity(
     l2: float = 1e-4,
     clip: tuple[float, float] = (0.01, 0.99),
 ) -> np.ndarray:
-    """Per-cluster logistic regression ``ê_c(x) = P(E_uc = 1 | x)``, clipped (notes §5.3.3).
+    """Per-cluster logistic regression ``ê_c(x) = P(E_uc = 1 | x)``, clipped.
+
+    See docs/almmta.md, *Grouped AUUC protocol*, step 3.
 
     All K regressions are fitted jointly by full-batch Adam on the mean binary
     cross-entropy plus ``l2 ||W||²``; x is standardized with the fitting split's
@@ -485,7 +491,9 @@ def exposure_propensity(
 
 
 def propensity_buckets(propensity, num_buckets: int = 5, *, reference=None) -> np.ndarray:
-    """Per-cluster quantile bucket of each user's ``ê_c(x)`` (notes §5.3.4).
+    """Per-cluster quantile bucket of each user's ``ê_c(x)``.
+
+    See docs/almmta.md, *Grouped AUUC protocol*, step 4.
 
     Edges are the ``b / B`` quantiles of column c over the evaluation users (or
     over ``reference``); a value equal to an inner edge goes to the upper
@@ -515,7 +523,7 @@ def propensity_buckets(propensity, num_buckets: int = 5, *, reference=None) -> n
 
 
 class GroupedAUUC(NamedTuple):
-    """Result of the bucketed grouped-AUUC protocol (notes §5.3).
+    """Result of the bucketed grouped-AUUC protocol (docs/almmta.md, *Grouped AUUC protocol*).
 
     Attributes:
       average: unweighted mean of ``per_bucket`` over valid buckets (NaN if none).
@@ -558,7 +566,8 @@ def grouped_auuc(
     """Non-personalized grouped AUUC over treatment clusters within propensity buckets.
 
     For bucket b and cluster c (users whose ``ê_c(x)`` falls in bucket b), with
-    ``E⁺``/``E⁻`` the exposed/unexposed users (notes §5.3.5-8)::
+    ``E⁺``/``E⁻`` the exposed/unexposed users (docs/almmta.md,
+    *Grouped AUUC protocol*, steps 5-8)::
 
       ȳ⁺ = Σ_{E⁺} y/ê_c / Σ_{E⁺} 1/ê_c,   ȳ⁻ = Σ_{E⁻} y/(1-ê_c) / Σ_{E⁻} 1/(1-ê_c)
       U_bc = ȳ⁺ - ȳ⁻,    S_bc = mean_{u∈E⁺} s_uc,    g_c = U_bc · n⁺_bc
@@ -732,7 +741,7 @@ def cell_agreement(reference, estimate) -> CellAgreement:
 
 
 class BudgetReplay(NamedTuple):
-    """Budget-replay result at each budget fraction (notes §6.4).
+    """Budget-replay result at each budget fraction (docs/almmta.md, *Budget replay*).
 
     Attributes:
       fractions: ``[F]`` budget fractions of the total test cost.
@@ -785,7 +794,9 @@ def budget_replay(
     num_channels: int,
     fractions=(1 / 2, 1 / 4, 1 / 8, 1 / 16),
 ) -> BudgetReplay:
-    """CausalMTA's (after DARNN) budget-allocation replay of test impressions (notes §6.4).
+    """CausalMTA's (after DARNN) budget-allocation replay of test impressions.
+
+    See docs/almmta.md, *Budget replay*.
 
     1. ``ROI_k`` from the attribution shares (``channel_roi``);
     2. ``Budget_k = B · ROI_k / Σ ROI`` with ``B = fraction · total test cost``;

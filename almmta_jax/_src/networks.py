@@ -5,7 +5,7 @@ functionally (``nnx.split`` once, ``nnx.merge`` inside plain ``jax.jit`` steps).
 Dropout takes an explicit ``dropout_key`` argument (``None`` means evaluation
 mode), so a split model carries no RNG state and a step is a pure function.
 
-The layout follows the project design (notes §4.2):
+The layout follows the project design (docs/almmta.md, *Networks*):
 
 * touch embedding ``e_j = sum_f Embed_f(id_jf) + Dense(tfeat_j)``;
 * user vector ``s = MLP(x ⊕ Embed(user_id))``;
@@ -36,7 +36,7 @@ ENCODERS = ("attention", "gru")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of the ALM-MTA networks (defaults of the design notes, §4.2).
+    """Sizes of the ALM-MTA networks (defaults of docs/almmta.md, *Networks*).
 
     Attributes:
       vocab_sizes: number of ids of each touch id field (the columns of
@@ -256,7 +256,7 @@ class ALMMTA(nnx.Module):
     """The ALM-MTA network: backbone, mediator branch, outcome head, adversary, contrastive heads.
 
     The outcome probability of the factual (``ipw_simple``) reading is
-    ``g(x, t) = σ(MLP_f([M(x,t); z(t); s(x)]))`` (notes §2, §4.6); deleting touch
+    ``g(x, t) = σ(MLP_f([M(x,t); z(t); s(x)]))`` (docs/almmta.md, *Front-door marginalization*); deleting touch
     ``j`` removes it from attention and from both gated sums, so
     ``g(x,t) − g(x, t∖τ_j)`` is the deletion uplift Δ_j.
 

@@ -148,7 +148,7 @@ def data_parallel_step(
     mean loss over the global batch ``B`` is ``(1/B) Σ_devices Σ_{b in shard}
     ∇ℓ_b``: GSPMD computes the inner sums locally and all-reduces them.
 
-    The adversary schedule λ_t (notes §4.3) is the one ``make_trainer`` uses for
+    The adversary schedule λ_t (docs/almmta.md, *Gradient reversal and the min-max step*) is the one ``make_trainer`` uses for
     ``N = steps_per_epoch * batch_size`` journeys: warm-up ``config.warmup_steps``
     (one epoch when ``None``), ramp over ``steps_per_epoch * config.epochs`` steps.
 

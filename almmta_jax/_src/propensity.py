@@ -1,4 +1,4 @@
-"""Sequence propensity and stabilized IPW weights (notes §4.4).
+"""Sequence propensity and stabilized IPW weights (see docs/almmta.md, *Propensity and stabilized weights*).
 
 A separate, frozen model ``ê(c | x)`` (an MLP softmax over treatment clusters)
 is fitted by cross-entropy on every training touch; a journey's weight is the
@@ -128,7 +128,9 @@ def ipw_weights(
     *,
     clip_percentiles: tuple[float, float] = (1.0, 99.0),
 ) -> jax.Array:
-    """Clipped, self-normalized stabilized IPW weights of whole journeys (notes §4.4).
+    """Clipped, self-normalized stabilized IPW weights of whole journeys.
+
+    See docs/almmta.md, *Propensity and stabilized weights*.
 
     ``ipw_i = exp(n_i^{-1} Σ_j [log p̂(c_ij) − log ê(c_ij | x_i)])``, clipped to
     the given percentiles over journeys and divided by their mean. Journeys

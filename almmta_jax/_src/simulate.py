@@ -37,7 +37,7 @@ _PRESETS = ("default", "unit_test", "scale")
 
 @dataclasses.dataclass(frozen=True)
 class SimConfig:
-    """Constants of the CDP simulator (notes §7b); defaults are the "default" preset.
+    """Constants of the CDP simulator (docs/almmta.md, *CDP simulator*); defaults are the "default" preset.
 
     Use ``SimConfig.preset(name)`` for the named presets and
     ``dataclasses.replace(config, ...)`` to turn a switch.
@@ -136,7 +136,7 @@ class SimConfig:
 
     @classmethod
     def preset(cls, name: Literal["default", "unit_test", "scale"] = "default", **overrides):
-        """A named preset of notes §7b, with optional field overrides.
+        """A named preset of the simulator, with optional field overrides.
 
         * ``"default"``: 20k users + a 20k randomized arm, 2,000 items in 50 clusters, L = 20.
         * ``"unit_test"``: 2,000 users + 2,000 randomized, 200 items, L = 8.
@@ -289,8 +289,8 @@ def gauss_hermite_psi(a, s, num_nodes: int = 32) -> np.ndarray:
       \Psi(a, s) \approx \sum_k \frac{\omega_k}{\sqrt{\pi}}
         \sigma(a + \sqrt{2}\, s\, \zeta_k)
 
-    with Gauss-Hermite nodes ``zeta_k`` and weights ``omega_k`` (notes §7b, "Exact
-    truth"). Computed in float64; ``a`` and ``s`` broadcast against each other.
+    with Gauss-Hermite nodes ``zeta_k`` and weights ``omega_k`` (docs/almmta.md,
+    *Exact truth*). Computed in float64; ``a`` and ``s`` broadcast against each other.
 
     Args:
       a: mean of the logit (any shape).
@@ -484,7 +484,7 @@ def _solve_theta0(base, s, target, num_nodes):
 
 
 def _proxy(cfg, world, items, mask, r, y, rng):
-    """Upload content and per-touch proxy y' (notes §7b, "Proxy")."""
+    """Upload content and per-touch proxy y' (docs/almmta.md, *Simulator proxy*)."""
     n, L = items.shape
     src = np.full(n, -1, dtype=np.int64)
     up_item = np.full(n, -1, dtype=np.int64)
@@ -518,7 +518,7 @@ def _proxy(cfg, world, items, mask, r, y, rng):
 
 
 def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
-    r"""Simulates the CDP world of notes §7b with exact deletion truths.
+    r"""Simulates the CDP world (docs/almmta.md, *CDP simulator*) with exact deletion truths.
 
     Items carry content embeddings, clusters, music/template ids, popularity
     ``b``, potency ``s = standardize(c^T e)`` and a direct score ``d``. Users have
@@ -537,7 +537,7 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
 
     ``theta_0`` is solved so the observational arm's mean of ``p_unit`` is
     ``base_rate``; the randomized arm (kappa = gamma_w = 0) reuses it. Truths
-    (notes §7b, "Exact truth"):
+    (docs/almmta.md, *Exact truth*):
 
     * ``P^unit(S) = Psi(a(S), theta_M sigma_M)`` and
       ``delta_unit_j = P^unit(full) - P^unit(full minus j)``;
@@ -783,7 +783,9 @@ def shapley_truth(
     exact_max_len: int = 10,
     seed: int = 0,
 ) -> np.ndarray:
-    r"""Shapley values of the touches for the exact upload probability (notes §7b).
+    r"""Shapley values of the touches for the exact upload probability.
+
+    See docs/almmta.md, *Exact truth*.
 
     The value of a touch set S is ``P(S) = Psi(a(S), s)`` (``kind="x"``: w
     integrated out; ``"unit"``: w fixed), with ``a(S)`` additive over touches, so

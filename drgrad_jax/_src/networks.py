@@ -772,7 +772,8 @@ class SplitMMoE(nnx.Module):
 
     One expert pool; a task-1 gate gives the dedicated mixture v1 and a "shared"
     gate gives v_s, optionally rescaled by the personalized gate; T1' reads v1,
-    T1'' and every auxiliary tower read v_s (paper Sec. 2.1, decision D7)::
+    T1'' and every auxiliary tower read v_s (paper Sec. 2.1; see docs/drgrad.md,
+    *Split-MMoE*)::
 
       v1 = sum_e G_1(h)_e E_e(h);   v_s = g_PP(u) * sum_e G_s(h)_e E_e(h)
       z1 = mix(T1'(v1), T1''(v_s); mu);   z_j = T_j(v_s), j = 2..K
@@ -792,7 +793,8 @@ class SplitMMoE(nnx.Module):
       tower: hidden widths of every tower.
       gate_hidden: hidden widths of the two gates.
       activation: name in ``ACTIVATIONS``.
-      mix: ``"logits"`` (default) or ``"probs"`` (decision D5).
+      mix: ``"logits"`` (default) or ``"probs"`` (see docs/drgrad.md, *Mixing the
+        primary tower*).
       ppnet: ``None`` (no personalized gate), ``"single"`` or ``"gatenu"``.
       num_users: user-id vocabulary of the personalized gate.
       user_embed_dim: width of the user-id embedding read by the gate.
