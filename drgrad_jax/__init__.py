@@ -24,6 +24,7 @@ from drgrad_jax._src.task_grads import (
 from drgrad_jax._src.routing import RouterDiagnostics
 from drgrad_jax._src.routing import released_code_route
 from drgrad_jax._src.routing import route
+from drgrad_jax._src.released import drgrad_released
 from drgrad_jax._src.transform import DRGradState
 from drgrad_jax._src.transform import drgrad
 from drgrad_jax._src.transform import find_drgrad_state
@@ -123,6 +124,7 @@ __all__ = [
     "DRGradState",
     "RouterDiagnostics",
     "drgrad",
+    "drgrad_released",
     "find_drgrad_state",
     "mixing_weights",
     "released_code_route",
