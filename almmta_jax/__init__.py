@@ -10,20 +10,20 @@ grouped-AUUC evaluation.
 from almmta_jax._src.criteo import convert_criteo_raw as convert_criteo_raw
 from almmta_jax._src.criteo import load_criteo_attribution as load_criteo_attribution
 from almmta_jax._src.data import JourneyBatch as JourneyBatch
-from almmta_jax._src.data import NpzShards as NpzShards
-from almmta_jax._src.data import host_shard_paths as host_shard_paths
-from almmta_jax._src.data import journey_batches as journey_batches
-from almmta_jax._src.data import load_journey_npz as load_journey_npz
 from almmta_jax._src.data import pad_ragged as pad_ragged
 from almmta_jax._src.data import ragged_to_batch as ragged_to_batch
-from almmta_jax._src.data import save_journey_npz as save_journey_npz
 from almmta_jax._src.data import time_features as time_features
 from almmta_jax._src.data import validate_journeys as validate_journeys
+from almmta_jax._src.shards import NpzShards as NpzShards
+from almmta_jax._src.shards import host_shard_paths as host_shard_paths
+from almmta_jax._src.shards import load_journey_npz as load_journey_npz
+from almmta_jax._src.shards import save_journey_npz as save_journey_npz
 from almmta_jax._src.simulate import SimConfig as SimConfig
 from almmta_jax._src.simulate import SimData as SimData
-from almmta_jax._src.simulate import gauss_hermite_psi as gauss_hermite_psi
 from almmta_jax._src.simulate import sim_to_batch as sim_to_batch
 from almmta_jax._src.simulate import simulate_cdp as simulate_cdp
+from almmta_jax._src.streaming import journey_batches as journey_batches
+from almmta_jax._src.truth import gauss_hermite_psi as gauss_hermite_psi
 
 # --- model, training, attribution ----------------------------------------------
 # isort: split
@@ -88,23 +88,23 @@ from almmta_jax._src.baselines import deletion_uplift as deletion_uplift
 from almmta_jax._src.baselines import fit_dml as fit_dml
 from almmta_jax._src.baselines import journey_balancing_weights as journey_balancing_weights
 from almmta_jax._src.baselines import make_baseline_train as make_baseline_train
-from almmta_jax._src.metrics import BudgetReplay as BudgetReplay
-from almmta_jax._src.metrics import CellAgreement as CellAgreement
-from almmta_jax._src.metrics import GroupedAUUC as GroupedAUUC
-from almmta_jax._src.metrics import auuc as auuc
-from almmta_jax._src.metrics import budget_replay as budget_replay
-from almmta_jax._src.metrics import cell_agreement as cell_agreement
-from almmta_jax._src.metrics import channel_roi as channel_roi
-from almmta_jax._src.metrics import cluster_exposure_scores as cluster_exposure_scores
-from almmta_jax._src.metrics import exposure_propensity as exposure_propensity
-from almmta_jax._src.metrics import gain_curve as gain_curve
-from almmta_jax._src.metrics import grouped_auuc as grouped_auuc
-from almmta_jax._src.metrics import kmeans as kmeans
-from almmta_jax._src.metrics import normalized_auuc as normalized_auuc
-from almmta_jax._src.metrics import propensity_buckets as propensity_buckets
-from almmta_jax._src.metrics import qini_curve as qini_curve
-from almmta_jax._src.metrics import qini_score as qini_score
-from almmta_jax._src.metrics import uplift_curve as uplift_curve
+from almmta_jax._src.budget import BudgetReplay as BudgetReplay
+from almmta_jax._src.budget import budget_replay as budget_replay
+from almmta_jax._src.budget import channel_roi as channel_roi
+from almmta_jax._src.grouped import CellAgreement as CellAgreement
+from almmta_jax._src.grouped import GroupedAUUC as GroupedAUUC
+from almmta_jax._src.grouped import cell_agreement as cell_agreement
+from almmta_jax._src.grouped import cluster_exposure_scores as cluster_exposure_scores
+from almmta_jax._src.grouped import exposure_propensity as exposure_propensity
+from almmta_jax._src.grouped import grouped_auuc as grouped_auuc
+from almmta_jax._src.grouped import kmeans as kmeans
+from almmta_jax._src.grouped import propensity_buckets as propensity_buckets
+from almmta_jax._src.uplift import auuc as auuc
+from almmta_jax._src.uplift import gain_curve as gain_curve
+from almmta_jax._src.uplift import normalized_auuc as normalized_auuc
+from almmta_jax._src.uplift import qini_curve as qini_curve
+from almmta_jax._src.uplift import qini_score as qini_score
+from almmta_jax._src.uplift import uplift_curve as uplift_curve
 
 __version__ = "0.1.0"
 

@@ -22,11 +22,11 @@ from almmta_jax._src.simulate import (
     SPLIT_CODES,
     SimConfig,
     SimData,
-    gauss_hermite_psi,
     shapley_truth,
     sim_to_batch,
     simulate_cdp,
 )
+from almmta_jax._src.truth import gauss_hermite_psi
 
 __all__ = [
     "FDOracleData",

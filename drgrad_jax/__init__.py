@@ -74,7 +74,7 @@ from drgrad_jax._src.train import make_train
 from drgrad_jax._src.train import select_by_validation
 
 # --- data parallelism over a device mesh (submodule) ---------------------------
-from drgrad_jax import parallel
+from drgrad_jax import parallel, tree
 
 __version__ = "0.1.0"
 
@@ -90,6 +90,7 @@ __all__ = [
     "models",
     "parallel",
     "select_by_validation",
+    "tree",
     "AlignedMTLState",
     "aligned_mtl",
     "aligned_mtl_weights",

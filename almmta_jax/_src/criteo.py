@@ -27,7 +27,8 @@ from typing import Literal
 
 import numpy as np
 
-from almmta_jax._src.data import JourneyBatch, _open_npz, _read, check_offsets, ragged_to_batch
+from almmta_jax._src.data import JourneyBatch, check_offsets, ragged_to_batch
+from almmta_jax._src.shards import open_npz, read_npz_array
 
 CRITEO_TOUCH_FIELDS = ("campaign",)
 """Column order of ``touch_ids`` in Criteo batches."""
@@ -78,12 +79,12 @@ def load_criteo_flat(path, split: Literal["train", "test"] = "train") -> dict[st
         that are not 0/1, campaigns outside 0..9, or time running backwards.
     """
     p = _split_path(path, split)
-    data = _open_npz(p)
+    data = open_npz(p)
     with data:
         missing = [k for k in _FLAT_REQUIRED if k not in data.files]
         if missing:
             raise ValueError(f"{p}: missing arrays {missing}; found {sorted(data.files)}.")
-        out = {k: _read(data, k, p) for k in data.files}
+        out = {k: read_npz_array(data, k, p) for k in data.files}
     T = out["campaign"].shape[0]
     for k in ("timestamp", "cat1_9", "cost", "cpo", "click"):
         if k in out and out[k].shape[0] != T:
