@@ -162,8 +162,8 @@ def _score(est, truth, mask):
 def prepare(quick: bool, seed: int = 0, **sim_overrides):
     """Simulated world, IPW from a fitted propensity, and the train/val/test batches."""
     n_users = 6_000 if quick else 20_000
-    sim_cfg = am.SimConfig.preset("default", n_users=n_users, n_rct=200, **sim_overrides)
-    sim = am.simulate_cdp(sim_cfg, seed=seed)
+    sim_cfg = am.simulate.SimConfig.preset("default", n_users=n_users, n_rct=200, **sim_overrides)
+    sim = am.simulate.simulate_cdp(sim_cfg, seed=seed)
     train_rows = sim.split == 0
     k = sim_cfg.n_clusters
     prop = am.fit_propensity(
@@ -181,9 +181,9 @@ def prepare(quick: bool, seed: int = 0, **sim_overrides):
     ipw = am.ipw_weights(
         log_e, jnp.asarray(sim.cluster[train_rows]), jnp.asarray(sim.mask[train_rows]), log_freq
     )
-    train = am.sim_to_batch(sim, "train", ipw=np.asarray(ipw))
-    val = am.sim_to_batch(sim, "val")
-    test = am.sim_to_batch(sim, "test")
+    train = am.simulate.sim_to_batch(sim, "train", ipw=np.asarray(ipw))
+    val = am.simulate.sim_to_batch(sim, "val")
+    test = am.simulate.sim_to_batch(sim, "test")
     strip = lambda b: jax.tree.map(jnp.asarray, b._replace(propensity=None))
     return sim, sim_cfg, prop, log_freq, strip(train), strip(val), strip(test)
 
