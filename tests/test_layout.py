@@ -5,7 +5,9 @@
 * docstrings cite the design notes in ``docs/``, never notes outside the
   repository ("notes §...", "decision D...");
 * no function in the packages is over 120 lines of code and no module over
-  400, counting neither docstrings, comments nor blank lines.
+  400, counting neither docstrings, comments nor blank lines;
+* every public name has one path: a public submodule shares no name with its
+  package, and ``import <package>`` makes every public submodule reachable.
 """
 
 from __future__ import annotations
@@ -237,3 +239,28 @@ def test_temporary_allow_list_entries_are_still_needed():
             assert n > MAX_MODULE_LINES or longest > MAX_FUNCTION_LINES, (
                 f"{rel} now fits the size rules; remove 'size' from its allow-list entry"
             )
+
+
+# ----------------------------------------------------------------------------
+# Public surface.
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_public_name_has_one_path(package):
+    """Public submodules are reachable from the package, and share no name with it."""
+    import importlib
+    import pkgutil
+
+    top = importlib.import_module(package)
+    exported = set(top.__all__)
+    subs = [m.name for m in pkgutil.iter_modules(top.__path__) if not m.name.startswith("_")]
+    missing = [s for s in subs if s not in exported]
+    assert not missing, f"import {package} does not make {missing} reachable"
+    twice = [
+        f"{package}.{name} and {package}.{sub}.{name}"
+        for sub in subs
+        for name in importlib.import_module(f"{package}.{sub}").__all__
+        if name in exported
+    ]
+    assert not twice, "\n".join(twice)
