@@ -1,4 +1,4 @@
-"""Journey batches, streaming and loaders (notes §4.1, §7a).
+"""Journey batches, streaming and loaders (see docs/almmta.md, *Journey batches* and *Criteo journeys*).
 
 Public names: ``JourneyBatch``, ``validate_journeys``, ``journey_batches``,
 ``pad_ragged``, ``time_features``, ``ragged_to_batch``, ``check_offsets``,
@@ -24,18 +24,15 @@ from almmta_jax._src.criteo import (
 )
 from almmta_jax._src.data import (
     JourneyBatch,
-    NpzShards,
     check_offsets,
-    host_shard_paths,
-    journey_batches,
-    load_journey_npz,
     pad_ragged,
     ragged_to_batch,
-    save_journey_npz,
     time_features,
     validate_journeys,
 )
+from almmta_jax._src.shards import NpzShards, host_shard_paths, load_journey_npz, save_journey_npz
 from almmta_jax._src.simulate import SIM_TOUCH_FIELDS
+from almmta_jax._src.streaming import journey_batches
 
 __all__ = [
     "CRITEO_NUM_USERS",

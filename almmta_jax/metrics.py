@@ -1,8 +1,9 @@
-"""Evaluation of multi-touch attribution (notes §5).
+"""Evaluation of multi-touch attribution (see docs/almmta.md, *Prediction metrics* to
+*Budget replay*).
 
 Prediction metrics are those of ``drgrad_jax.metrics`` (one exact AUC for both
 packages); the uplift metrics, the bucketed grouped-AUUC protocol, k-means and
-the budget replay live in ``almmta_jax._src.metrics``.
+the budget replay are documented in docs/almmta.md.
 
 Example:
   >>> from almmta_jax import metrics
@@ -10,23 +11,23 @@ Example:
   1.0
 """
 
-from almmta_jax._src.metrics import BudgetReplay as BudgetReplay
-from almmta_jax._src.metrics import CellAgreement as CellAgreement
-from almmta_jax._src.metrics import GroupedAUUC as GroupedAUUC
-from almmta_jax._src.metrics import auuc as auuc
-from almmta_jax._src.metrics import budget_replay as budget_replay
-from almmta_jax._src.metrics import cell_agreement as cell_agreement
-from almmta_jax._src.metrics import channel_roi as channel_roi
-from almmta_jax._src.metrics import cluster_exposure_scores as cluster_exposure_scores
-from almmta_jax._src.metrics import exposure_propensity as exposure_propensity
-from almmta_jax._src.metrics import gain_curve as gain_curve
-from almmta_jax._src.metrics import grouped_auuc as grouped_auuc
-from almmta_jax._src.metrics import kmeans as kmeans
-from almmta_jax._src.metrics import normalized_auuc as normalized_auuc
-from almmta_jax._src.metrics import propensity_buckets as propensity_buckets
-from almmta_jax._src.metrics import qini_curve as qini_curve
-from almmta_jax._src.metrics import qini_score as qini_score
-from almmta_jax._src.metrics import uplift_curve as uplift_curve
+from almmta_jax._src.budget import BudgetReplay as BudgetReplay
+from almmta_jax._src.budget import budget_replay as budget_replay
+from almmta_jax._src.budget import channel_roi as channel_roi
+from almmta_jax._src.grouped import CellAgreement as CellAgreement
+from almmta_jax._src.grouped import GroupedAUUC as GroupedAUUC
+from almmta_jax._src.grouped import cell_agreement as cell_agreement
+from almmta_jax._src.grouped import cluster_exposure_scores as cluster_exposure_scores
+from almmta_jax._src.grouped import exposure_propensity as exposure_propensity
+from almmta_jax._src.grouped import grouped_auuc as grouped_auuc
+from almmta_jax._src.grouped import kmeans as kmeans
+from almmta_jax._src.grouped import propensity_buckets as propensity_buckets
+from almmta_jax._src.uplift import auuc as auuc
+from almmta_jax._src.uplift import gain_curve as gain_curve
+from almmta_jax._src.uplift import normalized_auuc as normalized_auuc
+from almmta_jax._src.uplift import qini_curve as qini_curve
+from almmta_jax._src.uplift import qini_score as qini_score
+from almmta_jax._src.uplift import uplift_curve as uplift_curve
 from drgrad_jax.metrics import auc as auc
 from drgrad_jax.metrics import gauc as gauc
 from drgrad_jax.metrics import log_loss as log_loss

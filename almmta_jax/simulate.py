@@ -1,10 +1,10 @@
-"""The CDP simulator with exact attribution truth (notes §7b).
+"""The CDP simulator with exact attribution truth (see docs/almmta.md, *CDP simulator*).
 
 Public names: ``SimConfig`` (presets "default", "unit_test", "scale"; switches
 ``gamma_TY``, ``gamma_WM``, ``eta_p``, ``kappa``, ``gamma_w``), ``simulate_cdp``,
 ``SimData``, ``sim_to_batch``, ``gauss_hermite_psi``, ``shapley_truth``,
 ``SIM_TOUCH_FIELDS`` and ``SPLIT_CODES``; and the closed-form FD-CATE oracle of
-notes §7c (``fd_oracle_sample``, ``fd_oracle_tau``, ``fd_oracle_nuisances``,
+docs/almmta.md, *Front-door oracle* (``fd_oracle_sample``, ``fd_oracle_tau``, ``fd_oracle_nuisances``,
 ``fd_fitted_nuisances``, ``fd_plugin``).
 """
 
@@ -22,11 +22,11 @@ from almmta_jax._src.simulate import (
     SPLIT_CODES,
     SimConfig,
     SimData,
-    gauss_hermite_psi,
     shapley_truth,
     sim_to_batch,
     simulate_cdp,
 )
+from almmta_jax._src.truth import gauss_hermite_psi
 
 __all__ = [
     "FDOracleData",

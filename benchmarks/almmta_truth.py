@@ -17,12 +17,12 @@ simulated world (``--seed``).
 
 Settings (``--study`` adds the sweep rows):
 
-* ``default``: the simulator's proxy y' exists only on uploaders, as the notes
-  prescribe (``proxy_on_negatives=False``);
+* ``default``: the simulator's proxy y' exists only on uploaders, as docs/almmta.md
+  prescribes (``proxy_on_negatives=False``);
 * ``leak``: ``proxy_on_negatives=True`` also trains y' = 0 on every non-uploader,
-  which teaches the mediator the label itself (the leak of notes §4.3 the
-  adversary is meant to remove);
-* ``full``: λ_max = 0.3, β = 0.1 (the notes' defaults); ``ablation``: the same
+  which teaches the mediator the label itself (the leak the adversary is meant to
+  remove; docs/almmta.md, *Losses and objective*);
+* ``full``: λ_max = 0.3, β = 0.1 (the defaults of docs/almmta.md); ``ablation``: the same
   network with λ_max = 0 and β = 0;
 * sweep: λ_max ∈ {0, 0.05, 0.1, 0.3, 1}, β on/off separately, both proxy
   settings, and ``balancer="drgrad"``.
@@ -162,8 +162,8 @@ def _score(est, truth, mask):
 def prepare(quick: bool, seed: int = 0, **sim_overrides):
     """Simulated world, IPW from a fitted propensity, and the train/val/test batches."""
     n_users = 6_000 if quick else 20_000
-    sim_cfg = am.SimConfig.preset("default", n_users=n_users, n_rct=200, **sim_overrides)
-    sim = am.simulate_cdp(sim_cfg, seed=seed)
+    sim_cfg = am.simulate.SimConfig.preset("default", n_users=n_users, n_rct=200, **sim_overrides)
+    sim = am.simulate.simulate_cdp(sim_cfg, seed=seed)
     train_rows = sim.split == 0
     k = sim_cfg.n_clusters
     prop = am.fit_propensity(
@@ -181,9 +181,9 @@ def prepare(quick: bool, seed: int = 0, **sim_overrides):
     ipw = am.ipw_weights(
         log_e, jnp.asarray(sim.cluster[train_rows]), jnp.asarray(sim.mask[train_rows]), log_freq
     )
-    train = am.sim_to_batch(sim, "train", ipw=np.asarray(ipw))
-    val = am.sim_to_batch(sim, "val")
-    test = am.sim_to_batch(sim, "test")
+    train = am.simulate.sim_to_batch(sim, "train", ipw=np.asarray(ipw))
+    val = am.simulate.sim_to_batch(sim, "val")
+    test = am.simulate.sim_to_batch(sim, "test")
     strip = lambda b: jax.tree.map(jnp.asarray, b._replace(propensity=None))
     return sim, sim_cfg, prop, log_freq, strip(train), strip(val), strip(test)
 
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = args.epochs or 10
     seeds = args.seeds or (2 if args.quick else 3)
     pool_size = 256 if args.quick else 2048
-    # The 500-step learning-rate warm-up of the notes would outlast a quick run.
+    # The 500-step learning-rate warm-up of docs/almmta.md would outlast a quick run.
     total = (train.y.shape[0] // batch) * epochs
     warm = min(500, max(1, total // 10))
     cfg = am.TrainConfig(

@@ -137,7 +137,7 @@ def all_methods(d: data.MultiTaskData, sizes: dict) -> list[Method]:
         Method(
             "DRGrad (released-code mode)",
             released,
-            lambda m: drgrad_jax.drgrad({"head:0": "towers/0", "head:1": "towers/1"}, mode="released_code"),
+            lambda m: drgrad_jax.drgrad_released({"head:0": "towers/0", "head:1": "towers/1"}),
         ),  # fmt: skip
         # Table 5 ablation: Split-MMoE (above), + router, + updater (= paper mode).
         Method("+ router (fixed mu)", split, tower_drgrad(updater="fixed"), shared_grads="summed"),

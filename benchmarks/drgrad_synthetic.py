@@ -34,7 +34,6 @@ from flax import nnx
 import drgrad_jax
 from benchmarks import _common
 from drgrad_jax import data, models
-from drgrad_jax._src.task_grads import SHARED
 
 OUT_DIR = _common.REPO_ROOT / "benchmarks" / "out"
 
@@ -167,7 +166,7 @@ def gradient_trace(
         leaves = [
             x.reshape(x.shape[0], -1)
             for x, lab in zip(jax.tree.leaves(g), jax.tree.leaves(labels))
-            if lab == SHARED
+            if lab == drgrad_jax.SHARED
         ]
         return jnp.concatenate(leaves, axis=1)
 

@@ -281,7 +281,7 @@ def _worker_stream(directory: str, how: str, batch: int) -> dict:
 
     import jax
 
-    from almmta_jax import JourneyBatch, NpzShards, journey_batches
+    from almmta_jax.data import JourneyBatch, NpzShards, journey_batches
 
     paths = sorted(pathlib.Path(directory).glob("*.npz"))
     jax.device_put(np.zeros(1)).block_until_ready()  # runtime up before the baseline

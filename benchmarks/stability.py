@@ -126,11 +126,11 @@ def drgrad_run(steps: int, chunk: int, param_limit: float, seed: int = 0) -> dic
 
 def almmta_run(steps: int, chunk_epochs: int, param_limit: float, seed: int = 0) -> dict:
     """At least ``steps`` ALM-MTA steps in chunks of ``chunk_epochs`` epochs."""
-    sim_cfg = am.SimConfig.preset("unit_test")
-    sim = am.simulate_cdp(sim_cfg, seed=seed)
+    sim_cfg = am.simulate.SimConfig.preset("unit_test")
+    sim = am.simulate.simulate_cdp(sim_cfg, seed=seed)
     strip = lambda b: jax.tree.map(jnp.asarray, b._replace(propensity=None))
-    train = strip(am.sim_to_batch(sim, "train"))
-    val = strip(am.sim_to_batch(sim, "val"))
+    train = strip(am.simulate.sim_to_batch(sim, "train"))
+    val = strip(am.simulate.sim_to_batch(sim, "val"))
     mc = am.ModelConfig(
         vocab_sizes=tuple(sim_cfg.vocab_sizes),
         d_x=sim_cfg.d_x,
@@ -178,7 +178,7 @@ def almmta_run(steps: int, chunk_epochs: int, param_limit: float, seed: int = 0)
         "batch_size": batch,
         "steps_per_epoch": per_epoch,
         "model": dataclasses.asdict(mc) | {"vocab_sizes": list(mc.vocab_sizes)},
-        "data": "almmta_jax.SimConfig.preset('unit_test'), train split",
+        "data": "almmta_jax.simulate.SimConfig.preset('unit_test'), train split",
         "chunks": chunks,
         "diverged_at_step": diverged_at,
         "epoch_fn_compilations": trainer.run_epochs._cache_size(),

@@ -24,6 +24,7 @@ from drgrad_jax._src.task_grads import (
 from drgrad_jax._src.routing import RouterDiagnostics
 from drgrad_jax._src.routing import released_code_route
 from drgrad_jax._src.routing import route
+from drgrad_jax._src.released import drgrad_released
 from drgrad_jax._src.transform import DRGradState
 from drgrad_jax._src.transform import drgrad
 from drgrad_jax._src.transform import find_drgrad_state
@@ -73,7 +74,7 @@ from drgrad_jax._src.train import make_train
 from drgrad_jax._src.train import select_by_validation
 
 # --- data parallelism over a device mesh (submodule) ---------------------------
-from drgrad_jax import parallel
+from drgrad_jax import parallel, tree
 
 __version__ = "0.1.0"
 
@@ -89,6 +90,7 @@ __all__ = [
     "models",
     "parallel",
     "select_by_validation",
+    "tree",
     "AlignedMTLState",
     "aligned_mtl",
     "aligned_mtl_weights",
@@ -123,6 +125,7 @@ __all__ = [
     "DRGradState",
     "RouterDiagnostics",
     "drgrad",
+    "drgrad_released",
     "find_drgrad_state",
     "mixing_weights",
     "released_code_route",

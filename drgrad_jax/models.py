@@ -12,20 +12,14 @@ Example:
   (5, 2)
 """
 
+from drgrad_jax._src.encoders import EmbeddingEncoder, FieldMLPEncoder
+from drgrad_jax._src.layers import ACTIVATIONS, MLP, ExpertPool, Gate, PersonalizedGate, Tower
 from drgrad_jax._src.networks import (
-    ACTIVATIONS,
-    MLP,
     MODELS,
     PLE,
-    EmbeddingEncoder,
-    ExpertPool,
-    FieldMLPEncoder,
-    Gate,
     MMoE,
-    PersonalizedGate,
     SharedBottom,
     SplitMMoE,
-    Tower,
     census_released,
     match_width,
     mix_logits,

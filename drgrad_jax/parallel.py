@@ -10,6 +10,7 @@ Example:
 
 from drgrad_jax._src.parallel import (
     batch_sharding,
+    check_mesh,
     host_local_to_global,
     initialize_multihost,
     make_mesh,
@@ -20,6 +21,7 @@ from drgrad_jax._src.parallel import (
 
 __all__ = [
     "batch_sharding",
+    "check_mesh",
     "host_local_to_global",
     "initialize_multihost",
     "make_mesh",

@@ -450,7 +450,7 @@ def _write_shards(tmp_path, sizes, L=3):
 )
 @settings(max_examples=25, deadline=None)
 def test_hosts_read_disjoint_parts_covering_the_data(tmp_path_factory, sizes, hosts, seed, buffer):
-    from almmta_jax import host_shard_paths
+    from almmta_jax.data import host_shard_paths
 
     tmp = tmp_path_factory.mktemp("shards")
     paths, total = _write_shards(tmp, sizes)
@@ -495,7 +495,7 @@ def test_host_only_needs_its_own_files(tmp_path):
     ],
 )
 def test_host_shard_paths_bad_arguments(kw, err, match):
-    from almmta_jax import host_shard_paths
+    from almmta_jax.data import host_shard_paths
 
     with pytest.raises(err, match=match):
         host_shard_paths(["a.npz", "b.npz"], **kw)

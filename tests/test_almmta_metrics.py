@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 
-from almmta_jax import cell_agreement, metrics
+from almmta_jax import metrics
+from almmta_jax.metrics import cell_agreement
 
 # ------------------------------------------------------------- slow references
 

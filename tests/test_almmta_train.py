@@ -353,9 +353,9 @@ def test_drgrad_balancer_routes_the_shared_backbone_like_the_released_rule(
         s_i = y_l[i] + p_l[i] + r_l[i]
         np.testing.assert_allclose(got_l[i], s_i, rtol=0, atol=1e-4 * max(np.abs(s_i).max(), 1e-6))
     # Same as calling drgrad's transform directly on the two heads' gradients.
-    from drgrad_jax import drgrad
+    from drgrad_jax import drgrad_released
 
-    tx = drgrad({"head:0": "y", "head:1": "p"}, mode="released_code")
+    tx = drgrad_released({"head:0": "y", "head:1": "p"})
     view = {
         "y": [np.stack([y_l[i], 0 * y_l[i]]) for i in shared],
         "p": [np.stack([0 * p_l[i], p_l[i]]) for i in shared],

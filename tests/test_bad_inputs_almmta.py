@@ -18,18 +18,20 @@ import numpy as np
 import pytest
 
 from almmta_jax import (
-    JourneyBatch,
-    NpzShards,
     TrainConfig,
-    journey_batches,
     keep_if_finite,
-    load_criteo_attribution,
-    load_journey_npz,
     make_trainer,
-    ragged_to_batch,
     random_journeys,
     restore_checked,
     save_checkpoint,
+)
+from almmta_jax.data import (
+    JourneyBatch,
+    NpzShards,
+    journey_batches,
+    load_criteo_attribution,
+    load_journey_npz,
+    ragged_to_batch,
     save_journey_npz,
     validate_journeys,
 )

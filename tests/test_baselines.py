@@ -9,8 +9,9 @@ import optax
 import pytest
 from flax import nnx
 
-from almmta_jax import JourneyBatch, ModelConfig, TrainConfig, random_journeys
+from almmta_jax import ModelConfig, TrainConfig, random_journeys
 from almmta_jax._src import baselines as bl
+from almmta_jax.data import JourneyBatch
 
 CFG = bl.BaselineConfig(
     (6, 3), d_x=3, max_len=5, channel_field=1, hidden=8, embed_dim=4, batch_size=16, epochs=3

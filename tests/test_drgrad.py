@@ -12,7 +12,7 @@ from flax import nnx
 from hypothesis import given, settings
 
 import drgrad_jax
-from drgrad_jax import drgrad, mixing_weights, released_code_route, route
+from drgrad_jax import drgrad, drgrad_released, mixing_weights, released_code_route, route
 from tests import conformance
 
 # ----------------------------------------------------------------------------
@@ -246,9 +246,9 @@ def test_several_primary_tasks(rng):
     assert mixing_weights(state).shape == (2, 2)
 
 
-def test_released_code_mode_matches_oracle(rng):
+def test_released_rule_matches_oracle(rng):
     params = {"h0": {"k": jnp.zeros((8, 4))}, "h1": {"k": jnp.zeros((8, 4))}, "z": jnp.zeros(3)}
-    tx = drgrad({"head:0": "h0/k", "head:1": "h1/k"}, mode="released_code")
+    tx = drgrad_released({"head:0": "h0/k", "head:1": "h1/k"})
     for sign in (1.0, -1.0):  # cooperate and conflict
         tg = jax.tree.map(lambda p: rng.normal(size=(2,) + p.shape).astype(np.float32), params)
         tg["h0"]["k"][1] = 0.0
@@ -396,7 +396,6 @@ def test_gamma_can_be_scheduled(rng):
         ({"space": "weights"}, "space"),
         ({"pairing": "printed"}, "pairing"),
         ({"updater": "sum"}, "updater"),
-        ({"mode": "tf1"}, "mode"),
         ({"gamma": 0.0}, "gamma"),
         ({"ema_decay": 1.0}, "ema_decay"),
         ({"space": "activations"}, "remove the 'aux"),
@@ -422,6 +421,41 @@ def test_bad_hyperparameters(kwargs, match):
 def test_bad_tower_roles(towers, match):
     with pytest.raises(ValueError, match=match):
         drgrad(towers)
+
+
+@pytest.mark.parametrize(
+    "towers, match",
+    [
+        ({"head:0": "h0"}, "exactly two"),
+        ({"head:0": "h0", "head:1": "h1", "head:2": "h2"}, "exactly two"),
+        ({"head:0": "h0", "dedicated": "h1"}, "unknown role"),
+        ({"head": "h0", "head:1": "h1"}, "task index"),
+        ({}, "non-empty"),
+    ],
+)
+def test_released_rule_bad_roles(towers, match):
+    with pytest.raises(ValueError, match=match):
+        drgrad_released(towers)
+
+
+def test_paper_rule_refuses_released_roles():
+    """The two rules are separate factories: drgrad has no 'head' role."""
+    with pytest.raises(ValueError, match="unknown role 'head:0'"):
+        drgrad({"head:0": "h0", "head:1": "h1"})
+
+
+def test_released_rule_trace_time_errors(rng):
+    params = {"h0": jnp.zeros((4, 3)), "h1": jnp.zeros((4, 2))}
+    tg = jax.tree.map(lambda p: rng.normal(size=(2,) + p.shape).astype(np.float32), params)
+    tx = drgrad_released({"head:0": "h0", "head:1": "h1"})
+    with pytest.raises(ValueError, match=r"identical shapes.*\(4, 3\).*\(4, 2\)"):
+        tx.update(tg, tx.init(params), params)
+    tx = drgrad_released({"head:0": "h0", "head:3": "h1"})
+    with pytest.raises(ValueError, match="refers to task 3"):
+        tx.update(tg, tx.init(params), params)
+    with pytest.raises(ValueError, match="task-axis length 2 but num_tasks=3"):
+        tx = drgrad_released({"head:0": "h0", "head:1": "h0"}, num_tasks=3)
+        tx.update(tg, tx.init(params), params)
 
 
 def test_trace_time_errors(rng):
@@ -484,6 +518,13 @@ def test_conformance(check, conformance_inputs):
     conformance.run_check(
         check, drgrad, params, tg, kwargs={"towers": TOWERS, "gamma": 1.0}, hyperparam="gamma"
     )
+
+
+@pytest.mark.parametrize("check", sorted(set(conformance.CHECKS) - {"nnx_optimizer"}))
+def test_released_rule_conformance(check, conformance_inputs):
+    params, tg = conformance_inputs
+    towers = {"head:0": "t1a", "head:1": "t1b"}
+    conformance.run_check(check, drgrad_released, params, tg, kwargs={"towers": towers})
 
 
 class _SplitModel(nnx.Module):

@@ -7,7 +7,6 @@ import pytest
 from almmta_jax import (
     TrainConfig,
     data_parallel_step,
-    journey_batches,
     make_trainer,
     random_journeys,
     restore_checkpoint,
@@ -15,6 +14,7 @@ from almmta_jax import (
     shard_state,
     state_sharding,
 )
+from almmta_jax.data import journey_batches
 from drgrad_jax import parallel
 from tests.almmta_tiny import tiny_model
 

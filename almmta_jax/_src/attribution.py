@@ -1,4 +1,6 @@
-"""Touchpoint attribution: deletion uplift and Monte-Carlo permutation Shapley (notes §4.7).
+"""Touchpoint attribution: deletion uplift and Monte-Carlo permutation Shapley.
+
+See docs/almmta.md, *Attribution*.
 
 ``Δ_ij = g(x_i, t_i) − g(x_i, t_i ∖ τ_ij)`` on the probability scale, for every
 touch of every journey in one vmapped call over the deleted position; padded
@@ -172,7 +174,9 @@ def attribute(
     key: jax.Array | None = None,
     chunk_size: int | None = None,
 ) -> Attribution:
-    """Per-touchpoint credit of every touch of every journey (notes §4.7), in one jitted call.
+    """Per-touchpoint credit of every touch of every journey, in one jitted call.
+
+    See docs/almmta.md, *Attribution*.
 
     Deletion (default)::
 

@@ -4,7 +4,7 @@ The Criteo Attribution Modeling for Bidding data set (Diemert et al., 2017) afte
 CausalMTA's preprocessing (top-10 campaigns, journeys by user and conversion id,
 non-converting impressions split at gaps over 3 days, journeys shorter than 3
 dropped, test users a subset of train users) is stored flat: journey i spans
-``offsets[i]:offsets[i+1]`` of the per-touch arrays (notes §7a).
+``offsets[i]:offsets[i+1]`` of the per-touch arrays (see docs/almmta.md, *Criteo journeys*).
 
 ``load_criteo_attribution`` turns one split into a ``JourneyBatch`` with the
 project's surrogate proxy; ``convert_criteo_raw`` rebuilds the same flat layout
@@ -27,7 +27,8 @@ from typing import Literal
 
 import numpy as np
 
-from almmta_jax._src.data import JourneyBatch, _open_npz, _read, check_offsets, ragged_to_batch
+from almmta_jax._src.data import JourneyBatch, check_offsets, ragged_to_batch
+from almmta_jax._src.shards import open_npz, read_npz_array
 
 CRITEO_TOUCH_FIELDS = ("campaign",)
 """Column order of ``touch_ids`` in Criteo batches."""
@@ -61,7 +62,7 @@ def _split_path(path, split: str) -> pathlib.Path:
 
 
 def load_criteo_flat(path, split: Literal["train", "test"] = "train") -> dict[str, np.ndarray]:
-    """The validated flat arrays of one Criteo split (notes §7a, "Arrays").
+    """The validated flat arrays of one Criteo split (see docs/almmta.md, *Criteo journeys*).
 
     Args:
       path: directory holding ``train.npz`` and ``test.npz`` (or one ``.npz`` file).
@@ -78,12 +79,12 @@ def load_criteo_flat(path, split: Literal["train", "test"] = "train") -> dict[st
         that are not 0/1, campaigns outside 0..9, or time running backwards.
     """
     p = _split_path(path, split)
-    data = _open_npz(p)
+    data = open_npz(p)
     with data:
         missing = [k for k in _FLAT_REQUIRED if k not in data.files]
         if missing:
             raise ValueError(f"{p}: missing arrays {missing}; found {sorted(data.files)}.")
-        out = {k: _read(data, k, p) for k in data.files}
+        out = {k: read_npz_array(data, k, p) for k in data.files}
     T = out["campaign"].shape[0]
     for k in ("timestamp", "cat1_9", "cost", "cpo", "click"):
         if k in out and out[k].shape[0] != T:
@@ -106,7 +107,7 @@ def load_criteo_flat(path, split: Literal["train", "test"] = "train") -> dict[st
 
 
 def criteo_proxy(timestamp, offsets, label) -> np.ndarray:
-    r"""The two-channel surrogate proxy of notes §7a, flat ``[T, 2]`` float32.
+    r"""The two-channel surrogate proxy (docs/almmta.md, *Criteo proxy*), flat ``[T, 2]`` float32.
 
     On converting journeys, with ``t_end`` the journey's last touch:
 
@@ -130,7 +131,7 @@ def criteo_proxy(timestamp, offsets, label) -> np.ndarray:
 
 
 def criteo_user_history(path) -> np.ndarray:
-    """Per-user features from the train split (notes §5.3, step 3).
+    """Per-user features from the train split (docs/almmta.md, *Grouped AUUC protocol*, step 3).
 
     Row u holds user u's campaign histogram over all of its train touches,
     normalized to sum 1 (10 columns), then log(number of train journeys). Users
@@ -169,7 +170,7 @@ def load_criteo_attribution(
     max_len: int = 20,
     user_features: np.ndarray | None = None,
 ) -> JourneyBatch:
-    """One split of the shipped Criteo journeys as a ``JourneyBatch`` (notes §7a).
+    """One split of the shipped Criteo journeys as a ``JourneyBatch`` (docs/almmta.md, *Criteo journeys*).
 
     * ``touch_ids``: ``[n, L, 1]`` campaign ids 0..9 (``CRITEO_TOUCH_FIELDS``,
       ``CRITEO_VOCAB_SIZES``).
@@ -297,7 +298,9 @@ def criteo_raw_journeys(
     min_len: int = 3,
     chunk_rows: int = 1_000_000,
 ) -> dict[str, np.ndarray]:
-    """Builds CausalMTA-style journeys from the raw Criteo attribution TSV (notes §7a).
+    """Builds CausalMTA-style journeys from the raw Criteo attribution TSV.
+
+    See docs/almmta.md, *Criteo journeys*.
 
     1. Stream the file in chunks (two passes) and keep the ``top_campaigns``
        campaigns with the most impressions, remapped to 0.. by ascending raw id.

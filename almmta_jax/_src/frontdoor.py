@@ -1,4 +1,6 @@
-"""Front-door marginalization of the outcome head (notes §2 and §4.6).
+"""Front-door marginalization of the outcome head.
+
+See docs/almmta.md, *Setting and estimand* and *Front-door marginalization*.
 
 With a deterministic learned mediator ``M̂ = φ(x, t)`` the front-door formula
 
@@ -28,7 +30,7 @@ POOL_WEIGHTS = ("uniform", "propensity")
 
 
 class ReferencePool(NamedTuple):
-    """Cached summaries of R reference sequences ``t'`` (notes §4.6).
+    """Cached summaries of R reference sequences ``t'`` (docs/almmta.md, *Front-door marginalization*).
 
     Attributes:
       treatment: ``[R, d]`` treatment summaries ``z_b``.

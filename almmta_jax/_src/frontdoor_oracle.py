@@ -1,4 +1,6 @@
-"""A closed-form front-door CATE model: the unit-test oracle of notes §7c.
+"""A closed-form front-door CATE model: the unit-test oracle.
+
+See docs/almmta.md, *Front-door oracle*.
 
 Binary treatment A, binary mediator Z, covariates C and a hidden confounder U of
 A and Y (Jung, 2025, "FD-CATE"):
@@ -73,7 +75,7 @@ def _u_moments(lin_a: np.ndarray, kappa_e: float):
 
 
 def fd_oracle_tau(C, params: FDOracleParams) -> np.ndarray:
-    """The true conditional effect ``tau(C)`` of notes §7c, ``[n]`` float64."""
+    """The true conditional effect ``tau(C)`` of the oracle, ``[n]`` float64."""
     lz = 0.1 + 0.7 * np.asarray(C, np.float64) @ params.w_Z
     return 1.4 * (_sigmoid(lz + 1.2) - _sigmoid(lz))
 
@@ -81,7 +83,7 @@ def fd_oracle_tau(C, params: FDOracleParams) -> np.ndarray:
 def fd_oracle_sample(
     n: int, d: int = 4, *, seed: int = 0, kappa_e: float = 1.0, noise_sd: float = 1.0
 ) -> FDOracleData:
-    """Draws n units of the FD-CATE model (notes §7c).
+    """Draws n units of the FD-CATE model (docs/almmta.md, *Front-door oracle*).
 
     ``beta_U`` starts at -2.4 and is multiplied by 1.25 until the naive contrast
     E[Y|A=1] - E[Y|A=0] (computed exactly by quadrature over U and C-sample

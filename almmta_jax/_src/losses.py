@@ -1,4 +1,6 @@
-"""The ALM-MTA losses (notes §4.3): outcome, proxy, adversary and contrastive terms.
+"""The ALM-MTA losses: outcome, proxy, adversary and contrastive terms.
+
+See docs/almmta.md, *Losses and objective*.
 
 All functions are pure maps from arrays to a scalar (and, for InfoNCE, an
 accuracy); masks are explicit, and an empty mask gives a loss of 0 rather than
@@ -21,7 +23,7 @@ def _check_same(name_a, a, name_b, b):
 
 
 def outcome_loss(logits: jax.Array, y: jax.Array, ipw: jax.Array) -> jax.Array:
-    """Self-normalized IPW binary cross-entropy of the outcome head (notes §4.3).
+    """Self-normalized IPW binary cross-entropy of the outcome head (docs/almmta.md, *Losses and objective*).
 
     ``L_y = Σ_i ipw_i BCE(logit_i, y_i) / Σ_i ipw_i``.
 
@@ -45,7 +47,9 @@ def outcome_loss(logits: jax.Array, y: jax.Array, ipw: jax.Array) -> jax.Array:
 
 
 def proxy_loss(proxy_logits: jax.Array, yp: jax.Array, yp_mask: jax.Array) -> jax.Array:
-    """Per-touchpoint soft-target BCE of the proxy head on uploading journeys (notes §4.3).
+    """Per-touchpoint soft-target BCE of the proxy head on uploading journeys.
+
+    See docs/almmta.md, *Losses and objective*.
 
     ``L_p = mean_{(i,j): yp_mask_ij} mean_p BCE(logit_ijp, y'_ijp)``; 0 when no
     position is masked in.
@@ -81,7 +85,7 @@ def _row_mean(values: jax.Array, weights: jax.Array | None, name: str) -> jax.Ar
 def adversary_loss(
     d_logits: jax.Array, y: jax.Array, weights: jax.Array | None = None
 ) -> jax.Array:
-    """The discriminator's loss ``L_adv = mean_i BCE(D(M_i), y_i)`` (notes §4.3).
+    """The discriminator's loss ``L_adv = mean_i BCE(D(M_i), y_i)`` (docs/almmta.md, *Losses and objective*).
 
     Args:
       d_logits: ``[B]`` discriminator logits.
@@ -106,7 +110,9 @@ def adversary_loss(
 
 
 def confusion_loss(d_logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-    """The mediator's confusion objective ``mean_i BCE(D(M_i), 1/2)`` (notes §4.5).
+    """The mediator's confusion objective ``mean_i BCE(D(M_i), 1/2)``.
+
+    See docs/almmta.md, *Gradient reversal and the min-max step*.
 
     ``weights`` as in ``adversary_loss``.
     """
@@ -123,7 +129,7 @@ def info_nce_loss(
     queue_valid: jax.Array,
     temperature: float = 0.1,
 ) -> tuple[jax.Array, jax.Array]:
-    """Multi-positive InfoNCE with in-batch and queued negatives (notes §4.3).
+    """Multi-positive InfoNCE with in-batch and queued negatives (docs/almmta.md, *Losses and objective*).
 
     For every positive pair ``(i, j)``::
 

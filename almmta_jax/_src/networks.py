@@ -5,7 +5,7 @@ functionally (``nnx.split`` once, ``nnx.merge`` inside plain ``jax.jit`` steps).
 Dropout takes an explicit ``dropout_key`` argument (``None`` means evaluation
 mode), so a split model carries no RNG state and a step is a pure function.
 
-The layout follows the project design (notes §4.2):
+The layout follows the project design (docs/almmta.md, *Networks*):
 
 * touch embedding ``e_j = sum_f Embed_f(id_jf) + Dense(tfeat_j)``;
 * user vector ``s = MLP(x ⊕ Embed(user_id))``;
@@ -30,13 +30,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from almmta_jax._src.data import JourneyBatch
+from drgrad_jax.models import MLP
 
 ENCODERS = ("attention", "gru")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of the ALM-MTA networks (defaults of the design notes, §4.2).
+    """Sizes of the ALM-MTA networks (defaults of docs/almmta.md, *Networks*).
 
     Attributes:
       vocab_sizes: number of ids of each touch id field (the columns of
@@ -102,28 +103,36 @@ def _fold(key: jax.Array | None, i: int) -> jax.Array | None:
     return None if key is None else jax.random.fold_in(key, i)
 
 
-class MLP(nnx.Module):
-    """Dense layers with ELU between them (none after the last)."""
-
-    def __init__(self, in_features: int, widths: Sequence[int], *, rngs: nnx.Rngs):
-        dims = [in_features, *widths]
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])])
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = jax.nn.elu(x)
-        return x
+def elu_mlp(in_features: int, widths: Sequence[int], *, rngs: nnx.Rngs) -> MLP:
+    """``drgrad_jax.models.MLP`` with ELU between the layers and a linear last layer."""
+    return MLP(in_features, widths, activation="elu", activate_last=False, rngs=rngs)
 
 
 class TouchEmbedding(nnx.Module):
-    """``e_j = Σ_f Embed_f(id_jf mod rows_f) + Dense(tfeat_j)``."""
+    """``e_j = Dense(tfeat_j) + Σ_f Embed_f(id_jf mod rows_f)``, ``[..., L, F] -> [..., L, d]``.
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        self.rows = tuple(min(int(v), config.hash_buckets) for v in config.vocab_sizes)
-        self.tables = nnx.List([nnx.Embed(r, config.d_model, rngs=rngs) for r in self.rows])
-        self.time = nnx.Linear(3, config.d_model, rngs=rngs)
+    Args:
+      vocab_sizes: number of ids of each touch id field.
+      features: embedding width ``d``.
+      hash_buckets: cap on the rows of each table (ids are taken modulo the
+        rows); ``None`` keeps one row per id.
+      num_time_features: width of ``tfeat``.
+      rngs: ``nnx.Rngs``.
+    """
+
+    def __init__(
+        self,
+        vocab_sizes: Sequence[int],
+        features: int,
+        *,
+        hash_buckets: int | None = None,
+        num_time_features: int = 3,
+        rngs: nnx.Rngs,
+    ):
+        cap = math.inf if hash_buckets is None else int(hash_buckets)
+        self.rows = tuple(int(min(int(v), cap)) for v in vocab_sizes)
+        self.tables = nnx.List([nnx.Embed(r, features, rngs=rngs) for r in self.rows])
+        self.time = nnx.Linear(num_time_features, features, rngs=rngs)
 
     def __call__(self, touch_ids: jax.Array, tfeat: jax.Array) -> jax.Array:
         e = self.time(tfeat)
@@ -141,7 +150,7 @@ class UserEncoder(nnx.Module):
         if config.num_users > 0:
             self.user_table = nnx.Embed(config.num_users, config.user_embed_dim, rngs=rngs)
             width += config.user_embed_dim
-        self.mlp = MLP(width, (config.d_model, config.d_model), rngs=rngs)
+        self.mlp = elu_mlp(width, (config.d_model, config.d_model), rngs=rngs)
 
     def __call__(self, x: jax.Array, user_id: jax.Array) -> jax.Array:
         if self.num_users > 0:
@@ -182,7 +191,7 @@ class TransformerEncoder(nnx.Module):
         )
         self.ffn_norms = nnx.List([nnx.LayerNorm(d, rngs=rngs) for _ in range(config.num_layers)])
         self.ffns = nnx.List(
-            [MLP(d, (config.ffn_dim, d), rngs=rngs) for _ in range(config.num_layers)]
+            [elu_mlp(d, (config.ffn_dim, d), rngs=rngs) for _ in range(config.num_layers)]
         )
         self.final_norm = nnx.LayerNorm(d, rngs=rngs)
 
@@ -256,8 +265,8 @@ class ALMMTA(nnx.Module):
     """The ALM-MTA network: backbone, mediator branch, outcome head, adversary, contrastive heads.
 
     The outcome probability of the factual (``ipw_simple``) reading is
-    ``g(x, t) = σ(MLP_f([M(x,t); z(t); s(x)]))`` (notes §2, §4.6); deleting touch
-    ``j`` removes it from attention and from both gated sums, so
+    ``g(x, t) = σ(MLP_f([M(x,t); z(t); s(x)]))`` (docs/almmta.md, *Front-door
+    marginalization*); deleting touch ``j`` removes it from attention and from both gated sums, so
     ``g(x,t) − g(x, t∖τ_j)`` is the deletion uplift Δ_j.
 
     Args:
@@ -285,20 +294,22 @@ class ALMMTA(nnx.Module):
         d, dm, dc = config.d_model, config.d_mediator, config.d_contrast
         self.config = config
         self.scale = 1.0 / math.sqrt(config.max_len)
-        self.touch_embed = TouchEmbedding(config, rngs=rngs)
+        self.touch_embed = TouchEmbedding(
+            config.vocab_sizes, config.d_model, hash_buckets=config.hash_buckets, rngs=rngs
+        )
         self.user_encoder = UserEncoder(config, rngs=rngs)
         if config.encoder == "attention":
             self.encoder = TransformerEncoder(config, rngs=rngs)
         else:
             self.encoder = GRUEncoder(config, rngs=rngs)
-        self.mediator_mlp = MLP(d, (d, dm), rngs=rngs)
-        self.mediator_gate = MLP(2 * d, (d, 1), rngs=rngs)
+        self.mediator_mlp = elu_mlp(d, (d, dm), rngs=rngs)
+        self.mediator_gate = elu_mlp(2 * d, (d, 1), rngs=rngs)
         self.proxy_head = nnx.Linear(dm, config.num_proxy, rngs=rngs)
-        self.treatment_gate = MLP(d, (d, 1), rngs=rngs)
-        self.outcome_head = MLP(dm + 2 * d, (64, 32, 1), rngs=rngs)
-        self.discriminator = MLP(dm, (32, 32, 1), rngs=rngs)
-        self.key_head = MLP(d, (d, dc), rngs=rngs)
-        self.query_head = MLP(dm + d, (d, dc), rngs=rngs)
+        self.treatment_gate = elu_mlp(d, (d, 1), rngs=rngs)
+        self.outcome_head = elu_mlp(dm + 2 * d, (64, 32, 1), rngs=rngs)
+        self.discriminator = elu_mlp(dm, (32, 32, 1), rngs=rngs)
+        self.key_head = elu_mlp(d, (d, dc), rngs=rngs)
+        self.query_head = elu_mlp(dm + d, (d, dc), rngs=rngs)
 
     def encode(
         self,

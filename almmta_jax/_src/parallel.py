@@ -47,7 +47,7 @@ from almmta_jax._src.train import (
     restore_checkpoint,
     split_model,
 )
-from drgrad_jax._src.parallel import _check_mesh, batch_sharding, replicated
+from drgrad_jax.parallel import batch_sharding, check_mesh, replicated
 
 # Parameter paths of the id embedding tables (touch id fields and users).
 _EMBEDDING_TABLES = ("'tables'", "'user_table'")
@@ -86,7 +86,7 @@ def state_sharding(
     """
     if not isinstance(state, TrainState):
         raise TypeError(f"state must be a TrainState, got {type(state).__name__}.")
-    _check_mesh(mesh, axis)
+    check_mesh(mesh, axis)
     full = replicated(mesh)
     rows = NamedSharding(mesh, PartitionSpec(axis, None))
     size = mesh.shape[axis]
@@ -148,7 +148,7 @@ def data_parallel_step(
     mean loss over the global batch ``B`` is ``(1/B) Σ_devices Σ_{b in shard}
     ∇ℓ_b``: GSPMD computes the inner sums locally and all-reduces them.
 
-    The adversary schedule λ_t (notes §4.3) is the one ``make_trainer`` uses for
+    The adversary schedule λ_t (docs/almmta.md, *Gradient reversal and the min-max step*) is the one ``make_trainer`` uses for
     ``N = steps_per_epoch * batch_size`` journeys: warm-up ``config.warmup_steps``
     (one epoch when ``None``), ramp over ``steps_per_epoch * config.epochs`` steps.
 
@@ -204,7 +204,7 @@ def data_parallel_step(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}.")
-    _check_mesh(mesh, axis)
+    check_mesh(mesh, axis)
     if isinstance(steps_per_epoch, bool) or int(steps_per_epoch) < 1:
         raise ValueError(f"steps_per_epoch must be a positive int, got {steps_per_epoch!r}.")
     size = mesh.shape[axis]

@@ -1,4 +1,4 @@
-"""Sequence propensity and stabilized IPW weights (notes §4.4).
+"""Sequence propensity and stabilized IPW weights (see docs/almmta.md, *Propensity and stabilized weights*).
 
 A separate, frozen model ``ê(c | x)`` (an MLP softmax over treatment clusters)
 is fitted by cross-entropy on every training touch; a journey's weight is the
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
-from almmta_jax._src.networks import MLP
+from almmta_jax._src.fitting import fit_full_batch
+from almmta_jax._src.networks import elu_mlp
 
 
 class PropensityModel(nnx.Module):
@@ -35,7 +35,7 @@ class PropensityModel(nnx.Module):
 
     def __init__(self, d_x: int, num_clusters: int, hidden: int = 64, *, rngs: nnx.Rngs):
         self.num_clusters = num_clusters
-        self.mlp = MLP(d_x, (hidden, num_clusters), rngs=rngs)
+        self.mlp = elu_mlp(d_x, (hidden, num_clusters), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Log-probabilities ``log ê(c | x)``: ``[..., d_x] -> [..., C]``."""
@@ -102,21 +102,12 @@ def fit_propensity(
     graphdef, params = nnx.split(model)
     counts = cluster_counts(clusters, touch_mask, num_clusters)
     total = jnp.maximum(jnp.sum(counts), 1.0)
-    tx = optax.adam(learning_rate)
 
     def loss_fn(p):
         log_e = nnx.merge(graphdef, p)(x)
         return -jnp.sum(counts * log_e) / total
 
-    def step(carry, _):
-        p, opt = carry
-        grads = jax.grad(loss_fn)(p)
-        updates, opt = tx.update(grads, opt, p)
-        return (optax.apply_updates(p, updates), opt), None
-
-    (params, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), None, length=steps))(
-        params
-    )
+    params = fit_full_batch(loss_fn, params, steps=steps, learning_rate=learning_rate)
     return nnx.merge(graphdef, params)
 
 
@@ -128,7 +119,9 @@ def ipw_weights(
     *,
     clip_percentiles: tuple[float, float] = (1.0, 99.0),
 ) -> jax.Array:
-    """Clipped, self-normalized stabilized IPW weights of whole journeys (notes §4.4).
+    """Clipped, self-normalized stabilized IPW weights of whole journeys.
+
+    See docs/almmta.md, *Propensity and stabilized weights*.
 
     ``ipw_i = exp(n_i^{-1} Σ_j [log p̂(c_ij) − log ê(c_ij | x_i)])``, clipped to
     the given percentiles over journeys and divided by their mean. Journeys

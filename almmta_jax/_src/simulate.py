@@ -25,6 +25,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from almmta_jax._src.data import JourneyBatch, time_features
+from almmta_jax._src.truth import gauss_hermite_psi, sigmoid
+from almmta_jax._src.world import draw_arm, draw_proxy, make_world, solve_theta0
 
 SIM_TOUCH_FIELDS = ("item", "cluster", "music", "template")
 """Column order of ``touch_ids`` in simulator batches."""
@@ -37,7 +39,7 @@ _PRESETS = ("default", "unit_test", "scale")
 
 @dataclasses.dataclass(frozen=True)
 class SimConfig:
-    """Constants of the CDP simulator (notes §7b); defaults are the "default" preset.
+    """Constants of the CDP simulator (docs/almmta.md, *CDP simulator*); defaults are the "default" preset.
 
     Use ``SimConfig.preset(name)`` for the named presets and
     ``dataclasses.replace(config, ...)`` to turn a switch.
@@ -136,7 +138,7 @@ class SimConfig:
 
     @classmethod
     def preset(cls, name: Literal["default", "unit_test", "scale"] = "default", **overrides):
-        """A named preset of notes §7b, with optional field overrides.
+        """A named preset of the simulator, with optional field overrides.
 
         * ``"default"``: 20k users + a 20k randomized arm, 2,000 items in 50 clusters, L = 20.
         * ``"unit_test"``: 2,000 users + 2,000 randomized, 200 items, L = 8.
@@ -265,260 +267,8 @@ class SimData(NamedTuple):
     A: np.ndarray
 
 
-# ----------------------------------------------------------------------------- Psi
-
-
-def _sigmoid(a):
-    # tanh form: no overflow warnings for large |a|.
-    return 0.5 * (1.0 + np.tanh(0.5 * a))
-
-
-def _sigmoid_(a):
-    """In-place sigmoid of a float64 scratch array."""
-    a *= 0.5
-    np.tanh(a, out=a)
-    a += 1.0
-    a *= 0.5
-    return a
-
-
-def gauss_hermite_psi(a, s, num_nodes: int = 32) -> np.ndarray:
-    r"""Logistic-normal integral ``Psi(a, s) = E_{z ~ N(0, s^2)} sigmoid(a + z)``.
-
-    .. math::
-      \Psi(a, s) \approx \sum_k \frac{\omega_k}{\sqrt{\pi}}
-        \sigma(a + \sqrt{2}\, s\, \zeta_k)
-
-    with Gauss-Hermite nodes ``zeta_k`` and weights ``omega_k`` (notes §7b, "Exact
-    truth"). Computed in float64; ``a`` and ``s`` broadcast against each other.
-
-    Args:
-      a: mean of the logit (any shape).
-      s: standard deviation of the logit noise, >= 0 (broadcastable to ``a``).
-      num_nodes: quadrature nodes (32 are accurate to ~1e-7 for s <= 2 and
-        ~2e-5 at s = 3; raise it for wider noise).
-
-    Returns:
-      float64 array of the broadcast shape of ``a`` and ``s``.
-
-    Example:
-      >>> float(gauss_hermite_psi(0.0, 2.0))
-      0.5
-      >>> round(float(gauss_hermite_psi(1.0, 0.0)), 6)
-      0.731059
-
-    References:
-      Abramowitz & Stegun, "Handbook of Mathematical Functions", 1964, §25.4.46
-      (Gauss-Hermite integration).
-    """
-    if int(num_nodes) < 1:
-        raise ValueError(f"num_nodes must be >= 1, got {num_nodes}.")
-    a = np.asarray(a, dtype=np.float64)
-    s = np.asarray(s, dtype=np.float64)
-    if np.any(s < 0):
-        raise ValueError("s (the logit noise sd) must be >= 0.")
-    nodes, weights = np.polynomial.hermite.hermgauss(int(num_nodes))
-    a, s = np.broadcast_arrays(a, s)
-    shape = a.shape
-    a, s = a.reshape(-1), s.reshape(-1)
-    wts = weights / np.sqrt(np.pi)
-    out = np.empty(a.shape[0])
-    # Blocks bound the [block, nodes] scratch to ~32 MB at any scale.
-    block = max(1, (1 << 22) // nodes.shape[0])
-    for lo in range(0, a.shape[0], block):
-        scratch = np.sqrt(2.0) * s[lo : lo + block, None] * nodes
-        scratch += a[lo : lo + block, None]
-        out[lo : lo + block] = _sigmoid_(scratch) @ wts
-    return out.reshape(shape)
-
-
-# ---------------------------------------------------------------------- generation
-
-
-class _World(NamedTuple):
-    item_e: np.ndarray
-    item_cluster: np.ndarray
-    item_music: np.ndarray
-    item_template: np.ndarray
-    item_b: np.ndarray
-    item_s: np.ndarray
-    item_d: np.ndarray
-    item_ce: np.ndarray  # c^T e per item
-    c: np.ndarray
-    A: np.ndarray  # [d_e, d_x]
-    D: np.ndarray  # [d_x, d_e]
-    theta_x: np.ndarray
-
-
-def _make_world(cfg: SimConfig, rng: np.random.Generator) -> _World:
-    n, k, de, dx = cfg.n_items, cfg.n_clusters, cfg.d_e, cfg.d_x
-    cluster = rng.integers(0, k, size=n)
-    centroids = rng.standard_normal((k, de))
-    e = (centroids[cluster] + 0.5 * rng.standard_normal((n, de))) / np.sqrt(1.25)
-    # Model inputs are stored in float32; round them first so the truths are exact for them.
-    e = e.astype(np.float32).astype(np.float64)
-    pal_m = np.stack(
-        [rng.choice(cfg.n_music, cfg.music_per_cluster, replace=False) for _ in range(k)]
-    )
-    pal_t = np.stack(
-        [rng.choice(cfg.n_template, cfg.template_per_cluster, replace=False) for _ in range(k)]
-    )
-    from_pal = rng.random(n) < cfg.palette_prob
-    music = np.where(
-        from_pal,
-        pal_m[cluster, rng.integers(0, cfg.music_per_cluster, size=n)],
-        rng.integers(0, cfg.n_music, size=n),
-    )
-    from_pal = rng.random(n) < cfg.palette_prob
-    template = np.where(
-        from_pal,
-        pal_t[cluster, rng.integers(0, cfg.template_per_cluster, size=n)],
-        rng.integers(0, cfg.n_template, size=n),
-    )
-    b = 0.5 * rng.standard_normal(n)
-    d = rng.standard_normal(n)
-    c = rng.standard_normal(de) * np.sqrt(2.25 / de)
-    D = rng.standard_normal((dx, de)) * np.sqrt(0.25 / (de * dx))
-    A = rng.standard_normal((de, dx)) * np.sqrt(1.0 / (de * dx))
-    theta_x = rng.standard_normal(dx) * cfg.theta_x_sd
-    ce = e @ c
-    s = (ce - ce.mean()) / ce.std()
-    return _World(
-        item_e=e,
-        item_cluster=cluster.astype(np.int32),
-        item_music=music.astype(np.int32),
-        item_template=template.astype(np.int32),
-        item_b=b,
-        item_s=s,
-        item_d=d,
-        item_ce=ce,
-        c=c,
-        A=A,
-        D=D,
-        theta_x=theta_x,
-    )
-
-
-def _softplus(v):
-    return np.logaddexp(0.0, v)
-
-
-def _draw_arm(cfg: SimConfig, world: _World, n: int, randomized: bool, rng: np.random.Generator):
-    """Users, exposures, times and mediator pieces for one arm (chunked over users)."""
-    L, ni = cfg.max_len, cfg.n_items
-    x = rng.standard_normal((n, cfg.d_x)).astype(np.float32).astype(np.float64)
-    w = rng.standard_normal(n)
-    items = np.empty((n, L), dtype=np.int64)
-    serve = np.empty((n, L))
-    # Bound the [chunk, n_items] logit block to ~2e7 float64s at scale.
-    chunk = max(1, min(cfg.chunk_users, 20_000_000 // ni))
-    item_s32 = world.item_s.astype(np.float32)
-    item_e32 = world.item_e.astype(np.float32)
-    item_b32 = world.item_b.astype(np.float32)
-    for lo in range(0, n, chunk):
-        hi = min(n, lo + chunk)
-        m = hi - lo
-        if randomized or cfg.kappa == 0.0:
-            logits = np.zeros((m, ni), np.float32)
-        else:
-            xa = x[lo:hi] @ world.A.T  # [m, d_e]
-            logits = xa.astype(np.float32) @ item_e32.T
-            logits += (cfg.gamma_w * w[lo:hi, None]).astype(np.float32) * item_s32[None, :]
-            logits += item_b32[None, :]
-            logits *= np.float32(cfg.kappa)
-        # Gumbel-top-L: L distinct items, softmax sampling without replacement. The
-        # exponential race log(E) - logit (E ~ Exp(1)) is the negated Gumbel-max
-        # key; float32 suffices for sampling.
-        g = rng.standard_exponential(size=(m, ni), dtype=np.float32)
-        np.log(np.maximum(g, np.float32(1e-30), out=g), out=g)
-        g -= logits
-        top = np.argpartition(g, L - 1, axis=1)[:, :L]
-        # Random order inside the window: which item comes when is independent of the draw.
-        order = np.argsort(rng.random((m, L)), axis=1)
-        items[lo:hi] = np.take_along_axis(top, order, axis=1)
-        # The serving policy's single-draw probability of each shown item (a logged propensity).
-        peak = logits.max(axis=1, keepdims=True)
-        g = np.subtract(logits, peak, out=g)
-        lse = np.log(np.exp(g, out=g).sum(axis=1, dtype=np.float64)) + peak[:, 0]
-        chosen = np.take_along_axis(logits, items[lo:hi], axis=1).astype(np.float64)
-        serve[lo:hi] = np.exp(chosen - lse[:, None])
-    if cfg.variable_length:
-        lengths = rng.integers(cfg.min_len, L + 1, size=n)
-    else:
-        lengths = np.full(n, L)
-    mask = np.arange(L)[None, :] < lengths[:, None]
-    t = np.where(mask, rng.uniform(0.0, cfg.horizon_days, size=(n, L)), np.inf)
-    t = np.sort(t, axis=1)
-    dt = np.where(mask, cfg.horizon_days - t, 0.0).astype(np.float32).astype(np.float64)
-    items = np.where(mask, items, 0)
-    rho = np.where(mask, np.exp(-dt / cfg.decay_days), 0.0)
-    e_t = world.item_e[items]  # [n, L, d_e]
-    xde = np.einsum("nk,nlk->nl", x @ world.D, e_t)
-    h = _softplus(world.item_ce[items] + xde - 1.0)
-    r = np.where(mask, rho * h, 0.0)
-    direct = np.where(mask, rho * world.item_d[items], 0.0)
-    serve = np.where(mask, serve, 0.0)
-    return x, w, items, mask, dt, r, direct, serve
-
-
-def _solve_theta0(base, s, target, num_nodes):
-    """theta_0 with mean_u Psi(base_u + theta_0, s) = target (safeguarded Newton)."""
-    nodes, weights = np.polynomial.hermite.hermgauss(int(num_nodes))
-    z = np.sqrt(2.0) * s * nodes
-    wts = weights / np.sqrt(np.pi)
-    lo, hi = -60.0, 60.0
-    t0 = float(np.log(target / (1.0 - target)) - np.median(base))
-    for _ in range(100):
-        p = _sigmoid(base[:, None] + t0 + z[None, :])
-        f = float((p @ wts).mean()) - target
-        if f < 0:
-            lo = t0
-        else:
-            hi = t0
-        if abs(f) < 1e-13 or hi - lo < 1e-12:
-            break
-        slope = float(((p * (1.0 - p)) @ wts).mean())
-        step = t0 - f / slope if slope > 0 else 0.5 * (lo + hi)
-        t0 = step if lo < step < hi else 0.5 * (lo + hi)
-    return t0
-
-
-def _proxy(cfg, world, items, mask, r, y, rng):
-    """Upload content and per-touch proxy y' (notes §7b, "Proxy")."""
-    n, L = items.shape
-    src = np.full(n, -1, dtype=np.int64)
-    up_item = np.full(n, -1, dtype=np.int64)
-    # j* ~ r_uj over valid touches (r > 0 since softplus > 0 and rho > 0).
-    cum = np.cumsum(r, axis=1)
-    u = rng.random(n) * cum[:, -1]
-    jstar = np.minimum((cum < u[:, None]).sum(axis=1), L - 1)
-    jstar = np.minimum(jstar, mask.sum(axis=1) - 1)
-    replace = rng.random(n) < cfg.eta_p
-    rand_item = rng.integers(0, cfg.n_items, size=n)
-    chosen = np.where(replace, rand_item, items[np.arange(n), jstar])
-    xi = rng.standard_normal((n, cfg.d_e))
-    up = y == 1
-    src[up & ~replace] = jstar[up & ~replace]
-    up_item[up] = chosen[up]
-    e_up = world.item_e[chosen] + 0.5 * xi
-    e_up /= np.linalg.norm(e_up, axis=1, keepdims=True)
-    m_up = world.item_music[chosen]
-    tp_up = world.item_template[chosen]
-    e_t = world.item_e[items]
-    cos = np.einsum("nk,nlk->nl", e_up, e_t) / np.linalg.norm(e_t, axis=2)
-    valid = mask & up[:, None]
-    comp_m = np.where(valid, (world.item_music[items] == m_up[:, None]).astype(float), 0.0)
-    comp_t = np.where(valid, (world.item_template[items] == tp_up[:, None]).astype(float), 0.0)
-    comp_c = np.where(valid, np.maximum(cos, 0.0), 0.0)
-    yp = np.clip(0.5 * comp_m + 0.3 * comp_t + 0.2 * comp_c, 0.0, 1.0)
-    up_music = np.where(up, m_up, -1)
-    up_template = np.where(up, tp_up, -1)
-    up_e = np.where(up[:, None], e_up, 0.0)
-    return yp, comp_m, comp_t, comp_c, src, up_item, up_music, up_template, up_e
-
-
 def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
-    r"""Simulates the CDP world of notes §7b with exact deletion truths.
+    r"""Simulates the CDP world (docs/almmta.md, *CDP simulator*) with exact deletion truths.
 
     Items carry content embeddings, clusters, music/template ids, popularity
     ``b``, potency ``s = standardize(c^T e)`` and a direct score ``d``. Users have
@@ -537,7 +287,7 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
 
     ``theta_0`` is solved so the observational arm's mean of ``p_unit`` is
     ``base_rate``; the randomized arm (kappa = gamma_w = 0) reuses it. Truths
-    (notes §7b, "Exact truth"):
+    (docs/almmta.md, *Exact truth*):
 
     * ``P^unit(S) = Psi(a(S), theta_M sigma_M)`` and
       ``delta_unit_j = P^unit(full) - P^unit(full minus j)``;
@@ -568,11 +318,11 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
     rng = np.random.Generator(np.random.PCG64(int(seed)))
-    world = _make_world(cfg, rng)
+    world = make_world(cfg, rng)
     n_obs, n_rct = cfg.n_users, cfg.num_rct
-    obs = _draw_arm(cfg, world, n_obs, False, rng)
+    obs = draw_arm(cfg, world, n_obs, False, rng)
     if n_rct > 0:
-        rct = _draw_arm(cfg, world, n_rct, True, rng)
+        rct = draw_arm(cfg, world, n_rct, True, rng)
         x, w, items, mask, dt, r, direct, serve = (np.concatenate([a, b]) for a, b in zip(obs, rct))
     else:
         x, w, items, mask, dt, r, direct, serve = obs
@@ -588,7 +338,7 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
     # a(S) without theta_0; the w terms kept separately for the x-truth.
     ax_full = tm * mu_full + xt + gty * dir_full
     w_terms = (tw + tm * gwm) * w
-    theta_0 = _solve_theta0(ax_full[:n_obs] + w_terms[:n_obs], s_unit, cfg.base_rate, cfg.gh_nodes)
+    theta_0 = solve_theta0(ax_full[:n_obs] + w_terms[:n_obs], s_unit, cfg.base_rate, cfg.gh_nodes)
     ax_full = ax_full + theta_0
     # Deleting touch j removes its mediator and direct contributions (additivity).
     ax_del = ax_full[:, None] - tm * r - gty * direct
@@ -611,8 +361,8 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
     eps = cfg.sigma_M * rng.standard_normal(n)
     mediator = mu_full + gwm * w + eps
     logit_y = ax_full + w_terms + tm * eps
-    y = (rng.random(n) < _sigmoid(logit_y)).astype(np.int8)
-    yp, comp_m, comp_t, comp_c, src, up_item, up_music, up_template, up_e = _proxy(
+    y = (rng.random(n) < sigmoid(logit_y)).astype(np.int8)
+    yp, comp_m, comp_t, comp_c, src, up_item, up_music, up_template, up_e = draw_proxy(
         cfg, world, items, mask, r, y, rng
     )
 
@@ -783,7 +533,9 @@ def shapley_truth(
     exact_max_len: int = 10,
     seed: int = 0,
 ) -> np.ndarray:
-    r"""Shapley values of the touches for the exact upload probability (notes §7b).
+    r"""Shapley values of the touches for the exact upload probability.
+
+    See docs/almmta.md, *Exact truth*.
 
     The value of a touch set S is ``P(S) = Psi(a(S), s)`` (``kind="x"``: w
     integrated out; ``"unit"``: w fixed), with ``a(S)`` additive over touches, so

@@ -133,7 +133,8 @@ def mmoe_synthetic(
     ``alpha_i, beta_i ~ N(0, 1)`` are drawn once per data set and shared by both
     tasks; ``eps_t ~ N(0, noise_std^2)``. Without sine terms (``num_sines=0``)
     the labels' Pearson correlation is ``p c^2 / (c^2 + noise_std^2)``. Binary
-    labels are ``1[y > median of y over the training split]`` (decision D9).
+    labels are ``1[y > median of y over the training split]`` (see
+    docs/drgrad.md, *Synthetic data*).
     Several task pairs use mutually orthogonal ``u`` vectors; task columns are
     ordered pair by pair (``t1_0, t2_0, t1_1, t2_1, ...``).
 
@@ -226,7 +227,7 @@ def drgrad_synthetic(
     noise_std: float = 0.1,
     seed: int = 0,
 ) -> MultiTaskData:
-    """DRGrad's synthetic settings on MMoE's generator (decision D9), with user ids.
+    """DRGrad's synthetic settings on MMoE's generator, with user ids (docs/drgrad.md, *Synthetic data*).
 
     ``"cooperate"`` uses ``p = +0.5``, ``"conflict"`` ``p = -0.5`` (override
     with ``correlation`` for a sweep). ``"personalized"``: user ``u`` belongs
@@ -422,7 +423,9 @@ def load_census_income(
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
 ) -> MultiTaskData:
-    """Loads UCI Census-Income (KDD) for multi-task learning (MMoE's protocol, decision D10).
+    """Loads UCI Census-Income (KDD) for multi-task learning (MMoE's protocol).
+
+    See docs/drgrad.md, *Census-Income*.
 
     Tasks (binary): ``"income"`` (income > 50K, column 42), ``"never_married"``
     (marital status is "Never married", column 8) and ``"education"``

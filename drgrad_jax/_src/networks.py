@@ -25,364 +25,21 @@ from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from drgrad_jax._src.encoders import EmbeddingEncoder, make_encoder
+from drgrad_jax._src.layers import (
+    MLP,
+    ExpertPool,
+    Gate,
+    PersonalizedGate,
+    Tower,
+    check_positive,
+)
 from drgrad_jax._src.task_grads import SHARED, key_name
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": jax.nn.relu,
-    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
-    "gelu": jax.nn.gelu,
-    "tanh": jnp.tanh,
-    "identity": lambda x: x,
-}
 MIXES = ("logits", "probs")
 PPNETS = (None, "single", "gatenu")
-
-
-def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {name!r}.")
-    return ACTIVATIONS[name]
-
-
-def _widths(name: str, value) -> tuple[int, ...]:
-    value = tuple(int(v) for v in value)
-    if any(v <= 0 for v in value):
-        raise ValueError(f"{name} must hold positive layer widths; got {value}.")
-    return value
-
-
-def _positive(name: str, value: int) -> int:
-    if int(value) != value or value <= 0:
-        raise ValueError(f"{name} must be a positive int; got {value!r}.")
-    return int(value)
-
-
-# --- building blocks -------------------------------------------------------------
-
-
-class MLP(nnx.Module):
-    """A stack of dense layers, activation after every layer but (optionally) the last.
-
-    Args:
-      in_features: input width.
-      features: output width of each layer.
-      activation: name in ``ACTIVATIONS``.
-      activate_last: whether the last layer is followed by the activation too.
-      kernel_init: kernel initializer (default LeCun normal).
-      rngs: ``nnx.Rngs``.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        features: Sequence[int],
-        *,
-        activation: str = "relu",
-        activate_last: bool = True,
-        kernel_init=None,
-        rngs: nnx.Rngs,
-    ):
-        features = _widths("features", features)
-        kw = {} if kernel_init is None else {"kernel_init": kernel_init}
-        dims = (in_features,) + features
-        self.layers = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs, **kw) for a, b in zip(dims[:-1], dims[1:])]
-        )
-        self.activation = activation
-        self.activate_last = activate_last
-        self.out_features = dims[-1]
-        _activation(activation)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        act = _activation(self.activation)
-        n = len(self.layers)
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < n - 1 or self.activate_last:
-                x = act(x)
-        return x
-
-
-class Tower(nnx.Module):
-    """A task tower: hidden layers then one logit. Returns ``[B]``."""
-
-    def __init__(
-        self,
-        in_features: int,
-        hidden: Sequence[int],
-        *,
-        activation: str = "relu",
-        kernel_init=None,
-        rngs: nnx.Rngs,
-    ):
-        self.mlp = MLP(
-            in_features,
-            tuple(hidden) + (1,),
-            activation=activation,
-            activate_last=False,
-            kernel_init=kernel_init,
-            rngs=rngs,
-        )
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.mlp(x)[:, 0]
-
-
-class ExpertPool(nnx.Module):
-    """``num_experts`` identical MLP experts stored stacked and run as one einsum.
-
-    ``x`` ``[B, in]`` -> ``[B, num_experts, out]``; every layer is followed by
-    the activation (experts end in a nonlinearity, as in MMoE and PLE).
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        num_experts: int,
-        hidden: Sequence[int],
-        *,
-        activation: str = "relu",
-        rngs: nnx.Rngs,
-    ):
-        num_experts = _positive("num_experts", num_experts)
-        hidden = _widths("expert_hidden", hidden)
-        if not hidden:
-            raise ValueError("expert_hidden must name at least one layer width.")
-        init = jax.nn.initializers.lecun_normal(batch_axis=0)
-        dims = (in_features,) + hidden
-        self.kernels = nnx.List(
-            [
-                nnx.Param(init(rngs.params(), (num_experts, a, b), jnp.float32))
-                for a, b in zip(dims[:-1], dims[1:])
-            ]
-        )
-        self.biases = nnx.List(
-            [nnx.Param(jnp.zeros((num_experts, b), jnp.float32)) for b in hidden]
-        )
-        self.activation = activation
-        self.num_experts = num_experts
-        self.out_features = hidden[-1]
-        _activation(activation)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        act = _activation(self.activation)
-        h = act(jnp.einsum("bi,eio->beo", x, self.kernels[0][...]) + self.biases[0][...][None])
-        for w, b in zip(self.kernels[1:], self.biases[1:]):
-            h = act(jnp.einsum("bei,eio->beo", h, w[...]) + b[...][None])
-        return h
-
-
-class Gate(nnx.Module):
-    """Softmax gate over experts: ``G(x) = softmax(MLP(x))`` with optional hidden layers."""
-
-    def __init__(
-        self,
-        in_features: int,
-        num_experts: int,
-        *,
-        hidden: Sequence[int] = (),
-        activation: str = "relu",
-        rngs: nnx.Rngs,
-    ):
-        self.mlp = MLP(
-            in_features,
-            tuple(hidden) + (num_experts,),
-            activation=activation,
-            activate_last=False,
-            rngs=rngs,
-        )
-
-    def __call__(self, x: jax.Array, experts: jax.Array) -> jax.Array:
-        """Mixes ``experts`` ``[B, E, d]`` with the gate's weights: ``[B, d]``."""
-        weights = jax.nn.softmax(self.mlp(x), axis=-1)
-        return jnp.einsum("be,bed->bd", weights, experts)
-
-
-class PersonalizedGate(nnx.Module):
-    """DRGrad's personalized gate: ``2 * sigmoid`` of a projection of ID embeddings.
-
-    ::
-
-      single:  g = 2 sigma(v_PP W_PP)                         (the paper, PPNet-like)
-      gatenu:  g = 2 sigma(W2 relu(W1 v_PP + b1) + b2)       (PEPNet's Gate NU)
-
-    The gate multiplies the shared representation coordinate-wise,
-    ``v_s <- g * v_s``; values lie in ``(0, 2)`` and equal 1 at zero
-    pre-activation, so each coordinate can be amplified or suppressed per user.
-
-    Args:
-      in_features: width of the ID embedding ``v_PP``.
-      features: width of the gated representation.
-      kind: ``"single"`` (default) or ``"gatenu"``.
-      hidden: hidden width of ``"gatenu"``.
-      rngs: ``nnx.Rngs``.
-
-    Example:
-      >>> from flax import nnx
-      >>> import jax.numpy as jnp
-      >>> gate = PersonalizedGate(4, 3, rngs=nnx.Rngs(0))
-      >>> gate(jnp.zeros((2, 4))).tolist()   # zero input: every coordinate kept
-      [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
-
-    References:
-      Liu, Miao, Xia, "Direct Routing Gradient (DRGrad)", AAAI 2025, Sec. 2.5.
-      Chang et al., "PEPNet: Parameter and Embedding Personalized Network",
-      KDD 2023, https://arxiv.org/abs/2302.01115.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        features: int,
-        *,
-        kind: str = "single",
-        hidden: int = 32,
-        rngs: nnx.Rngs,
-    ):
-        if kind not in ("single", "gatenu"):
-            raise ValueError(f"kind must be 'single' or 'gatenu'; got {kind!r}.")
-        widths = (features,) if kind == "single" else (hidden, features)
-        self.mlp = MLP(in_features, widths, activate_last=False, rngs=rngs)
-        self.kind = kind
-
-    def __call__(self, v_pp: jax.Array) -> jax.Array:
-        return 2.0 * jax.nn.sigmoid(self.mlp(v_pp))
-
-
-# --- feature encoders ------------------------------------------------------------
-
-
-def _check_features(cat, dense, vocab_sizes, num_dense):
-    f = len(vocab_sizes)
-    if cat is None:
-        if f:
-            raise ValueError(f"cat is None but the model expects {f} categorical fields.")
-    elif jnp.ndim(cat) != 2 or cat.shape[1] != f:
-        raise ValueError(f"cat has shape {jnp.shape(cat)}; expected [batch, {f}].")
-    elif not jnp.issubdtype(cat.dtype, jnp.integer):
-        raise TypeError(f"cat must hold integer ids; got dtype {cat.dtype}.")
-    if dense is None:
-        if num_dense:
-            raise ValueError(f"dense is None but the model expects {num_dense} dense features.")
-    elif jnp.ndim(dense) != 2 or dense.shape[1] != num_dense:
-        raise ValueError(f"dense has shape {jnp.shape(dense)}; expected [batch, {num_dense}].")
-
-
-class EmbeddingEncoder(nnx.Module):
-    """Embeds every categorical field and concatenates the dense features.
-
-    One table holds all fields (row offsets per field), so a lookup is one
-    gather: ``h = [E[cat_1 + o_1], ..., E[cat_F + o_F], dense]``.
-    """
-
-    def __init__(
-        self,
-        vocab_sizes: Sequence[int],
-        num_dense: int,
-        *,
-        embed_dim: int = 8,
-        rngs: nnx.Rngs,
-    ):
-        self.vocab_sizes = tuple(_positive("vocab_sizes entry", v) for v in vocab_sizes)
-        self.num_dense = int(num_dense)
-        if not self.vocab_sizes and not self.num_dense:
-            raise ValueError("the model needs at least one categorical or dense feature.")
-        self.offsets = tuple(int(o) for o in np.cumsum((0,) + self.vocab_sizes[:-1]))
-        self.embed_dim = _positive("embed_dim", embed_dim)
-        self.table = (
-            nnx.Embed(sum(self.vocab_sizes), self.embed_dim, rngs=rngs)
-            if self.vocab_sizes
-            else None
-        )
-        self.out_features = len(self.vocab_sizes) * self.embed_dim + self.num_dense
-
-    def __call__(self, cat, dense) -> jax.Array:
-        _check_features(cat, dense, self.vocab_sizes, self.num_dense)
-        parts = []
-        if self.vocab_sizes:
-            ids = cat + jnp.asarray(self.offsets, cat.dtype)[None, :]
-            emb = self.table(ids)
-            parts.append(emb.reshape(emb.shape[0], -1))
-        if self.num_dense:
-            parts.append(dense.astype(jnp.float32))
-        return jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-
-
-class FieldMLPEncoder(nnx.Module):
-    """The released DRGrad Census input network: one small MLP per categorical field.
-
-    ::
-
-      field_f = MLP[dim_f/2, dim_f](onehot_f)        dim_f = vocabulary size of field f
-      sparse  = MLP[64, 128](concat_f field_f);      dense = MLP[32](x_dense)
-      h       = MLP[128](concat(sparse, dense))      mish after every layer
-
-    The first layer on a one-hot input is computed as an embedding lookup plus
-    a bias (the same function, without the one-hot matrix).
-    """
-
-    def __init__(
-        self,
-        vocab_sizes: Sequence[int],
-        num_dense: int,
-        *,
-        sparse_hidden: Sequence[int] = (64, 128),
-        dense_hidden: Sequence[int] = (32,),
-        out_hidden: Sequence[int] = (128,),
-        activation: str = "mish",
-        rngs: nnx.Rngs,
-    ):
-        self.vocab_sizes = tuple(_positive("vocab_sizes entry", v) for v in vocab_sizes)
-        self.num_dense = int(num_dense)
-        if not self.vocab_sizes:
-            raise ValueError("FieldMLPEncoder needs at least one categorical field.")
-        self.activation = activation
-        act_init = jax.nn.initializers.glorot_uniform()
-        halves = [max(1, v // 2) for v in self.vocab_sizes]
-        self.field_embed = nnx.List(
-            [nnx.Embed(v, h, rngs=rngs) for v, h in zip(self.vocab_sizes, halves)]
-        )
-        self.field_bias = nnx.List([nnx.Param(jnp.zeros((h,), jnp.float32)) for h in halves])
-        self.field_out = nnx.List(
-            [
-                nnx.Linear(h, v, kernel_init=act_init, rngs=rngs)
-                for v, h in zip(self.vocab_sizes, halves)
-            ]
-        )
-        self.sparse = MLP(sum(self.vocab_sizes), sparse_hidden, activation=activation, rngs=rngs)
-        width = self.sparse.out_features
-        if self.num_dense:
-            self.dense = MLP(self.num_dense, dense_hidden, activation=activation, rngs=rngs)
-            width += self.dense.out_features
-        else:
-            self.dense = None
-        self.out = MLP(width, out_hidden, activation=activation, rngs=rngs)
-        self.out_features = self.out.out_features
-
-    def __call__(self, cat, dense) -> jax.Array:
-        _check_features(cat, dense, self.vocab_sizes, self.num_dense)
-        act = _activation(self.activation)
-        fields = []
-        for f, (emb, bias, lin) in enumerate(
-            zip(self.field_embed, self.field_bias, self.field_out)
-        ):
-            h = act(emb(cat[:, f]) + bias[...][None, :])
-            fields.append(act(lin(h)))
-        parts = [self.sparse(jnp.concatenate(fields, axis=1))]
-        if self.dense is not None:
-            parts.append(self.dense(dense.astype(jnp.float32)))
-        return self.out(jnp.concatenate(parts, axis=1))
-
-
-def _make_encoder(encoder, vocab_sizes, num_dense, embed_dim, rngs):
-    if encoder == "embed":
-        return EmbeddingEncoder(vocab_sizes, num_dense, embed_dim=embed_dim, rngs=rngs)
-    if encoder == "field_mlp":
-        return FieldMLPEncoder(vocab_sizes, num_dense, rngs=rngs)
-    raise ValueError(f"encoder must be 'embed' or 'field_mlp'; got {encoder!r}.")
 
 
 def _check_tasks(num_tasks: int, minimum: int = 1) -> int:
@@ -606,10 +263,10 @@ class PLE(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.num_tasks = k = _check_tasks(num_tasks)
-        self.num_levels = _positive("num_levels", num_levels)
-        num_specific = _positive("num_specific", num_specific)
-        num_shared = _positive("num_shared", num_shared)
-        self.encoder = _make_encoder(encoder, vocab_sizes, num_dense, embed_dim, rngs)
+        self.num_levels = check_positive("num_levels", num_levels)
+        num_specific = check_positive("num_specific", num_specific)
+        num_shared = check_positive("num_shared", num_shared)
+        self.encoder = make_encoder(encoder, vocab_sizes, num_dense, embed_dim, rngs)
         width = self.encoder.out_features
         spec, shared, tgates, sgates = [], [], [], []
         for level in range(self.num_levels):
@@ -772,7 +429,8 @@ class SplitMMoE(nnx.Module):
 
     One expert pool; a task-1 gate gives the dedicated mixture v1 and a "shared"
     gate gives v_s, optionally rescaled by the personalized gate; T1' reads v1,
-    T1'' and every auxiliary tower read v_s (paper Sec. 2.1, decision D7)::
+    T1'' and every auxiliary tower read v_s (paper Sec. 2.1; see docs/drgrad.md,
+    *Split-MMoE*)::
 
       v1 = sum_e G_1(h)_e E_e(h);   v_s = g_PP(u) * sum_e G_s(h)_e E_e(h)
       z1 = mix(T1'(v1), T1''(v_s); mu);   z_j = T_j(v_s), j = 2..K
@@ -792,7 +450,8 @@ class SplitMMoE(nnx.Module):
       tower: hidden widths of every tower.
       gate_hidden: hidden widths of the two gates.
       activation: name in ``ACTIVATIONS``.
-      mix: ``"logits"`` (default) or ``"probs"`` (decision D5).
+      mix: ``"logits"`` (default) or ``"probs"`` (see docs/drgrad.md, *Mixing the
+        primary tower*).
       ppnet: ``None`` (no personalized gate), ``"single"`` or ``"gatenu"``.
       num_users: user-id vocabulary of the personalized gate.
       user_embed_dim: width of the user-id embedding read by the gate.
@@ -854,7 +513,7 @@ class SplitMMoE(nnx.Module):
             self.user_embed = None
             self.personalized_gate = None
         else:
-            _positive("num_users", num_users)
+            check_positive("num_users", num_users)
             self.user_embed = nnx.Embed(num_users, user_embed_dim, rngs=rngs)
             self.personalized_gate = PersonalizedGate(
                 user_embed_dim, d, kind=ppnet, hidden=ppnet_hidden, rngs=rngs

@@ -71,11 +71,23 @@ def make_mesh(num_devices: int | None = None, axis: str = "data") -> Mesh:
     return Mesh(np.asarray(devices[: int(num_devices)]), (axis,))
 
 
-def _check_mesh(mesh: Any, axis: str) -> None:
+def check_mesh(mesh: Any, axis: str = "data") -> None:
+    """Raises unless ``mesh`` is a ``jax.sharding.Mesh`` with an axis named ``axis``.
+
+    Example:
+      >>> from drgrad_jax import parallel
+      >>> parallel.check_mesh(parallel.make_mesh(2), "model")
+      Traceback (most recent call last):
+      ...
+      ValueError: axis='model' is not a mesh axis; the mesh has ('data',).
+    """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh; got {type(mesh).__name__}.")
     if axis not in mesh.axis_names:
         raise ValueError(f"axis={axis!r} is not a mesh axis; the mesh has {mesh.axis_names}.")
+
+
+_check_mesh = check_mesh  # the former private name, still imported by unconverted callers
 
 
 def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
@@ -93,7 +105,7 @@ def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
       >>> tuple(parallel.batch_sharding(parallel.make_mesh(2)).spec)
       ('data',)
     """
-    _check_mesh(mesh, axis)
+    check_mesh(mesh, axis)
     return NamedSharding(mesh, PartitionSpec(axis))
 
 
@@ -150,7 +162,7 @@ def shard_batch(tree: Any, mesh: Mesh, axis: str = "data") -> Any:
       >>> [s.data.shape for s in x.addressable_shards]
       [(2, 3), (2, 3), (2, 3), (2, 3)]
     """
-    _check_mesh(mesh, axis)
+    check_mesh(mesh, axis)
     _check_leading(tree, mesh.shape[axis], axis, "batch")
     return jax.device_put(tree, batch_sharding(mesh, axis))
 
@@ -197,7 +209,7 @@ def host_local_to_global(tree: Any, mesh: Mesh, axis: str = "data") -> Any:
       >>> x.shape, tuple(x.sharding.spec)
       ((8, 1), ('data',))
     """
-    _check_mesh(mesh, axis)
+    check_mesh(mesh, axis)
     local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
     _check_leading(tree, max(local, 1), axis, "host-local batch")
     sharding = batch_sharding(mesh, axis)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 EPS = 1e-12
-"""Floor of norm products in cosines and of denominators in norm ratios (notes D4)."""
+"""Floor of norm products in cosines and of denominators in norm ratios (see docs/drgrad.md, *Degenerate norms*)."""
 
 PAIRINGS = ("consistent", "as_printed")
 
@@ -88,7 +88,10 @@ def norm_scale(norm_primary, norm_other, gamma, eps=EPS):
 
 
 def route(g_dedicated, g_shared, g_aux, *, gamma=1.0, pairing="consistent", eps=EPS):
-    """The DRGrad router (paper Eq. R1-R2; notes D2, D4, D7) on lists of leaves.
+    """The DRGrad router (paper Eq. R1-R2) on lists of leaves.
+
+    See docs/drgrad.md, *The router*, *Pairing of cosines and ratios*, *Degenerate
+    norms* and *Several tasks*.
 
     With g1' the primary task's gradient through its dedicated branch, g1'' its
     gradient through the shared branch and g2j each auxiliary task's gradient
@@ -174,7 +177,9 @@ def route(g_dedicated, g_shared, g_aux, *, gamma=1.0, pairing="consistent", eps=
 
 
 def released_code_route(g_a, g_b, *, eps=EPS):
-    """The authors' released Census routing rule between two heads (notes section 4.4).
+    """The authors' released Census routing rule between two heads.
+
+    See docs/drgrad.md, *The authors' released rule*.
 
     With g_a, g_b the gradients of the two heads' first kernels, all from the
     original (pre-routing) gradients:
@@ -196,8 +201,7 @@ def released_code_route(g_a, g_b, *, eps=EPS):
       ``lam_shared = w_ab``, ``lam_aux = [w_ba]``, ``case = [0 if c > 0 else 1]``.
 
     References:
-      github.com/logwhistle/drgrad_for_aaai25 (TensorFlow 1), as described in the
-      project's notes.
+      github.com/logwhistle/drgrad_for_aaai25 (TensorFlow 1).
     """
     ga, gb = _f32(g_a), _f32(g_b)
     na, nb = norm(ga), norm(gb)

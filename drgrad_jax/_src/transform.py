@@ -17,11 +17,10 @@ from drgrad_jax._src import task_grads as tg
 from drgrad_jax._src import updater as upd
 
 SPACES = ("params", "activations")
-MODES = ("paper", "released_code")
 
 
 class DRGradState(NamedTuple):
-    """State of ``drgrad``.
+    """State of ``drgrad`` and ``drgrad_released``.
 
     Attributes:
       count: int32 number of updates taken.
@@ -38,19 +37,26 @@ class DRGradState(NamedTuple):
     diagnostics: routing.RouterDiagnostics
 
 
-def _parse_roles(towers: Mapping[str, object], mode: str):
-    """Validates ``towers`` and returns {role: (kind, task_index), ...} with prefix tuples."""
+def parse_roles(towers: Mapping[str, object], allowed: tuple[str, ...], factory: str):
+    """Validates ``towers`` and returns ``{(kind, task_index): prefixes}``.
+
+    Args:
+      towers: mapping from role (``"<kind>"`` or ``"<kind>:<task>"``) to one path
+        prefix or a tuple of them.
+      allowed: the role kinds the factory accepts.
+      factory: the factory's name, for error messages.
+    """
     if not isinstance(towers, Mapping) or not towers:
+        roles = ", ".join(f"'{k}'" for k in allowed)
         raise ValueError(
-            "towers must be a non-empty mapping from role ('dedicated', 'shared', 'aux:<task>'; "
-            f"'head:<task>' with mode='released_code') to path prefixes; got {towers!r}."
+            f"{factory}: towers must be a non-empty mapping from role ({roles}, with an optional "
+            f"':<task>') to path prefixes; got {towers!r}."
         )
     roles = {}
     for role, prefixes in towers.items():
         kind, _, idx = str(role).partition(":")
-        allowed = ("head",) if mode == "released_code" else ("dedicated", "shared", "aux")
         if kind not in allowed:
-            raise ValueError(f"towers has unknown role {role!r} for mode={mode!r}; use {allowed}.")
+            raise ValueError(f"{factory}: towers has unknown role {role!r}; use {allowed}.")
         if idx == "":
             if kind in ("aux", "head"):
                 raise ValueError(f"towers role {role!r} needs a task index, e.g. '{kind}:1'.")
@@ -69,17 +75,144 @@ def _parse_roles(towers: Mapping[str, object], mode: str):
     return roles
 
 
+def static_num_tasks(num_tasks):
+    """``num_tasks`` as a Python int (or None), with a clear error otherwise."""
+    if num_tasks is None:
+        return None
+    try:
+        return operator.index(num_tasks)
+    except TypeError:
+        raise TypeError(
+            "num_tasks must be a static Python int; with optax.inject_hyperparams pass "
+            "static_args=('num_tasks',)."
+        ) from None
+
+
+def role_indices(roles, paths, kind, k, fallback=None):
+    """Indices of the leaves under role ``kind:k`` (or ``fallback``'s prefixes)."""
+    prefixes = roles.get((kind, k))
+    if prefixes is None and fallback is not None:
+        prefixes = roles.get(fallback)
+    if prefixes is None:
+        return None
+    idx = tg.match_prefix(paths, prefixes)
+    if not idx:
+        raise ValueError(
+            f"towers role {kind}:{k} with prefixes {prefixes} matches no leaf of task_grads; "
+            f"leaf paths are {paths}."
+        )
+    return idx
+
+
+def check_same_shapes(name_a, idx_a, name_b, idx_b, leaves):
+    """Raises unless the leaves at ``idx_a`` and ``idx_b`` have the same shapes."""
+    sa = [tuple(leaves[i].shape[1:]) for i in idx_a]
+    sb = [tuple(leaves[i].shape[1:]) for i in idx_b]
+    if sa != sb:
+        raise ValueError(
+            f"towers {name_a} and {name_b} must have identical shapes; got {sa} and {sb}."
+        )
+
+
+def check_role_tasks(roles, num_tasks: int):
+    """Raises if a role names a task index beyond the task axis."""
+    for kind, i in roles:
+        if i >= num_tasks:
+            raise ValueError(
+                f"towers role {kind}:{i} refers to task {i} but task_grads has task-axis "
+                f"length {num_tasks}."
+            )
+
+
+def init_state(num_primary: int, num_aux: int) -> DRGradState:
+    """Zero counts and accumulators, mu = 0.5, empty diagnostics."""
+    diag = routing.empty_diagnostics(num_aux)
+    diag = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_primary,) + x.shape), diag)
+    mu = jnp.full((num_primary, 2), 0.5, jnp.float32)
+    return DRGradState(jnp.zeros((), jnp.int32), upd.init_accumulators(num_primary), mu, diag)
+
+
+def next_state(state, norms, diags, *, updater, ema_decay, temperature) -> DRGradState:
+    """The state after one step with routed norms ``[P, 2]`` and per-primary diagnostics."""
+    # A non-finite step leaves the updater untouched: with optax.apply_if_finite
+    # after the transformation the whole step is then skipped and mu stays usable.
+    finite = jnp.all(jnp.isfinite(norms))
+    count = jnp.where(finite, optax.safe_increment(state.count), state.count)
+    accum = upd.update_accumulators(
+        state.accumulators, norms, count, updater=updater, ema_decay=ema_decay
+    )
+    accum = jnp.where(finite, accum, state.accumulators)
+    mu = upd.mixing_from_accumulators(accum, count, updater=updater, temperature=temperature)
+    diag = jax.tree.map(lambda *xs: jnp.stack(xs), *diags)
+    return DRGradState(count, accum, mu, diag)
+
+
+def _check_hyperparams(space, pairing, updater, gamma, ema_decay, temperature):
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}; got {space!r}.")
+    if pairing not in routing.PAIRINGS:
+        raise ValueError(f"pairing must be one of {routing.PAIRINGS}; got {pairing!r}.")
+    if updater not in upd.UPDATERS:
+        raise ValueError(f"updater must be one of {upd.UPDATERS}; got {updater!r}.")
+    for name, value in (("gamma", gamma), ("temperature", temperature)):
+        if isinstance(value, (int, float)) and not value > 0:
+            raise ValueError(f"{name} must be > 0; got {value}.")
+    if isinstance(ema_decay, (int, float)) and not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1); got {ema_decay}.")
+
+
+def _paper_primaries(roles, space, pairing, num_tasks):
+    """The primary task indices of the paper's router, after checking the roles."""
+    primaries = sorted(i for kind, i in roles if kind == "dedicated")
+    if not primaries:
+        raise ValueError("towers must name the primary task's 'dedicated' branch (T1' or v1).")
+    for k in primaries:
+        has_shared = ("shared", k) in roles or (space == "activations" and ("shared", 0) in roles)
+        if not has_shared:
+            raise ValueError(f"towers names 'dedicated:{k}' but no matching 'shared:{k}' branch.")
+    if space == "activations" and any(kind == "aux" for kind, _ in roles):
+        raise ValueError(
+            "space='activations' reads auxiliary gradients from the 'shared' representation; "
+            "remove the 'aux:<j>' roles."
+        )
+    if space == "params" and pairing == "as_printed":
+        n_aux = sum(kind == "aux" for kind, _ in roles)
+        if n_aux != 1:
+            raise ValueError(
+                f"pairing='as_printed' needs exactly one auxiliary tower; got {n_aux}."
+            )
+    if space == "activations" and num_tasks is None:
+        raise ValueError(
+            "space='activations' needs num_tasks (every non-primary task of the shared "
+            "representation is auxiliary, and the state is sized by their number)."
+        )
+    return primaries
+
+
+def _aux_gradients(roles, space, paths, leaves, k, i_ded, i_sh, aux_tasks):
+    """Per leaf of the routed subtree, the stacked auxiliary gradients ``[J, *shape]``."""
+    if space == "activations":
+        rows = np.asarray(aux_tasks, dtype=np.int32)
+        return [leaves[i][rows] for i in i_sh]
+    aux_idx = {j: role_indices(roles, paths, "aux", j) for j in aux_tasks}
+    for j, ij in aux_idx.items():
+        check_same_shapes(f"dedicated:{k}", i_ded, f"aux:{j}", ij, leaves)
+    if not aux_tasks:
+        return [jnp.zeros((0,) + leaves[i].shape[1:], leaves[i].dtype) for i in i_ded]
+    return [jnp.stack([leaves[aux_idx[j][n]][j] for j in aux_tasks]) for n in range(len(i_ded))]
+
+
 def drgrad(
     towers: Mapping[str, str | tuple[str, ...]],
     *,
     space: str = "params",
     pairing: str = "consistent",
     updater: str = "cumulative",
-    mode: str = "paper",
     gamma: ArrayLike = 1.0,
     ema_decay: ArrayLike = 0.99,
     temperature: ArrayLike = 1.0,
     num_tasks: int | None = None,
+    mode: str = "paper",
 ) -> optax.GradientTransformationExtraArgs:
     """DRGrad: route per-task gradients between a split primary tower and auxiliary towers.
 
@@ -104,6 +237,9 @@ def drgrad(
         ema:        s <- d s + (1 - d) ||.||, mu = softmax(s / temperature)
         fixed:      mu = (0.5, 0.5)                                 ("+ router" ablation)
 
+    See docs/drgrad.md, *The router*, *Router space*, *The updater* and
+    *Several tasks*.
+
     Where the gradients live (``space``):
 
     * ``"params"``: ``task_grads`` are parameter gradients (e.g. from
@@ -125,9 +261,8 @@ def drgrad(
     Several primary tasks: roles ``"dedicated:<k>"`` and (params space)
     ``"shared:<k>"``, one router and one (mu', mu'') row per primary task k.
 
-    ``mode="released_code"``: the authors' public Census rule instead (see
-    ``routing.released_code_route``): roles ``"head:<a>"`` and ``"head:<b>"``
-    name two equally shaped head kernels which route symmetrically; no updater.
+    The authors' released Census rule is a different algorithm with its own
+    factory, ``drgrad_released``.
 
     Args:
       towers: mapping from role to one path prefix (or a tuple of them), e.g.
@@ -140,13 +275,16 @@ def drgrad(
         mu' reaches 1.0 within ~100 steps and T1'' stops learning (its
         accumulator freezes while that of T1' keeps growing). ``"mean"`` and
         ``"ema"`` keep mu responsive; ``"fixed"`` is the router-only ablation.
-      mode: ``"paper"`` (default) or ``"released_code"``.
       gamma: exponent of the router's norm ratio (> 0).
       ema_decay: decay of the ``"ema"`` updater, in [0, 1).
       temperature: softmax temperature of the ``"ema"`` updater (> 0).
       num_tasks: declared number of tasks; the task axis must match. ``None``
         infers it. (A static int: with ``optax.inject_hyperparams`` pass it in
         ``static_args``.)
+      mode: transitional, kept for callers not yet converted: ``"paper"``
+        (default) or ``"released_code"``, which returns
+        ``drgrad_released(towers, num_tasks=num_tasks)``. Use
+        ``drgrad_released`` directly.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
@@ -176,102 +314,25 @@ def drgrad(
       Information Surgery for Multi-Task Learning (MTL) Recommendations",
       AAAI 2025. https://arxiv.org/abs/2510.09643
     """
-    if space not in SPACES:
-        raise ValueError(f"space must be one of {SPACES}; got {space!r}.")
-    if pairing not in routing.PAIRINGS:
-        raise ValueError(f"pairing must be one of {routing.PAIRINGS}; got {pairing!r}.")
-    if updater not in upd.UPDATERS:
-        raise ValueError(f"updater must be one of {upd.UPDATERS}; got {updater!r}.")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
-    for name, value in (("gamma", gamma), ("temperature", temperature)):
-        if isinstance(value, (int, float)) and not value > 0:
-            raise ValueError(f"{name} must be > 0; got {value}.")
-    if isinstance(ema_decay, (int, float)) and not 0 <= ema_decay < 1:
-        raise ValueError(f"ema_decay must be in [0, 1); got {ema_decay}.")
-    if num_tasks is not None:
-        try:
-            num_tasks = operator.index(num_tasks)
-        except TypeError:
-            raise TypeError(
-                "num_tasks must be a static Python int; with optax.inject_hyperparams pass "
-                "static_args=('num_tasks',)."
-            ) from None
-    roles = _parse_roles(towers, mode)
     if mode == "released_code":
-        heads = sorted(i for kind, i in roles if kind == "head")
-        if len(heads) != 2:
-            raise ValueError(
-                f"mode='released_code' needs exactly two roles 'head:<task>'; got {sorted(roles)}."
-            )
-        primaries = [heads[0]]
-    else:
-        primaries = sorted(i for kind, i in roles if kind == "dedicated")
-        if not primaries:
-            raise ValueError("towers must name the primary task's 'dedicated' branch (T1' or v1).")
-        for k in primaries:
-            has_shared = ("shared", k) in roles or (
-                space == "activations" and ("shared", 0) in roles
-            )
-            if not has_shared:
-                raise ValueError(
-                    f"towers names 'dedicated:{k}' but no matching 'shared:{k}' branch."
-                )
-        if space == "activations" and any(kind == "aux" for kind, _ in roles):
-            raise ValueError(
-                "space='activations' reads auxiliary gradients from the 'shared' representation; "
-                "remove the 'aux:<j>' roles."
-            )
-        if space == "params" and pairing == "as_printed":
-            n_aux = sum(kind == "aux" for kind, _ in roles)
-            if n_aux != 1:
-                raise ValueError(
-                    f"pairing='as_printed' needs exactly one auxiliary tower; got {n_aux}."
-                )
-    num_primary = len(primaries)
-    if space == "activations" and mode == "paper" and num_tasks is None:
-        raise ValueError(
-            "space='activations' needs num_tasks (every non-primary task of the shared "
-            "representation is auxiliary, and the state is sized by their number)."
-        )
+        from drgrad_jax._src.released import drgrad_released
+
+        return drgrad_released(towers, num_tasks=num_tasks)
+    if mode != "paper":
+        raise ValueError(f"mode must be 'paper' or 'released_code'; got {mode!r}.")
+    _check_hyperparams(space, pairing, updater, gamma, ema_decay, temperature)
+    num_tasks = static_num_tasks(num_tasks)
+    roles = parse_roles(towers, ("dedicated", "shared", "aux"), "drgrad")
+    primaries = _paper_primaries(roles, space, pairing, num_tasks)
 
     def aux_tasks_for(k_tasks):
-        if mode == "released_code":
-            return [heads[1]]
         if space == "params":
             return sorted(i for kind, i in roles if kind == "aux")
         return [t for t in range(k_tasks) if t not in primaries]
 
     def init_fn(params):
         del params
-        n_aux = len(aux_tasks_for(num_tasks))
-        diag = routing.empty_diagnostics(n_aux)
-        diag = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_primary,) + x.shape), diag)
-        accum = upd.init_accumulators(num_primary)
-        mu = jnp.full((num_primary, 2), 0.5, jnp.float32)
-        return DRGradState(jnp.zeros((), jnp.int32), accum, mu, diag)
-
-    def role_indices(paths, kind, k):
-        prefixes = roles.get((kind, k))
-        if prefixes is None and kind == "shared" and space == "activations":
-            prefixes = roles.get(("shared", 0))
-        if prefixes is None:
-            return None
-        idx = tg.match_prefix(paths, prefixes)
-        if not idx:
-            raise ValueError(
-                f"towers role {kind}:{k} with prefixes {prefixes} matches no leaf of task_grads; "
-                f"leaf paths are {paths}."
-            )
-        return idx
-
-    def check_same_shapes(name_a, idx_a, name_b, idx_b, leaves):
-        sa = [tuple(leaves[i].shape[1:]) for i in idx_a]
-        sb = [tuple(leaves[i].shape[1:]) for i in idx_b]
-        if sa != sb:
-            raise ValueError(
-                f"towers {name_a} and {name_b} must have identical shapes; got {sa} and {sb}."
-            )
+        return init_state(len(primaries), len(aux_tasks_for(num_tasks)))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
@@ -281,74 +342,36 @@ def drgrad(
         leaves, treedef = jax.tree_util.tree_flatten(updates)
         paths = tg.leaf_paths(updates)
         out = [tg.sum_rows(g, jnp.float32) for g in leaves]
-        used = [kind_k for kind_k in roles]
-        for kind, i in used:
-            if i >= k_tasks:
-                raise ValueError(
-                    f"towers role {kind}:{i} refers to task {i} but task_grads has task-axis "
-                    f"length {k_tasks}."
-                )
+        check_role_tasks(roles, k_tasks)
         aux_tasks = aux_tasks_for(k_tasks)
+        shared_fallback = ("shared", 0) if space == "activations" else None
         diags, norms = [], []
-        if mode == "released_code":
-            a, b = heads
-            ia, ib = role_indices(paths, "head", a), role_indices(paths, "head", b)
-            check_same_shapes(f"head:{a}", ia, f"head:{b}", ib, leaves)
-            ga = [leaves[i][a] for i in ia]
-            gb = [leaves[i][b] for i in ib]
-            add_a, add_b, diag = routing.released_code_route(ga, gb)
-            for i, r in zip(ia, add_a):
+        for k in primaries:
+            i_ded = role_indices(roles, paths, "dedicated", k)
+            i_sh = role_indices(roles, paths, "shared", k, fallback=shared_fallback)
+            check_same_shapes(f"dedicated:{k}", i_ded, f"shared:{k}", i_sh, leaves)
+            g1p = [leaves[i][k] for i in i_ded]
+            g1pp = [leaves[i][k] for i in i_sh]
+            g2 = _aux_gradients(roles, space, paths, leaves, k, i_ded, i_sh, aux_tasks)
+            r_ded, r_sh, diag = routing.route(g1p, g1pp, g2, gamma=gamma, pairing=pairing)
+            for i, r in zip(i_ded, r_ded):
                 out[i] = out[i] + r
-            for i, r in zip(ib, add_b):
+            for i, r in zip(i_sh, r_sh):
                 out[i] = out[i] + r
+            routed_ded = [a.astype(jnp.float32) + r for a, r in zip(g1p, r_ded)]
+            routed_sh = [a.astype(jnp.float32) + r for a, r in zip(g1pp, r_sh)]
+            norms.append(jnp.stack([routing.norm(routed_ded), routing.norm(routed_sh)]))
             diags.append(diag)
-            norms.append(jnp.zeros((2,), jnp.float32))
-        else:
-            for k in primaries:
-                i_ded = role_indices(paths, "dedicated", k)
-                i_sh = role_indices(paths, "shared", k)
-                check_same_shapes(f"dedicated:{k}", i_ded, f"shared:{k}", i_sh, leaves)
-                g1p = [leaves[i][k] for i in i_ded]
-                g1pp = [leaves[i][k] for i in i_sh]
-                if space == "params":
-                    aux_idx = {j: role_indices(paths, "aux", j) for j in aux_tasks}
-                    for j, ij in aux_idx.items():
-                        check_same_shapes(f"dedicated:{k}", i_ded, f"aux:{j}", ij, leaves)
-                    g2 = (
-                        [
-                            jnp.stack([leaves[aux_idx[j][n]][j] for j in aux_tasks])
-                            for n in range(len(i_ded))
-                        ]
-                        if aux_tasks
-                        else [jnp.zeros((0,) + g.shape, g.dtype) for g in g1p]
-                    )
-                else:
-                    rows = np.asarray(aux_tasks, dtype=np.int32)
-                    g2 = [leaves[i][rows] for i in i_sh]
-                r_ded, r_sh, diag = routing.route(g1p, g1pp, g2, gamma=gamma, pairing=pairing)
-                for i, r in zip(i_ded, r_ded):
-                    out[i] = out[i] + r
-                for i, r in zip(i_sh, r_sh):
-                    out[i] = out[i] + r
-                routed_ded = [a.astype(jnp.float32) + r for a, r in zip(g1p, r_ded)]
-                routed_sh = [a.astype(jnp.float32) + r for a, r in zip(g1pp, r_sh)]
-                norms.append(jnp.stack([routing.norm(routed_ded), routing.norm(routed_sh)]))
-                diags.append(diag)
-        norms = jnp.stack(norms)
-        # A non-finite step leaves the updater untouched: with optax.apply_if_finite
-        # after drgrad the whole step is then skipped and mu stays usable.
-        finite = jnp.all(jnp.isfinite(norms))
-        count = jnp.where(finite, optax.safe_increment(state.count), state.count)
-        accum = upd.update_accumulators(
-            state.accumulators, norms, count, updater=updater, ema_decay=ema_decay
+        new_state = next_state(
+            state,
+            jnp.stack(norms),
+            diags,
+            updater=updater,
+            ema_decay=ema_decay,
+            temperature=temperature,
         )
-        accum = jnp.where(finite, accum, state.accumulators)
-        mu_updater = "fixed" if mode == "released_code" else updater
-        mu = upd.mixing_from_accumulators(accum, count, updater=mu_updater, temperature=temperature)
-        diag = jax.tree.map(lambda *xs: jnp.stack(xs), *diags)
         new_leaves = [o.astype(g.dtype) for o, g in zip(out, leaves)]
-        new_updates = jax.tree_util.tree_unflatten(treedef, new_leaves)
-        return new_updates, DRGradState(count, accum, mu, diag)
+        return jax.tree_util.tree_unflatten(treedef, new_leaves), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

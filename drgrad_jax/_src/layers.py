@@ -1,0 +1,235 @@
+"""Building blocks of the multi-task networks (Flax NNX): MLP, tower, expert pool, gates.
+
+The MLP here is the one both packages build on (``drgrad_jax.models.MLP``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
+    "gelu": jax.nn.gelu,
+    "elu": jax.nn.elu,
+    "tanh": jnp.tanh,
+    "identity": lambda x: x,
+}
+
+
+def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The activation called ``name`` in ``ACTIVATIONS``."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {name!r}.")
+    return ACTIVATIONS[name]
+
+
+def check_widths(name: str, value) -> tuple[int, ...]:
+    """``value`` as a tuple of positive layer widths (argument ``name`` in errors)."""
+    value = tuple(int(v) for v in value)
+    if any(v <= 0 for v in value):
+        raise ValueError(f"{name} must hold positive layer widths; got {value}.")
+    return value
+
+
+def check_positive(name: str, value: int) -> int:
+    """``value`` as a positive int (argument ``name`` in errors)."""
+    if int(value) != value or value <= 0:
+        raise ValueError(f"{name} must be a positive int; got {value!r}.")
+    return int(value)
+
+
+# --- building blocks -------------------------------------------------------------
+
+
+class MLP(nnx.Module):
+    """A stack of dense layers, activation after every layer but (optionally) the last.
+
+    Args:
+      in_features: input width.
+      features: output width of each layer.
+      activation: name in ``ACTIVATIONS``.
+      activate_last: whether the last layer is followed by the activation too.
+      kernel_init: kernel initializer (default LeCun normal).
+      rngs: ``nnx.Rngs``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        features: Sequence[int],
+        *,
+        activation: str = "relu",
+        activate_last: bool = True,
+        kernel_init=None,
+        rngs: nnx.Rngs,
+    ):
+        features = check_widths("features", features)
+        kw = {} if kernel_init is None else {"kernel_init": kernel_init}
+        dims = (in_features,) + features
+        self.layers = nnx.List(
+            [nnx.Linear(a, b, rngs=rngs, **kw) for a, b in zip(dims[:-1], dims[1:])]
+        )
+        self.activation = activation
+        self.activate_last = activate_last
+        self.out_features = dims[-1]
+        activation_fn(activation)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = activation_fn(self.activation)
+        n = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < n - 1 or self.activate_last:
+                x = act(x)
+        return x
+
+
+class Tower(nnx.Module):
+    """A task tower: hidden layers then one logit. Returns ``[B]``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        *,
+        activation: str = "relu",
+        kernel_init=None,
+        rngs: nnx.Rngs,
+    ):
+        self.mlp = MLP(
+            in_features,
+            tuple(hidden) + (1,),
+            activation=activation,
+            activate_last=False,
+            kernel_init=kernel_init,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.mlp(x)[:, 0]
+
+
+class ExpertPool(nnx.Module):
+    """``num_experts`` identical MLP experts stored stacked and run as one einsum.
+
+    ``x`` ``[B, in]`` -> ``[B, num_experts, out]``; every layer is followed by
+    the activation (experts end in a nonlinearity, as in MMoE and PLE).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_experts: int,
+        hidden: Sequence[int],
+        *,
+        activation: str = "relu",
+        rngs: nnx.Rngs,
+    ):
+        num_experts = check_positive("num_experts", num_experts)
+        hidden = check_widths("expert_hidden", hidden)
+        if not hidden:
+            raise ValueError("expert_hidden must name at least one layer width.")
+        init = jax.nn.initializers.lecun_normal(batch_axis=0)
+        dims = (in_features,) + hidden
+        self.kernels = nnx.List(
+            [
+                nnx.Param(init(rngs.params(), (num_experts, a, b), jnp.float32))
+                for a, b in zip(dims[:-1], dims[1:])
+            ]
+        )
+        self.biases = nnx.List(
+            [nnx.Param(jnp.zeros((num_experts, b), jnp.float32)) for b in hidden]
+        )
+        self.activation = activation
+        self.num_experts = num_experts
+        self.out_features = hidden[-1]
+        activation_fn(activation)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = activation_fn(self.activation)
+        h = act(jnp.einsum("bi,eio->beo", x, self.kernels[0][...]) + self.biases[0][...][None])
+        for w, b in zip(self.kernels[1:], self.biases[1:]):
+            h = act(jnp.einsum("bei,eio->beo", h, w[...]) + b[...][None])
+        return h
+
+
+class Gate(nnx.Module):
+    """Softmax gate over experts: ``G(x) = softmax(MLP(x))`` with optional hidden layers."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_experts: int,
+        *,
+        hidden: Sequence[int] = (),
+        activation: str = "relu",
+        rngs: nnx.Rngs,
+    ):
+        self.mlp = MLP(
+            in_features,
+            tuple(hidden) + (num_experts,),
+            activation=activation,
+            activate_last=False,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array, experts: jax.Array) -> jax.Array:
+        """Mixes ``experts`` ``[B, E, d]`` with the gate's weights: ``[B, d]``."""
+        weights = jax.nn.softmax(self.mlp(x), axis=-1)
+        return jnp.einsum("be,bed->bd", weights, experts)
+
+
+class PersonalizedGate(nnx.Module):
+    """DRGrad's personalized gate: ``2 * sigmoid`` of a projection of ID embeddings.
+
+    ::
+
+      single:  g = 2 sigma(v_PP W_PP)                         (the paper, PPNet-like)
+      gatenu:  g = 2 sigma(W2 relu(W1 v_PP + b1) + b2)       (PEPNet's Gate NU)
+
+    The gate multiplies the shared representation coordinate-wise,
+    ``v_s <- g * v_s``; values lie in ``(0, 2)`` and equal 1 at zero
+    pre-activation, so each coordinate can be amplified or suppressed per user.
+
+    Args:
+      in_features: width of the ID embedding ``v_PP``.
+      features: width of the gated representation.
+      kind: ``"single"`` (default) or ``"gatenu"``.
+      hidden: hidden width of ``"gatenu"``.
+      rngs: ``nnx.Rngs``.
+
+    Example:
+      >>> from flax import nnx
+      >>> import jax.numpy as jnp
+      >>> gate = PersonalizedGate(4, 3, rngs=nnx.Rngs(0))
+      >>> gate(jnp.zeros((2, 4))).tolist()   # zero input: every coordinate kept
+      [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+
+    References:
+      Liu, Miao, Xia, "Direct Routing Gradient (DRGrad)", AAAI 2025, Sec. 2.5.
+      Chang et al., "PEPNet: Parameter and Embedding Personalized Network",
+      KDD 2023, https://arxiv.org/abs/2302.01115.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        *,
+        kind: str = "single",
+        hidden: int = 32,
+        rngs: nnx.Rngs,
+    ):
+        if kind not in ("single", "gatenu"):
+            raise ValueError(f"kind must be 'single' or 'gatenu'; got {kind!r}.")
+        widths = (features,) if kind == "single" else (hidden, features)
+        self.mlp = MLP(in_features, widths, activate_last=False, rngs=rngs)
+        self.kind = kind
+
+    def __call__(self, v_pp: jax.Array) -> jax.Array:
+        return 2.0 * jax.nn.sigmoid(self.mlp(v_pp))
