@@ -36,14 +36,32 @@ from drgrad_jax._src.aligned_mtl import aligned_mtl_weights
 from drgrad_jax._src.cagrad import CAGradState
 from drgrad_jax._src.cagrad import cagrad
 from drgrad_jax._src.cagrad import cagrad_weights
+from drgrad_jax._src.conflict_free import ConflictFreeState
+from drgrad_jax._src.conflict_free import conflict_free
+from drgrad_jax._src.conflict_free import conflict_free_weights
+from drgrad_jax._src.dualproj import DualProjState
+from drgrad_jax._src.dualproj import dualproj
+from drgrad_jax._src.dualproj import dualproj_weights
+from drgrad_jax._src.fairgrad import FairGradState
+from drgrad_jax._src.fairgrad import fairgrad
+from drgrad_jax._src.fairgrad import fairgrad_weights
+from drgrad_jax._src.graddrop import GradDropState
+from drgrad_jax._src.graddrop import graddrop
+from drgrad_jax._src.graddrop import graddrop_combine
 from drgrad_jax._src.gradvac import GradVacState
 from drgrad_jax._src.gradvac import gradvac
 from drgrad_jax._src.gradvac import gradvac_weights
 from drgrad_jax._src.imtl import IMTLGState
 from drgrad_jax._src.imtl import imtl_g
 from drgrad_jax._src.imtl import imtl_g_weights
+from drgrad_jax._src.krum import KrumState
+from drgrad_jax._src.krum import krum
+from drgrad_jax._src.krum import krum_weights
 from drgrad_jax._src.linear_scalarization import LinearScalarizationState
+from drgrad_jax._src.linear_scalarization import MeanState
+from drgrad_jax._src.linear_scalarization import constant
 from drgrad_jax._src.linear_scalarization import linear_scalarization
+from drgrad_jax._src.linear_scalarization import mean
 from drgrad_jax._src.loss_weighting import DWAState
 from drgrad_jax._src.loss_weighting import UncertaintyWeightingState
 from drgrad_jax._src.loss_weighting import dwa
@@ -58,6 +76,11 @@ from drgrad_jax._src.nash_mtl import nash_mtl_weights
 from drgrad_jax._src.pcgrad import PCGradState
 from drgrad_jax._src.pcgrad import pcgrad
 from drgrad_jax._src.pcgrad import pcgrad_weights
+from drgrad_jax._src.random_weighting import RandomWeightingState
+from drgrad_jax._src.random_weighting import random_weighting
+from drgrad_jax._src.random_weighting import rlw
+from drgrad_jax._src.trimmed_mean import TrimmedMeanState
+from drgrad_jax._src.trimmed_mean import trimmed_mean
 from drgrad_jax._src.upgrad import UPGradState
 from drgrad_jax._src.upgrad import upgrad
 from drgrad_jax._src.upgrad import upgrad_weights
@@ -95,14 +118,32 @@ __all__ = [
     "CAGradState",
     "cagrad",
     "cagrad_weights",
+    "ConflictFreeState",
+    "conflict_free",
+    "conflict_free_weights",
+    "DualProjState",
+    "dualproj",
+    "dualproj_weights",
+    "FairGradState",
+    "fairgrad",
+    "fairgrad_weights",
+    "GradDropState",
+    "graddrop",
+    "graddrop_combine",
     "GradVacState",
     "gradvac",
     "gradvac_weights",
     "IMTLGState",
     "imtl_g",
     "imtl_g_weights",
+    "KrumState",
+    "krum",
+    "krum_weights",
     "LinearScalarizationState",
     "linear_scalarization",
+    "MeanState",
+    "constant",
+    "mean",
     "DWAState",
     "UncertaintyWeightingState",
     "dwa",
@@ -117,6 +158,11 @@ __all__ = [
     "PCGradState",
     "pcgrad",
     "pcgrad_weights",
+    "RandomWeightingState",
+    "random_weighting",
+    "rlw",
+    "TrimmedMeanState",
+    "trimmed_mean",
     "UPGradState",
     "upgrad",
     "upgrad_weights",

@@ -154,3 +154,85 @@ def dwa(g, loss_history, temperature):
 
 def uncertainty_weighting(g, log_vars):
     return (0.5 * np.exp(-log_vars)) @ g
+
+
+def mean(g):
+    return g.mean(0)
+
+
+def softmax(z):
+    e = np.exp(z - np.max(z))
+    return e / e.sum()
+
+
+def random_weighting(g, z):
+    """Algorithm 2 of Lin et al.: weights softmax(z) of a standard normal draw z."""
+    return softmax(z) @ g
+
+
+def dualproj(g, pref):
+    """The projection of G^T u onto the dual cone {v : G v >= 0}, via NNLS (as ``upgrad``)."""
+    x = pref @ g
+    lam, _ = so.nnls(g.T, -x)
+    return x + g.T @ lam
+
+
+def conflict_free(g, pref):
+    """ConFIG Eq. 2: the pseudo-inverse of the unit-gradient matrix, then the summed projections."""
+    norms = np.linalg.norm(g, axis=1, keepdims=True)
+    units = np.divide(g, norms, out=np.zeros_like(g), where=norms > 0)
+    direction = np.linalg.pinv(units.T).T @ pref
+    unit = direction / np.linalg.norm(direction)
+    return np.sum(g @ unit) * unit
+
+
+def trimmed_mean(g, b):
+    k, n = g.shape
+    out = np.empty(n)
+    for j in range(n):
+        col = sorted(g[:, j])
+        out[j] = np.mean(col[b : k - b])
+    return out
+
+
+def krum(g, f, m, squared=True):
+    """Blanchard et al.: score = summed (squared) distances to the K - f - 2 nearest others."""
+    k = g.shape[0]
+    scores = []
+    for i in range(k):
+        dists = [np.sum((g[i] - g[j]) ** 2) for j in range(k) if j != i]
+        if not squared:
+            dists = [np.sqrt(x) for x in dists]
+        scores.append(sum(sorted(dists)[: k - f - 2]))
+    chosen = sorted(range(k), key=lambda i: (scores[i], i))[:m]
+    return np.mean(g[chosen], axis=0)
+
+
+def graddrop(g, u, leak):
+    """Chen et al. Algorithm 1, lines 10-15, coordinate by coordinate."""
+    k, n = g.shape
+    out = np.zeros(n)
+    for j in range(n):
+        total, magnitude = g[:, j].sum(), np.abs(g[:, j]).sum()
+        purity = 0.5 * (1 + total / magnitude) if magnitude > 0 else 0.5
+        for i in range(k):
+            keep = (purity > u[j] and g[i, j] > 0) or (purity < u[j] and g[i, j] < 0)
+            out[j] += (leak[i] + (1 - leak[i]) * keep) * g[i, j]
+    return out
+
+
+def fairgrad(g, alpha):
+    """Ban & Ji Eq. 4: G G^T w = w^(-1/alpha), w > 0, by bounded least squares (tight tolerances)."""
+    k = g.shape[0]
+    if alpha == 0:
+        return g.mean(0)
+    m = g @ g.T
+    res = so.least_squares(
+        lambda w: m @ w - w ** (-1.0 / alpha),
+        np.full(k, 1.0 / k),
+        bounds=(0, np.inf),
+        ftol=1e-15,
+        xtol=1e-15,
+        gtol=1e-15,
+    )
+    return res.x @ g

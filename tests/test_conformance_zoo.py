@@ -32,6 +32,20 @@ ZOO = {
         {"learning_rate": 0.1, "num_tasks": K},
         "learning_rate",
     ),
+    "mean": (dj.mean, {}, None),
+    "constant": (dj.constant, {"weights": jnp.array([1.0, 0.5, 2.0])}, "weights"),
+    "random_weighting": (dj.random_weighting, {"seed": 0}, None),
+    "rlw": (dj.rlw, {"seed": 1}, None),
+    "dualproj": (dj.dualproj, {"pref_vector": jnp.array([0.2, 0.3, 0.5])}, "pref_vector"),
+    "conflict_free": (
+        dj.conflict_free,
+        {"pref_vector": jnp.array([1.0, 2.0, 1.0])},
+        "pref_vector",
+    ),
+    "trimmed_mean": (dj.trimmed_mean, {"trim_number": 1}, None),
+    "krum": (dj.krum, {"n_byzantine": 0, "n_selected": 2}, None),
+    "graddrop": (dj.graddrop, {"leak": jnp.array([0.0, 0.2, 0.5]), "seed": 0}, "leak"),
+    "fairgrad": (dj.fairgrad, {"alpha": 2.0, "eps": 1e-6}, "alpha"),
 }
 
 
