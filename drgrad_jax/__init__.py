@@ -45,6 +45,10 @@ from drgrad_jax._src.dualproj import dualproj_weights
 from drgrad_jax._src.fairgrad import FairGradState
 from drgrad_jax._src.fairgrad import fairgrad
 from drgrad_jax._src.fairgrad import fairgrad_weights
+from drgrad_jax._src.famo import FAMOState
+from drgrad_jax._src.famo import famo
+from drgrad_jax._src.geometric_mean import GeometricMeanState
+from drgrad_jax._src.geometric_mean import geometric_mean
 from drgrad_jax._src.graddrop import GradDropState
 from drgrad_jax._src.graddrop import graddrop
 from drgrad_jax._src.graddrop import graddrop_combine
@@ -63,6 +67,8 @@ from drgrad_jax._src.linear_scalarization import constant
 from drgrad_jax._src.linear_scalarization import linear_scalarization
 from drgrad_jax._src.linear_scalarization import mean
 from drgrad_jax._src.loss_weighting import DWAState
+from drgrad_jax._src.loss_weighting import IMTLLState
+from drgrad_jax._src.loss_weighting import imtl_l
 from drgrad_jax._src.loss_weighting import UncertaintyWeightingState
 from drgrad_jax._src.loss_weighting import dwa
 from drgrad_jax._src.loss_weighting import uncertainty_weighting
@@ -79,6 +85,8 @@ from drgrad_jax._src.pcgrad import pcgrad_weights
 from drgrad_jax._src.random_weighting import RandomWeightingState
 from drgrad_jax._src.random_weighting import random_weighting
 from drgrad_jax._src.random_weighting import rlw
+from drgrad_jax._src.stch import STCHState
+from drgrad_jax._src.stch import stch
 from drgrad_jax._src.trimmed_mean import TrimmedMeanState
 from drgrad_jax._src.trimmed_mean import trimmed_mean
 from drgrad_jax._src.upgrad import UPGradState
@@ -127,6 +135,10 @@ __all__ = [
     "FairGradState",
     "fairgrad",
     "fairgrad_weights",
+    "FAMOState",
+    "famo",
+    "GeometricMeanState",
+    "geometric_mean",
     "GradDropState",
     "graddrop",
     "graddrop_combine",
@@ -145,6 +157,8 @@ __all__ = [
     "constant",
     "mean",
     "DWAState",
+    "IMTLLState",
+    "imtl_l",
     "UncertaintyWeightingState",
     "dwa",
     "uncertainty_weighting",
@@ -161,6 +175,8 @@ __all__ = [
     "RandomWeightingState",
     "random_weighting",
     "rlw",
+    "STCHState",
+    "stch",
     "TrimmedMeanState",
     "trimmed_mean",
     "UPGradState",

@@ -236,3 +236,60 @@ def fairgrad(g, alpha):
         gtol=1e-15,
     )
     return res.x @ g
+
+
+def loss_weights(scalarize, losses, h=1e-6):
+    """The task weights of a loss scalarisation: its gradient w.r.t. the losses, by central
+    differences in float64 (so the reference never shares the analytic form under test)."""
+    losses = np.asarray(losses, np.float64)
+    out = np.empty_like(losses)
+    for k in range(len(losses)):
+        e = np.zeros_like(losses)
+        e[k] = h
+        out[k] = (scalarize(losses + e) - scalarize(losses - e)) / (2 * h)
+    return out
+
+
+def geometric_mean_loss(losses):
+    """GLS, Chennupati et al. Eq. 3: the K-th root of the product of the losses."""
+    return np.prod(losses) ** (1.0 / len(losses))
+
+
+def stch_loss(losses, mu, pref, ideal):
+    """STCH, Lin et al. Eq. 7: mu log sum exp(lambda (L - z) / mu)."""
+    return mu * np.log(np.sum(np.exp(pref * (losses - ideal) / mu)))
+
+
+def imtl_l_loss(losses, log_scales):
+    """IMTL-L, Liu et al. Eq. 8: sum_k exp(s_k) L_k - s_k."""
+    return np.sum(np.exp(log_scales) * losses - log_scales)
+
+
+def famo(loss_seq, lr, weight_decay, b=None, eps=1e-8, betas=(0.9, 0.999), adam_eps=1e-8):
+    """FAMO (Liu et al. Alg. 1) on a sequence of losses: the weights at each update and the
+    logits after it, the logits stepping (Adam with L2 decay) on the change between updates."""
+    loss_seq = np.asarray(loss_seq, np.float64)
+    k = loss_seq.shape[1]
+    b = np.zeros(k) if b is None else b
+    xi, m, v, t = np.zeros(k), np.zeros(k), np.zeros(k), 0
+    weights, logits = [], []
+    for step, losses in enumerate(loss_seq):
+        if step > 0:
+            delta = np.log(loss_seq[step - 1] - b + eps) - np.log(losses - b + eps)
+            z = softmax(xi)
+            jac = np.diag(z) - np.outer(z, z)  # d softmax / d xi
+            grad = jac.T @ delta + weight_decay * xi
+            t += 1
+            m = betas[0] * m + (1 - betas[0]) * grad
+            v = betas[1] * v + (1 - betas[1]) * grad**2
+            m_hat, v_hat = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
+            xi = xi - lr * m_hat / (np.sqrt(v_hat) + adam_eps)
+        z = softmax(xi)
+        c = np.sum(z / (losses - b + eps))  # held constant, as in the paper
+
+        def objective(L, z=z, c=c):
+            return np.sum(z * np.log(L - b + eps)) / c
+
+        weights.append(loss_weights(objective, losses))
+        logits.append(xi.copy())
+    return np.stack(weights), np.stack(logits)

@@ -46,6 +46,14 @@ ZOO = {
     "krum": (dj.krum, {"n_byzantine": 0, "n_selected": 2}, None),
     "graddrop": (dj.graddrop, {"leak": jnp.array([0.0, 0.2, 0.5]), "seed": 0}, "leak"),
     "fairgrad": (dj.fairgrad, {"alpha": 2.0, "eps": 1e-6}, "alpha"),
+    "imtl_l": (dj.imtl_l, {"learning_rate": 0.1, "num_tasks": K}, "learning_rate"),
+    "geometric_mean": (dj.geometric_mean, {"num_tasks": K}, None),
+    "stch": (dj.stch, {"mu": 0.5, "preference": jnp.array([0.2, 0.3, 0.5])}, "mu"),
+    "famo": (
+        dj.famo,
+        {"learning_rate": 0.025, "weight_decay": 1e-3, "num_tasks": K},
+        "learning_rate",
+    ),
 }
 
 

@@ -313,3 +313,132 @@ def test_bad_inputs_raise_clear_errors():
         tx.update(g, tx.init(None))
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         dj.fairgrad(-1.0)
+
+
+# --- loss-level methods: IMTL-L, GLS, STCH, FAMO ------------------------------------------
+
+
+def _eye_tree(k):
+    """Task gradients e_k padded to the two-leaf tree: the update then IS the weight vector."""
+    return np.eye(k, 7)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_imtl_l_matches_reference(k):
+    rng = np.random.default_rng(2800 + k)
+    lr = 0.1
+    state, s = None, np.zeros(k)
+    for _ in range(TRIALS):
+        g = _random_g(rng, k)
+        losses = rng.uniform(0.2, 2.0, size=k).astype(np.float32)
+        d, state = _apply(
+            "imtl_l", g, state, {"losses": jnp.asarray(losses)}, learning_rate=lr, num_tasks=k
+        )
+        # The update is the gradient of the IMTL-L objective with s held fixed.
+        w = ref.loss_weights(lambda L, s=s: ref.imtl_l_loss(L, s), losses)
+        _close(d, w @ g)
+        s_grad = ref.loss_weights(lambda s_, L=losses: ref.imtl_l_loss(L, s_), s)
+        s = s - lr * s_grad
+        _close(np.asarray(state.log_scales), s)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_geometric_mean_and_stch_match_reference(k):
+    rng = np.random.default_rng(2900 + k)
+    for _ in range(TRIALS):
+        g = _random_g(rng, k)
+        losses = rng.uniform(0.2, 2.0, size=k).astype(np.float32)
+        extra = {"losses": jnp.asarray(losses)}
+        d, _ = _apply("geometric_mean", g, None, extra)
+        _close(d, ref.loss_weights(ref.geometric_mean_loss, losses) @ g)
+        for mu in (0.05, 0.5, 2.0):
+            pref = rng.uniform(0.1, 1.0, size=k).astype(np.float32)
+            ideal = rng.uniform(0.0, 0.1, size=k).astype(np.float32)
+            tx = dj.stch(mu, jnp.asarray(pref), jnp.asarray(ideal))
+            w = ref.loss_weights(
+                lambda L, mu=mu, p=pref, z=ideal: ref.stch_loss(L, mu, p, z), losses
+            )
+            _close(_once(tx, g, losses=jnp.asarray(losses)), w @ g)
+        d, _ = _apply("stch", g, None, extra, mu=0.3)
+        w = ref.loss_weights(lambda L: ref.stch_loss(L, 0.3, np.full(k, 1 / k), 0.0), losses)
+        _close(d, w @ g)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_famo_matches_reference(k):
+    rng = np.random.default_rng(3000 + k)
+    seq = rng.uniform(0.2, 2.0, size=(6, k)).astype(np.float32)
+    b = rng.uniform(0.0, 0.1, size=k).astype(np.float32)
+    want_w, want_logits = ref.famo(seq, lr=0.1, weight_decay=1e-2, b=b.astype(np.float64))
+    tx = dj.famo(0.1, 1e-2, jnp.asarray(b), num_tasks=k)
+    step = jax.jit(lambda s, L: tx.update({"w": jnp.eye(k)}, s, losses=L))
+    state = tx.init(None)
+    for t in range(len(seq)):
+        d, state = step(state, jnp.asarray(seq[t]))
+        _close(np.asarray(d["w"]), want_w[t])
+        _close(np.asarray(state.logits), want_logits[t])
+
+
+def test_against_torchjd_loss_scalarizers():
+    for f in _torchjd_cases("geometric_mean").values():
+        k = len(f["losses"])
+        _close(
+            _once(dj.geometric_mean(), _eye_tree(k), losses=jnp.asarray(f["losses"]))[:k], f["w"]
+        )
+    for f in _torchjd_cases("stch").values():
+        k = len(f["losses"])
+        tx = dj.stch(float(f["mu"]), jnp.asarray(f["pref"]), jnp.asarray(f["ideal"]))
+        _close(_once(tx, _eye_tree(k), losses=jnp.asarray(f["losses"]))[:k], f["w"])
+    for f in _torchjd_cases("imtl_l").values():
+        k = len(f["losses"])
+        tx = dj.imtl_l(1.0, num_tasks=k)
+        state = dj.IMTLLState(jnp.zeros([], jnp.int32), jnp.asarray(f["log_scale"], jnp.float32))
+        d, new = tx.update(_tree(_eye_tree(k)), state, losses=jnp.asarray(f["losses"]))
+        _close(_flat(d)[:k], f["w"])
+        # One SGD step of size 1 moves s by minus TorchJD's gradient.
+        _close(np.asarray(new.log_scales), f["log_scale"] - f["log_scale_grad"])
+    for f in _torchjd_cases("famo").values():
+        k = f["losses"].shape[1]
+        tx = dj.famo(float(f["lr"]), float(f["wd"]), num_tasks=k)
+        state = tx.init(None)
+        for t in range(len(f["w"])):
+            d, state = tx.update({"w": jnp.eye(k)}, state, losses=jnp.asarray(f["losses"][t]))
+            _close(np.asarray(d["w"]), f["w"][t])
+            if t > 0:
+                _close(np.asarray(state.logits), f["logits"][t - 1])
+
+
+def test_loss_level_bad_inputs_raise_clear_errors():
+    g = _tree(np.ones((3, 7)))
+    for tx in (dj.imtl_l(num_tasks=3), dj.geometric_mean(), dj.stch(), dj.famo(num_tasks=3)):
+        with pytest.raises(ValueError, match="losses="):
+            tx.update(g, tx.init(None))
+        with pytest.raises(ValueError, match=r"losses has shape \(2,\)"):
+            tx.update(g, tx.init(None), losses=jnp.ones(2))
+    with pytest.raises(ValueError, match="mu must be > 0"):
+        dj.stch(0.0)
+    with pytest.raises(ValueError, match=r"preference has shape \(2,\)"):
+        tx = dj.stch(preference=jnp.ones(2))
+        tx.update(g, tx.init(None), losses=jnp.ones(3))
+    with pytest.raises(ValueError, match=r"min_losses has shape \(2,\)"):
+        dj.famo(min_losses=jnp.zeros(2), num_tasks=3)
+    with pytest.raises(ValueError, match="num_tasks must be a positive int"):
+        dj.imtl_l(num_tasks=0)
+    with pytest.raises(ValueError, match="num_tasks=2 was declared"):
+        tx = dj.geometric_mean(num_tasks=2)
+        tx.update(g, tx.init(None), losses=jnp.ones(3))
+
+
+def test_loss_level_non_finite_losses_leave_state_unchanged():
+    g = {"w": jnp.eye(2)}
+    for tx in (dj.imtl_l(0.1, num_tasks=2), dj.famo(num_tasks=2)):
+        state = tx.init(None)
+        _, state = tx.update(g, state, losses=jnp.array([1.0, 2.0]))
+        _, state = tx.update(g, state, losses=jnp.array([0.5, 1.5]))
+        _, after = tx.update(g, state, losses=jnp.array([jnp.nan, 1.0]))
+        # Everything but the step counter.
+        for a, b in zip(jax.tree.leaves(after[1:]), jax.tree.leaves(state[1:])):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    tx = dj.geometric_mean()
+    d, _ = tx.update(g, tx.init(None), losses=jnp.array([0.0, 1.0]))
+    assert not np.all(np.isfinite(np.asarray(d["w"])))
