@@ -39,6 +39,8 @@ from drgrad_jax._src.cagrad import cagrad_weights
 from drgrad_jax._src.conflict_free import ConflictFreeState
 from drgrad_jax._src.conflict_free import conflict_free
 from drgrad_jax._src.conflict_free import conflict_free_weights
+from drgrad_jax._src.db_mtl import DBMTLState
+from drgrad_jax._src.db_mtl import db_mtl
 from drgrad_jax._src.dualproj import DualProjState
 from drgrad_jax._src.dualproj import dualproj
 from drgrad_jax._src.dualproj import dualproj_weights
@@ -52,6 +54,8 @@ from drgrad_jax._src.geometric_mean import geometric_mean
 from drgrad_jax._src.graddrop import GradDropState
 from drgrad_jax._src.graddrop import graddrop
 from drgrad_jax._src.graddrop import graddrop_combine
+from drgrad_jax._src.gradnorm import GradNormState
+from drgrad_jax._src.gradnorm import gradnorm
 from drgrad_jax._src.gradvac import GradVacState
 from drgrad_jax._src.gradvac import gradvac
 from drgrad_jax._src.gradvac import gradvac_weights
@@ -129,6 +133,8 @@ __all__ = [
     "ConflictFreeState",
     "conflict_free",
     "conflict_free_weights",
+    "DBMTLState",
+    "db_mtl",
     "DualProjState",
     "dualproj",
     "dualproj_weights",
@@ -142,6 +148,8 @@ __all__ = [
     "GradDropState",
     "graddrop",
     "graddrop_combine",
+    "GradNormState",
+    "gradnorm",
     "GradVacState",
     "gradvac",
     "gradvac_weights",

@@ -293,3 +293,39 @@ def famo(loss_seq, lr, weight_decay, b=None, eps=1e-8, betas=(0.9, 0.999), adam_
         weights.append(loss_weights(objective, losses))
         logits.append(xi.copy())
     return np.stack(weights), np.stack(logits)
+
+
+def db_mtl(grad_seq, loss_seq, beta, beta_sigma, eps=1e-8):
+    """DB-MTL (Lin et al. Alg. 1): EMA of the log-loss gradients g_k / L_k, then every task
+    scaled to the largest EMA norm. Returns the update of every step."""
+    ema = np.zeros_like(grad_seq[0])
+    out = []
+    for t, (g, losses) in enumerate(zip(grad_seq, loss_seq), start=1):
+        rate = beta / t**beta_sigma
+        log_grads = g / (losses[:, None] + eps)
+        ema = rate * ema + (1 - rate) * log_grads
+        norms = np.linalg.norm(ema, axis=1)
+        out.append(sum(norms.max() / (norms[k] + eps) * ema[k] for k in range(len(g))))
+    return out
+
+
+def gradnorm(layer_seq, loss_seq, alpha, lr, floor=1e-4):
+    """GradNorm (Chen et al. Eqs. 1-2) on per-task gradients at the layer W: the weights used
+    at every step (before that step's update of the weights)."""
+    k = layer_seq[0].shape[0]
+    w = np.ones(k)
+    used = []
+    initial = None
+    for layer_grads, losses in zip(layer_seq, loss_seq):
+        used.append(w.copy())
+        initial = losses if initial is None else initial
+        norms = np.array([np.linalg.norm(w[i] * layer_grads[i]) for i in range(k)])
+        ratios = (losses / initial) / np.mean(losses / initial)
+        target = norms.mean() * ratios**alpha  # constant in L_grad
+        # d/dw_i sum_j |w_j n_j - T_j| with the target held fixed.
+        grad = np.array(
+            [np.sign(norms[i] - target[i]) * np.linalg.norm(layer_grads[i]) for i in range(k)]
+        )
+        w = np.maximum(w - lr * grad, floor)
+        w = k * w / w.sum()
+    return used

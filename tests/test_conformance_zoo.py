@@ -54,6 +54,12 @@ ZOO = {
         {"learning_rate": 0.025, "weight_decay": 1e-3, "num_tasks": K},
         "learning_rate",
     ),
+    "db_mtl": (dj.db_mtl, {"beta": 0.9, "beta_sigma": 0.5, "num_tasks": K}, "beta"),
+    "gradnorm": (
+        dj.gradnorm,
+        {"alpha": 1.5, "learning_rate": 0.025, "num_tasks": K, "layer": ("w", "trunk")},
+        "alpha",
+    ),
 }
 
 

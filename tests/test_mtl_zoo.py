@@ -442,3 +442,77 @@ def test_loss_level_non_finite_losses_leave_state_unchanged():
     tx = dj.geometric_mean()
     d, _ = tx.update(g, tx.init(None), losses=jnp.array([0.0, 1.0]))
     assert not np.all(np.isfinite(np.asarray(d["w"])))
+
+
+# --- DB-MTL and GradNorm ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", KS)
+def test_db_mtl_matches_reference(k):
+    rng = np.random.default_rng(3100 + k)
+    grads = [_random_g(rng, k) for _ in range(TRIALS)]
+    losses = [rng.uniform(0.2, 2.0, size=k).astype(np.float32) for _ in range(TRIALS)]
+    want = ref.db_mtl(grads, [x.astype(np.float64) for x in losses], beta=0.7, beta_sigma=0.5)
+    state = dj.db_mtl(0.7, 0.5, num_tasks=k).init(_params())
+    for g, L, expected in zip(grads, losses, want):
+        d, state = _apply(
+            "db_mtl", g, state, {"losses": jnp.asarray(L)}, beta=0.7, beta_sigma=0.5, num_tasks=k
+        )
+        _close(d, expected, tol=2e-5)
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("layer", [None, "b"])
+def test_gradnorm_matches_reference(k, layer):
+    rng = np.random.default_rng(3200 + k)
+    grads = [_random_g(rng, k) for _ in range(6)]
+    losses = [rng.uniform(0.2, 2.0, size=k).astype(np.float32) for _ in range(6)]
+    layer_grads = [g if layer is None else g[:, 3:] for g in grads]
+    want = ref.gradnorm(layer_grads, [x.astype(np.float64) for x in losses], alpha=1.5, lr=0.05)
+    state = None
+    for g, L, w in zip(grads, losses, want):
+        d, state = _apply(
+            "gradnorm",
+            g,
+            state,
+            {"losses": jnp.asarray(L)},
+            alpha=1.5,
+            learning_rate=0.05,
+            num_tasks=k,
+            layer=layer,
+        )
+        _close(d, w @ g)
+
+
+def test_db_mtl_and_gradnorm_bad_inputs():
+    g = _tree(np.ones((3, 7)))
+    with pytest.raises(ValueError, match=r"call tx.init\(params\)"):
+        dj.db_mtl(num_tasks=3).init(None)
+    with pytest.raises(ValueError, match="layer='nope' matches no leaf"):
+        tx = dj.gradnorm(num_tasks=3, layer="nope")
+        tx.update(g, tx.init(None), losses=jnp.ones(3))
+    with pytest.raises(ValueError, match="losses="):
+        tx = dj.gradnorm(num_tasks=3)
+        tx.update(g, tx.init(None))
+
+
+def test_gradnorm_reads_the_shared_layer_from_per_task_grads():
+    """The layer norms come from the per-task rows per_task_grads already computed."""
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
+    params = {
+        "trunk": jax.random.normal(k1, (5, 4)),
+        "h0": jax.random.normal(k2, (4,)),
+        "h1": jax.random.normal(k3, (4,)),
+    }
+    x = jax.random.normal(k4, (6, 5))
+
+    def loss_fn(p, x):
+        h = jnp.tanh(x @ p["trunk"])
+        return jnp.stack([jnp.mean((h @ p["h0"]) ** 2), jnp.mean(jnp.sin(h @ p["h1"]))])
+
+    losses, g = dj.per_task_grads(loss_fn, params, x, task_of={"h0": 0, "h1": 1})
+    tx = dj.gradnorm(alpha=1.0, learning_rate=0.1, num_tasks=2, layer="trunk")
+    _, state = tx.update(g, tx.init(params), params, losses=losses)
+    full = jax.jacrev(loss_fn)(params, x)["trunk"].reshape(2, -1)
+    want = ref.gradnorm([np.asarray(full, np.float64)] * 2, [np.asarray(losses)] * 2, 1.0, 0.1)
+    _close(np.asarray(state.weights), want[1])
