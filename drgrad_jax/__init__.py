@@ -39,11 +39,15 @@ from drgrad_jax._src.cagrad import cagrad_weights
 from drgrad_jax._src.conflict_free import ConflictFreeState
 from drgrad_jax._src.conflict_free import conflict_free
 from drgrad_jax._src.conflict_free import conflict_free_weights
+from drgrad_jax._src.cr_mogm import CRMOGMState
+from drgrad_jax._src.cr_mogm import cr_mogm
 from drgrad_jax._src.db_mtl import DBMTLState
 from drgrad_jax._src.db_mtl import db_mtl
 from drgrad_jax._src.dualproj import DualProjState
 from drgrad_jax._src.dualproj import dualproj
 from drgrad_jax._src.dualproj import dualproj_weights
+from drgrad_jax._src.excess_mtl import ExcessMTLState
+from drgrad_jax._src.excess_mtl import excess_mtl
 from drgrad_jax._src.fairgrad import FairGradState
 from drgrad_jax._src.fairgrad import fairgrad
 from drgrad_jax._src.fairgrad import fairgrad_weights
@@ -78,6 +82,11 @@ from drgrad_jax._src.loss_weighting import dwa
 from drgrad_jax._src.loss_weighting import uncertainty_weighting
 from drgrad_jax._src.mgda import MGDAState
 from drgrad_jax._src.mgda import mgda
+from drgrad_jax._src.moco import MoCoState
+from drgrad_jax._src.moco import moco
+from drgrad_jax._src.modo import MoDoState
+from drgrad_jax._src.modo import modo
+from drgrad_jax._src.modo import modo_weights
 from drgrad_jax._src.min_norm import box_qp_weights
 from drgrad_jax._src.min_norm import min_norm_weights
 from drgrad_jax._src.nash_mtl import NashMTLState
@@ -89,6 +98,9 @@ from drgrad_jax._src.pcgrad import pcgrad_weights
 from drgrad_jax._src.random_weighting import RandomWeightingState
 from drgrad_jax._src.random_weighting import random_weighting
 from drgrad_jax._src.random_weighting import rlw
+from drgrad_jax._src.sdmgrad import SDMGradState
+from drgrad_jax._src.sdmgrad import sdmgrad
+from drgrad_jax._src.sdmgrad import sdmgrad_weights
 from drgrad_jax._src.stch import STCHState
 from drgrad_jax._src.stch import stch
 from drgrad_jax._src.trimmed_mean import TrimmedMeanState
@@ -133,11 +145,15 @@ __all__ = [
     "ConflictFreeState",
     "conflict_free",
     "conflict_free_weights",
+    "CRMOGMState",
+    "cr_mogm",
     "DBMTLState",
     "db_mtl",
     "DualProjState",
     "dualproj",
     "dualproj_weights",
+    "ExcessMTLState",
+    "excess_mtl",
     "FairGradState",
     "fairgrad",
     "fairgrad_weights",
@@ -172,6 +188,11 @@ __all__ = [
     "uncertainty_weighting",
     "MGDAState",
     "mgda",
+    "MoCoState",
+    "moco",
+    "MoDoState",
+    "modo",
+    "modo_weights",
     "box_qp_weights",
     "min_norm_weights",
     "NashMTLState",
@@ -183,6 +204,9 @@ __all__ = [
     "RandomWeightingState",
     "random_weighting",
     "rlw",
+    "SDMGradState",
+    "sdmgrad",
+    "sdmgrad_weights",
     "STCHState",
     "stch",
     "TrimmedMeanState",

@@ -329,3 +329,105 @@ def gradnorm(layer_seq, loss_seq, alpha, lr, floor=1e-4):
         w = np.maximum(w - lr * grad, floor)
         w = k * w / w.sum()
     return used
+
+
+def project_simplex(v, iters=200):
+    """Euclidean projection onto the probability simplex: bisection on the shift theta with
+    sum(max(v - theta, 0)) = 1 (an independent route from the sort-based formula)."""
+    lo, hi = np.min(v) - 1.0, np.max(v)
+    for _ in range(iters):
+        theta = 0.5 * (lo + hi)
+        if np.sum(np.maximum(v - theta, 0.0)) > 1.0:
+            lo = theta
+        else:
+            hi = theta
+    return np.maximum(v - 0.5 * (lo + hi), 0.0)
+
+
+def mgda_weights(g):
+    """Min-norm weights on the simplex, by SLSQP (as ``mgda``)."""
+    k = g.shape[0]
+    m = g @ g.T
+    res = so.minimize(
+        lambda w: w @ m @ w,
+        np.full(k, 1.0 / k),
+        jac=lambda w: 2 * m @ w,
+        bounds=[(0, None)] * k,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones(k)}],
+        method="SLSQP",
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
+    return res.x
+
+
+def modo(g_seq, gamma, rho):
+    """MoDo (Chen et al. Alg. 1) with one-batch Gramians: the weights after every step."""
+    k = g_seq[0].shape[0]
+    lam = np.full(k, 1.0 / k)
+    out = []
+    for g in g_seq:
+        lam = project_simplex(lam - gamma * (g @ (g.T @ lam) + rho * lam))
+        out.append(lam.copy())
+    return out
+
+
+def moco(g_seq, beta, gamma, rho, beta_sigma, gamma_sigma):
+    """MoCo (Fernando et al. Alg. 1): tracked gradients y and projected weights; the updates."""
+    k = g_seq[0].shape[0]
+    y, lam, out = np.zeros_like(g_seq[0]), np.full(k, 1.0 / k), []
+    for t, g in enumerate(g_seq, start=1):
+        y = y - beta / t**beta_sigma * (y - g)
+        lam = project_simplex(lam - gamma / t**gamma_sigma * (y @ (y.T @ lam) + rho * lam))
+        out.append(lam @ y)
+    return out
+
+
+def sdmgrad(g_seq, lam, lr, momentum, n_iter, pref):
+    """SDMGrad (Xiao et al. Alg. 1) with one-batch Gramians: inner projected momentum SGD on
+    ||G^T (w + lam pref)||^2 / 2 after dividing by the squared mean norm; the task weights."""
+    k = g_seq[0].shape[0]
+    w, out = np.full(k, 1.0 / k), []
+    for g in g_seq:
+        m = g @ g.T
+        a = m / (np.mean(np.sqrt(np.diag(m))) ** 2 + 1e-8)
+        velocity = None
+        for _ in range(n_iter):
+            grad = a @ (w + lam * pref)
+            velocity = grad if velocity is None else momentum * velocity + grad
+            w = project_simplex(w - lr * velocity)
+        out.append((w + lam * pref) / (1 + lam))
+    return out
+
+
+def excess_mtl(g_seq, eta, n_warmup, eps=1e-7):
+    """ExcessMTL (He et al. Eqs. 6-9): AdaGrad-style excess risks, exponentiated weights."""
+    k = g_seq[0].shape[0]
+    w = np.full(k, 1.0 / k)
+    sq_sum = np.zeros_like(g_seq[0])
+    baseline, warm_sum, out = None, np.zeros(k), []
+    for step, g in enumerate(g_seq):
+        sq_sum = sq_sum + g**2
+        risk = np.array([np.sum(g[i] ** 2 / np.sqrt(sq_sum[i] + eps)) for i in range(k)])
+        if step < n_warmup:
+            warm_sum += risk
+        else:
+            if baseline is None and n_warmup == 0:
+                baseline = risk
+            else:
+                if baseline is None:
+                    baseline = warm_sum / n_warmup
+                risk = risk / (baseline + eps)
+            logits = np.log(w) + eta * risk
+            w = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        out.append(w.copy())
+    return out
+
+
+def cr_mogm(g_seq, alpha, weights_of):
+    """CR-MOGM (Zhou et al. Alg. 2): EMA of another method's weights, lambda_0 = first weights."""
+    lam, out = None, []
+    for g in g_seq:
+        hat = weights_of(g)
+        lam = hat if lam is None else alpha * lam + (1 - alpha) * hat
+        out.append(lam.copy())
+    return out

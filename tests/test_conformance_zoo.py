@@ -60,6 +60,11 @@ ZOO = {
         {"alpha": 1.5, "learning_rate": 0.025, "num_tasks": K, "layer": ("w", "trunk")},
         "alpha",
     ),
+    "moco": (dj.moco, {"beta": 0.5, "gamma": 0.1, "num_tasks": K}, "gamma"),
+    "modo": (dj.modo, {"gamma": 0.1, "rho": 0.1, "num_tasks": K}, "gamma"),
+    "sdmgrad": (dj.sdmgrad, {"lam": 0.3, "num_tasks": K}, "lam"),
+    "excess_mtl": (dj.excess_mtl, {"robust_step_size": 0.5, "num_tasks": K}, "robust_step_size"),
+    "cr_mogm": (dj.cr_mogm, {"alpha": 0.9, "num_tasks": K}, "alpha"),
 }
 
 

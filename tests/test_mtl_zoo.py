@@ -516,3 +516,129 @@ def test_gradnorm_reads_the_shared_layer_from_per_task_grads():
     full = jax.jacrev(loss_fn)(params, x)["trunk"].reshape(2, -1)
     want = ref.gradnorm([np.asarray(full, np.float64)] * 2, [np.asarray(losses)] * 2, 1.0, 0.1)
     _close(np.asarray(state.weights), want[1])
+
+
+# --- stochastic multi-objective methods: MoDo, MoCo, SDMGrad, ExcessMTL, CR-MOGM -------------
+
+
+def _sequence(name, g_seq, **kwargs):
+    """The updates and final state of ``name`` run over a sequence of [K, 7] matrices."""
+    tx = getattr(dj, name)(**kwargs)
+    step = jax.jit(lambda t, s: tx.update(t, s, _params()))
+    state = tx.init(_params())
+    out, states = [], []
+    for g in g_seq:
+        d, state = step(_tree(g), state)
+        out.append(_flat(d))
+        states.append(state)
+    return out, states
+
+
+@pytest.mark.parametrize("k", KS)
+def test_modo_matches_reference(k):
+    rng = np.random.default_rng(3300 + k)
+    g_seq = [_random_g(rng, k) for _ in range(TRIALS)]
+    got, _ = _sequence("modo", g_seq, gamma=0.2, rho=0.1, num_tasks=k)
+    for d, lam, g in zip(got, ref.modo(g_seq, 0.2, 0.1), g_seq):
+        _close(d, lam @ g)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_moco_matches_reference(k):
+    rng = np.random.default_rng(3400 + k)
+    g_seq = [_random_g(rng, k) for _ in range(TRIALS)]
+    got, _ = _sequence("moco", g_seq, beta=0.6, gamma=0.2, rho=0.05, num_tasks=k)
+    for d, expected in zip(got, ref.moco(g_seq, 0.6, 0.2, 0.05, 0.5, 0.5)):
+        _close(d, expected)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_sdmgrad_matches_reference(k):
+    rng = np.random.default_rng(3500 + k)
+    g_seq = [_random_g(rng, k) for _ in range(TRIALS)]
+    pref = rng.uniform(0.1, 1.0, size=k).astype(np.float32)
+    # lr=1: the default lr=10 can make the inner iterations cycle, so float32 and float64
+    # runs may stop at different points of the cycle.
+    got, _ = _sequence(
+        "sdmgrad", g_seq, lam=0.4, learning_rate=1.0, num_tasks=k, pref_vector=jnp.asarray(pref)
+    )
+    want = ref.sdmgrad(g_seq, 0.4, 1.0, 0.5, 20, pref.astype(np.float64))
+    for d, c, g in zip(got, want, g_seq):
+        _close(d, c @ g, tol=2e-5)
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_excess_mtl_matches_reference(k, warmup):
+    rng = np.random.default_rng(3600 + k)
+    g_seq = [_random_g(rng, k) for _ in range(5)]
+    got, _ = _sequence(
+        "excess_mtl", g_seq, robust_step_size=0.5, num_tasks=k, n_warmup_steps=warmup
+    )
+    for d, w, g in zip(got, ref.excess_mtl(g_seq, 0.5, warmup), g_seq):
+        _close(d, w @ g)
+
+
+@pytest.mark.parametrize("k", KS)
+def test_cr_mogm_matches_reference(k):
+    rng = np.random.default_rng(3700 + k)
+    g_seq = [_random_g(rng, k) for _ in range(TRIALS)]
+    got, _ = _sequence("cr_mogm", g_seq, alpha=0.7, num_tasks=k)
+    for d, lam, g in zip(got, ref.cr_mogm(g_seq, 0.7, ref.mgda_weights), g_seq):
+        _close(d, lam @ g, tol=1e-4)
+    got, _ = _sequence("cr_mogm", g_seq, weighting="dualproj", alpha=0.0, num_tasks=k)
+    for d, g in zip(got, g_seq):
+        _close(d, ref.dualproj(g, np.full(k, 1.0 / k)))
+
+
+def test_against_torchjd_stateful_weightings():
+    for method, make in (
+        ("modo", lambda f, k: dj.modo(float(f["gamma"]), float(f["rho"]), num_tasks=k)),
+        ("sdmgrad", lambda f, k: dj.sdmgrad(learning_rate=float(f["lr"]), num_tasks=k)),
+        (
+            "excess_mtl",
+            lambda f, k: dj.excess_mtl(
+                float(f["eta"]), num_tasks=k, n_warmup_steps=int(f["warmup"])
+            ),
+        ),
+        (
+            "cr_mogm",
+            lambda f, k: dj.cr_mogm(
+                lambda m: dj.krum_weights(m, 0, 2, squared=False),
+                float(f["alpha"]),
+                num_tasks=k,
+            ),
+        ),
+    ):
+        for case, f in _torchjd_cases(method).items():
+            k = f["g"].shape[1]
+            tx = make(f, k)
+            step = jax.jit(lambda t, s, tx=tx: tx.update(t, s, _params()))
+            state = tx.init(_params())
+            for g, w in zip(f["g"], f["w"]):
+                d, state = step(_tree(g), state)
+                scale = max(1.0, float(np.max(np.abs(w @ g))))
+                err = float(np.max(np.abs(_flat(d) - w @ g))) / scale
+                assert err <= 2e-5, f"{method}/{case}: {_flat(d)} vs TorchJD {w @ g}"
+
+
+def test_stochastic_methods_bad_inputs():
+    with pytest.raises(ValueError, match=r"call tx.init\(params\)"):
+        dj.moco(num_tasks=2).init(None)
+    with pytest.raises(ValueError, match=r"call tx.init\(params\)"):
+        dj.excess_mtl(num_tasks=2).init(None)
+    with pytest.raises(ValueError, match="gamma must be > 0"):
+        dj.modo(0.0, num_tasks=2)
+    with pytest.raises(ValueError, match="n_iter must be a positive int"):
+        dj.sdmgrad(num_tasks=2, n_iter=0)
+    with pytest.raises(ValueError, match=r"pref_vector has shape \(3,\)"):
+        dj.sdmgrad(pref_vector=jnp.ones(3), num_tasks=2)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        dj.cr_mogm(alpha=1.5, num_tasks=2)
+    with pytest.raises(ValueError, match="weighting='nope' is not one of"):
+        dj.cr_mogm("nope", num_tasks=2)
+    with pytest.raises(ValueError, match=r"initial_weights has shape \(3,\)"):
+        dj.cr_mogm(initial_weights=jnp.ones(3), num_tasks=2)
+    with pytest.raises(ValueError, match="num_tasks=2 was declared"):
+        tx = dj.modo(num_tasks=2)
+        tx.update(_tree(np.ones((3, 7))), tx.init(None))
