@@ -249,6 +249,12 @@ ZOO_KWARGS = {
     "krum": {"n_byzantine": 0},
     "graddrop": {"seed": 0},
     "fairgrad": {"alpha": 1.0, "eps": 1e-6},
+    # None: the task count of the case.
+    "modo": {"num_tasks": None},
+    "moco": {"num_tasks": None},
+    "sdmgrad": {"num_tasks": None},
+    "excess_mtl": {"num_tasks": None},
+    "cr_mogm": {"num_tasks": None},
 }
 # Documented results, as multiples of _v (None: only finiteness is promised).
 EXPECTED = {
@@ -270,6 +276,13 @@ EXPECTED = {
     ("graddrop", "single_task"): 1.0,
     ("graddrop", "identical"): 3.0,
     ("fairgrad", "single_task"): 1.0 / np.linalg.norm(_v),
+    ("modo", "single_task"): 1.0,
+    ("moco", "single_task"): 0.5,  # y = beta g after one step
+    ("sdmgrad", "single_task"): 1.0,
+    ("excess_mtl", "single_task"): 1.0,
+    ("cr_mogm", "single_task"): 1.0,
+    ("cr_mogm", "identical"): 1.0,
+    ("cr_mogm", "opposite"): 0.0,
 }
 
 
@@ -279,7 +292,8 @@ def test_degenerate_inputs_are_finite_and_documented(name, case):
     g = DEGENERATE[case]
     if name == "krum" and g.shape[0] < 3:
         pytest.skip("krum needs n_byzantine + 3 tasks")
-    d, _ = _apply(name, g, **ZOO_KWARGS[name])
+    kwargs = {a: g.shape[0] if v is None else v for a, v in ZOO_KWARGS[name].items()}
+    d, _ = _apply(name, g, **kwargs)
     assert np.all(np.isfinite(d)), f"{name} on {case}: {d}"
     if case == "all_zero":
         np.testing.assert_allclose(d, 0.0, atol=1e-6)
