@@ -37,20 +37,57 @@ from drgrad_jax._src.aligned_mtl import aligned_mtl_weights
 from drgrad_jax._src.cagrad import CAGradState
 from drgrad_jax._src.cagrad import cagrad
 from drgrad_jax._src.cagrad import cagrad_weights
+from drgrad_jax._src.conflict_free import ConflictFreeState
+from drgrad_jax._src.conflict_free import conflict_free
+from drgrad_jax._src.conflict_free import conflict_free_weights
+from drgrad_jax._src.cr_mogm import CRMOGMState
+from drgrad_jax._src.cr_mogm import cr_mogm
+from drgrad_jax._src.db_mtl import DBMTLState
+from drgrad_jax._src.db_mtl import db_mtl
+from drgrad_jax._src.dualproj import DualProjState
+from drgrad_jax._src.dualproj import dualproj
+from drgrad_jax._src.dualproj import dualproj_weights
+from drgrad_jax._src.excess_mtl import ExcessMTLState
+from drgrad_jax._src.excess_mtl import excess_mtl
+from drgrad_jax._src.fairgrad import FairGradState
+from drgrad_jax._src.fairgrad import fairgrad
+from drgrad_jax._src.fairgrad import fairgrad_weights
+from drgrad_jax._src.famo import FAMOState
+from drgrad_jax._src.famo import famo
+from drgrad_jax._src.geometric_mean import GeometricMeanState
+from drgrad_jax._src.geometric_mean import geometric_mean
+from drgrad_jax._src.graddrop import GradDropState
+from drgrad_jax._src.graddrop import graddrop
+from drgrad_jax._src.graddrop import graddrop_combine
+from drgrad_jax._src.gradnorm import GradNormState
+from drgrad_jax._src.gradnorm import gradnorm
 from drgrad_jax._src.gradvac import GradVacState
 from drgrad_jax._src.gradvac import gradvac
 from drgrad_jax._src.gradvac import gradvac_weights
 from drgrad_jax._src.imtl import IMTLGState
 from drgrad_jax._src.imtl import imtl_g
 from drgrad_jax._src.imtl import imtl_g_weights
+from drgrad_jax._src.krum import KrumState
+from drgrad_jax._src.krum import krum
+from drgrad_jax._src.krum import krum_weights
 from drgrad_jax._src.linear_scalarization import LinearScalarizationState
+from drgrad_jax._src.linear_scalarization import MeanState
+from drgrad_jax._src.linear_scalarization import constant
 from drgrad_jax._src.linear_scalarization import linear_scalarization
+from drgrad_jax._src.linear_scalarization import mean
 from drgrad_jax._src.loss_weighting import DWAState
+from drgrad_jax._src.loss_weighting import IMTLLState
+from drgrad_jax._src.loss_weighting import imtl_l
 from drgrad_jax._src.loss_weighting import UncertaintyWeightingState
 from drgrad_jax._src.loss_weighting import dwa
 from drgrad_jax._src.loss_weighting import uncertainty_weighting
 from drgrad_jax._src.mgda import MGDAState
 from drgrad_jax._src.mgda import mgda
+from drgrad_jax._src.moco import MoCoState
+from drgrad_jax._src.moco import moco
+from drgrad_jax._src.modo import MoDoState
+from drgrad_jax._src.modo import modo
+from drgrad_jax._src.modo import modo_weights
 from drgrad_jax._src.min_norm import box_qp_weights
 from drgrad_jax._src.min_norm import min_norm_weights
 from drgrad_jax._src.nash_mtl import NashMTLState
@@ -59,6 +96,16 @@ from drgrad_jax._src.nash_mtl import nash_mtl_weights
 from drgrad_jax._src.pcgrad import PCGradState
 from drgrad_jax._src.pcgrad import pcgrad
 from drgrad_jax._src.pcgrad import pcgrad_weights
+from drgrad_jax._src.random_weighting import RandomWeightingState
+from drgrad_jax._src.random_weighting import random_weighting
+from drgrad_jax._src.random_weighting import rlw
+from drgrad_jax._src.sdmgrad import SDMGradState
+from drgrad_jax._src.sdmgrad import sdmgrad
+from drgrad_jax._src.sdmgrad import sdmgrad_weights
+from drgrad_jax._src.stch import STCHState
+from drgrad_jax._src.stch import stch
+from drgrad_jax._src.trimmed_mean import TrimmedMeanState
+from drgrad_jax._src.trimmed_mean import trimmed_mean
 from drgrad_jax._src.upgrad import UPGradState
 from drgrad_jax._src.upgrad import upgrad
 from drgrad_jax._src.upgrad import upgrad_weights
@@ -97,20 +144,57 @@ __all__ = [
     "CAGradState",
     "cagrad",
     "cagrad_weights",
+    "ConflictFreeState",
+    "conflict_free",
+    "conflict_free_weights",
+    "CRMOGMState",
+    "cr_mogm",
+    "DBMTLState",
+    "db_mtl",
+    "DualProjState",
+    "dualproj",
+    "dualproj_weights",
+    "ExcessMTLState",
+    "excess_mtl",
+    "FairGradState",
+    "fairgrad",
+    "fairgrad_weights",
+    "FAMOState",
+    "famo",
+    "GeometricMeanState",
+    "geometric_mean",
+    "GradDropState",
+    "graddrop",
+    "graddrop_combine",
+    "GradNormState",
+    "gradnorm",
     "GradVacState",
     "gradvac",
     "gradvac_weights",
     "IMTLGState",
     "imtl_g",
     "imtl_g_weights",
+    "KrumState",
+    "krum",
+    "krum_weights",
     "LinearScalarizationState",
     "linear_scalarization",
+    "MeanState",
+    "constant",
+    "mean",
     "DWAState",
+    "IMTLLState",
+    "imtl_l",
     "UncertaintyWeightingState",
     "dwa",
     "uncertainty_weighting",
     "MGDAState",
     "mgda",
+    "MoCoState",
+    "moco",
+    "MoDoState",
+    "modo",
+    "modo_weights",
     "box_qp_weights",
     "min_norm_weights",
     "NashMTLState",
@@ -119,6 +203,16 @@ __all__ = [
     "PCGradState",
     "pcgrad",
     "pcgrad_weights",
+    "RandomWeightingState",
+    "random_weighting",
+    "rlw",
+    "SDMGradState",
+    "sdmgrad",
+    "sdmgrad_weights",
+    "STCHState",
+    "stch",
+    "TrimmedMeanState",
+    "trimmed_mean",
     "UPGradState",
     "upgrad",
     "upgrad_weights",

@@ -1,4 +1,8 @@
-"""Linear scalarization: a fixed weighted sum of the task gradients."""
+"""Fixed weightings of the task gradients: linear scalarization, constant weights, the mean.
+
+All three return ``sum_k w_k g_k`` with weights that do not depend on the
+gradients; they differ only in where ``w`` comes from (given, all ones, ``1/K``).
+"""
 
 from __future__ import annotations
 
@@ -54,25 +58,113 @@ def linear_scalarization(
     if weights is not None and jnp.ndim(weights) != 1:
         raise ValueError(f"weights must be a vector [num_tasks]; got shape {jnp.shape(weights)}.")
 
+    def weights_for(k: int) -> jax.Array:
+        if weights is None:
+            return jnp.ones((k,), jnp.float32)
+        w = jnp.asarray(weights, jnp.float32)
+        if w.shape != (k,):
+            raise ValueError(
+                f"weights has shape {w.shape}; expected [{k}] to match the task axis of task_grads."
+            )
+        return w
+
+    return fixed_weighting(weights_for, LinearScalarizationState)
+
+
+def fixed_weighting(weights_for, state_cls) -> optax.GradientTransformationExtraArgs:
+    """The transformation ``d = sum_k w_k g_k`` with ``w = weights_for(K)`` (checked at trace time).
+
+    Args:
+      weights_for: maps the static task count ``K`` to ``[K]`` float32 weights.
+      state_cls: a NamedTuple class with a single int32 ``count`` field.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; extra arguments are ignored.
+    """
+
     def init_fn(params):
         del params
-        return LinearScalarizationState(count=jnp.zeros([], jnp.int32))
+        return state_cls(count=jnp.zeros([], jnp.int32))
 
     def update_fn(task_grads, state, params=None, **extra_args):
         del extra_args
         k = check_task_grads(task_grads)
         check_matches_params(task_grads, params)
-        if weights is None:
-            w = jnp.ones((k,), jnp.float32)
-        else:
-            w = jnp.asarray(weights, jnp.float32)
-            if w.shape != (k,):
-                raise ValueError(
-                    f"weights has shape {w.shape}; expected [{k}] to match the task axis of "
-                    "task_grads."
-                )
-        return combine(w, task_grads), LinearScalarizationState(
+        return combine(weights_for(k), task_grads), state_cls(
             count=optax.safe_increment(state.count)
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def constant(weights: jax.typing.ArrayLike) -> optax.GradientTransformationExtraArgs:
+    r"""A constant, pre-determined weighting of the task gradients.
+
+    .. math::
+      d = \sum_{k=1}^{K} w_k \, g_k
+
+    The same rule as ``linear_scalarization`` with the weights required (the
+    name TorchJD gives it, ``Constant``); kept as its own entry so that a method
+    list can name it. Its state is a ``LinearScalarizationState``.
+
+    Args:
+      weights: ``[K]`` task weights (a float array, so ``optax.inject_hyperparams``
+        can schedule it).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
+      (leaves ``[K, *param_shape]``) to a params-shaped update; extra keyword
+      arguments are ignored.
+
+    Raises:
+      ValueError: ``weights`` is ``None`` or not a vector; at the first update,
+        its length differs from the task axis.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = constant(jnp.array([0.25, 2.0]))
+      >>> g = {"w": jnp.array([[4.0, 0.0], [0.0, 1.0]])}
+      >>> tx.update(g, tx.init(None))[0]["w"].tolist()
+      [1.0, 2.0]
+
+    References:
+      Quinton & Rey, *Jacobian Descent for Multi-Objective Optimization*, 2024,
+      https://arxiv.org/abs/2406.16232 (TorchJD's ``Constant`` aggregator).
+    """
+    if weights is None:
+        raise ValueError("constant needs weights: a vector [num_tasks] of task weights.")
+    return linear_scalarization(weights)
+
+
+class MeanState(NamedTuple):
+    """State of ``mean``: only a step counter."""
+
+    count: jax.Array
+
+
+def mean() -> optax.GradientTransformationExtraArgs:
+    r"""The mean of the task gradients: the gradient of the averaged loss.
+
+    .. math::
+      d = \frac{1}{K} \sum_{k=1}^{K} g_k
+
+    The equal-weighting baseline at the scale of one task (``linear_scalarization``
+    is the sum). Degenerate inputs need no care: the rule is linear.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
+      (leaves ``[K, *param_shape]``) to a params-shaped update; extra keyword
+      arguments are ignored.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = mean()
+      >>> g = {"w": jnp.array([[4.0, 0.0], [0.0, 2.0]])}
+      >>> tx.update(g, tx.init(None))[0]["w"].tolist()
+      [2.0, 1.0]
+
+    References:
+      Quinton & Rey, *Jacobian Descent for Multi-Objective Optimization*, 2024,
+      https://arxiv.org/abs/2406.16232 (TorchJD's ``Mean`` aggregator).
+    """
+    return fixed_weighting(lambda k: jnp.full((k,), 1.0 / k, jnp.float32), MeanState)

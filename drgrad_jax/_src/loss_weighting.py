@@ -1,4 +1,4 @@
-"""Loss-weighting methods in the per-task-gradient contract: DWA and uncertainty weighting.
+"""Loss-weighting methods in the per-task-gradient contract: DWA, uncertainty weighting, IMTL-L.
 
 These methods choose task weights from the task LOSSES, not from the gradients.
 They fit the contract as transformations that take per-task gradients (leaves
@@ -173,23 +173,102 @@ def uncertainty_weighting(
     if not isinstance(num_tasks, int) or num_tasks < 1:
         raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
 
+    def weights_and_grad(log_vars, losses):
+        precision = jnp.exp(-log_vars)
+        return 0.5 * precision, 0.5 * (1.0 - precision * losses)
+
+    return _learned_log_scales(
+        learning_rate,
+        num_tasks,
+        weights_and_grad,
+        UncertaintyWeightingState,
+        "uncertainty_weighting",
+    )
+
+
+def _learned_log_scales(learning_rate, num_tasks, weights_and_grad, state_cls, method):
+    """Per-task log-scales in the state, one SGD step per update on a loss-level objective.
+
+    ``weights_and_grad(s, losses) -> (w, dJ/ds)``; the update is ``sum_k w_k g_k``
+    with ``w`` at ``s`` before the step. Non-finite losses leave ``s`` unchanged.
+    ``state_cls(count, s)`` is the method's state.
+    """
+
     def init_fn(params):
         del params
-        return UncertaintyWeightingState(
-            count=jnp.zeros([], jnp.int32), log_vars=jnp.zeros((num_tasks,), jnp.float32)
-        )
+        return state_cls(jnp.zeros([], jnp.int32), jnp.zeros((num_tasks,), jnp.float32))
 
     def update_fn(task_grads, state, params=None, **extra_args):
         check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
-        losses = _losses_arg(extra_args, num_tasks, "uncertainty_weighting")
-        precision = jnp.exp(-state.log_vars)
-        weights = 0.5 * precision
-        grad_s = 0.5 * (1.0 - precision * losses)
-        new_s = state.log_vars - jnp.asarray(learning_rate, jnp.float32) * grad_s
-        new_s = jnp.where(jnp.all(jnp.isfinite(losses)), new_s, state.log_vars)
-        return combine(weights, task_grads), UncertaintyWeightingState(
-            count=optax.safe_increment(state.count), log_vars=new_s
-        )
+        losses = _losses_arg(extra_args, num_tasks, method)
+        count, log_scales = state
+        weights, grad = weights_and_grad(log_scales, losses)
+        new = log_scales - jnp.asarray(learning_rate, jnp.float32) * grad
+        new = jnp.where(jnp.all(jnp.isfinite(losses)), new, log_scales)
+        return combine(weights, task_grads), state_cls(optax.safe_increment(count), new)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class IMTLLState(NamedTuple):
+    """State of ``imtl_l``.
+
+    Attributes:
+      count: int32 step counter.
+      log_scales: ``[K]`` learned log-scales ``s_k`` (start at 0).
+    """
+
+    count: jax.Array
+    log_scales: jax.Array
+
+
+def imtl_l(
+    learning_rate: jax.typing.ArrayLike = 1e-2, *, num_tasks: int
+) -> optax.GradientTransformationExtraArgs:
+    r"""IMTL-L: impartial multi-task learning, the loss-balancing part.
+
+    Liu et al. (2021), Sec. 3.2 (Eq. 8): every task loss gets a learned scale
+    ``e^{s_k}`` and a regulariser that stops it from collapsing,
+
+    .. math::
+      \mathcal L(\theta, s) = \sum_k e^{s_k} L_k(\theta) - s_k,
+      \qquad d = \sum_k e^{s_k} g_k .
+
+    At its optimum ``e^{s_k} L_k = 1``: every scaled loss is pulled to the same
+    value. The paper learns ``s`` with the network; here ``s`` lives in the state
+    and takes one SGD step per update on the same objective,
+    ``s_k <- s_k - lr (e^{s_k} L_k - 1)``, with ``d`` at ``s`` before the step
+    (the scalarisation and gradient of TorchJD's ``IMTLL``). It equals twice
+    ``uncertainty_weighting`` with ``s = -log sigma^2``, and shares its code.
+
+    Degenerate inputs: non-finite losses leave ``s`` unchanged; ``K = 1`` gives
+    ``e^{s} g_1``; task gradients only enter linearly.
+
+    Args:
+      learning_rate: SGD step size for the log-scales.
+      num_tasks: ``K`` (static; sizes the log-scales).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``update`` requires the
+      extra argument ``losses`` (shape ``[K]``) and ignores other extra args.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = imtl_l(0.1, num_tasks=2)
+      >>> d, s = tx.update({"w": jnp.eye(2)}, tx.init(None), losses=jnp.array([3.0, 1.0]))
+      >>> d["w"].tolist(), [round(v, 3) for v in s.log_scales.tolist()]
+      ([1.0, 1.0], [-0.2, 0.0])
+
+    References:
+      Liu, Li, Kuang, Xue, Chen, Yang, Liao & Zhang, *Towards Impartial
+      Multi-task Learning*, ICLR 2021, https://openreview.net/forum?id=IMPnRXEWpvr.
+    """
+    if not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+
+    def weights_and_grad(log_scales, losses):
+        scale = jnp.exp(log_scales)
+        return scale, scale * losses - 1.0
+
+    return _learned_log_scales(learning_rate, num_tasks, weights_and_grad, IMTLLState, "imtl_l")

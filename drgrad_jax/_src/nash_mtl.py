@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.fairgrad import alpha_fair_solve
 from drgrad_jax._src.task_grads import gramian_weighting
 
 
@@ -30,7 +31,8 @@ def nash_mtl_weights(
     function ``f(alpha) = alpha^T M alpha / 2 - sum_i log alpha_i``, whose
     gradient is ``M alpha - 1/alpha``. Damped Newton steps
     ``alpha - Delta / (1 + lambda)`` (``lambda`` the Newton decrement) stay
-    inside ``alpha > 0`` and converge globally, then quadratically.
+    inside ``alpha > 0`` and converge globally, then quadratically; the solver
+    is FairGrad's ``alpha_fair_solve`` at ``alpha = 1``.
 
     Args:
       gram: ``[K, K]`` Gramian.
@@ -53,24 +55,7 @@ def nash_mtl_weights(
         factor = jnp.sqrt(jnp.where(frob > 0, frob, 1.0) / scale)
     else:
         factor = 1.0 / jnp.sqrt(scale)
-    alpha0 = 1.0 / jnp.sqrt(jnp.maximum(jnp.diagonal(m), 1e-30))
-
-    def newton(carry):
-        i, alpha, _ = carry
-        grad = m @ alpha - 1.0 / alpha
-        hess = m + jnp.diag(1.0 / (alpha * alpha))
-        delta = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(hess, lower=True), grad)
-        dec = jnp.sqrt(jnp.maximum(grad @ delta, 0.0))
-        step = jnp.where(dec > 0.25, 1.0 / (1.0 + dec), 1.0)
-        new = alpha - step * delta
-        new = jnp.where(new > 0, new, alpha * 0.5)
-        return i + 1, new, dec
-
-    def more(carry):
-        i, alpha, dec = carry
-        return (i < max_iters) & (dec > 1e-6) & jnp.all(jnp.isfinite(alpha))
-
-    _, alpha, _ = jax.lax.while_loop(more, newton, (0, alpha0, jnp.ones((), jnp.float32)))
+    alpha = alpha_fair_solve(m, jnp.ones((), jnp.float32), max_iters)
     # c * A alpha = 1/alpha is solved by alpha_A / sqrt(c); here M = scale * m.
     return alpha * factor
 
