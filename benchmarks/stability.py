@@ -84,6 +84,7 @@ def drgrad_run(steps: int, chunk: int, param_limit: float, seed: int = 0) -> dic
         num_epochs=epochs,
     )
     trainer = drgrad_jax.make_train(config, d)
+    val = drgrad_jax.device_splits(d)[1]
     state = trainer.init(jax.random.key(seed))
     chunks, diverged_at = [], None
     start = time.perf_counter()
@@ -93,7 +94,7 @@ def drgrad_run(steps: int, chunk: int, param_limit: float, seed: int = 0) -> dic
         state, losses = trainer.run(state, n)
         jax.block_until_ready(state)
         run_s = time.perf_counter() - tick
-        auc, _ = trainer.evaluate(state)
+        auc, _ = trainer.evaluate(state, val)
         drg = drgrad_jax.find_drgrad_state(state.opt_state)
         rec = {
             "step": int(state.step),
