@@ -34,10 +34,11 @@ from almmta_jax import (
     TrainConfig,
     attribute,
     cluster_log_frequency,
+    fit_dml,
     fit_propensity,
     ipw_weights,
     load_criteo_attribution,
-    make_trainer,
+    make_train,
     metrics,
     positive_shares,
 )
@@ -164,15 +165,14 @@ def main(argv: list[str] | None = None) -> dict:
             cfg = TrainConfig(
                 mc,
                 batch_size=sizes.batch_size,
-                epochs=sizes.alm_epochs,
+                num_epochs=sizes.alm_epochs,
                 queue_size=1024,
                 lr_warmup_steps=100,
             )
             if name == "alm_mta_no_contrastive":
                 cfg = bl.alm_mta_variant(cfg, "no_contrastive")
-            trainer = make_trainer(cfg, train, test)
-            state = trainer.init(key)
-            state, _ = trainer.run_epochs(state, jax.tree.map(jnp.asarray, train), cfg.epochs)
+            trainer = make_train(cfg, train, test)
+            state, _ = jax.jit(trainer)(key)
             model = trainer.model(state)
             ups, probs = [], []
             n_test = test.y.shape[0]
@@ -194,14 +194,14 @@ def main(argv: list[str] | None = None) -> dict:
                 num_users=num_users,
                 hidden=sizes.d_model,
                 batch_size=sizes.batch_size,
-                epochs=sizes.baseline_epochs,
+                num_epochs=sizes.baseline_epochs,
                 lr_warmup_steps=100,
             )
             plain = train._replace(ipw=np.ones_like(train.ipw))
             if name == "dml":
                 # x is constant on Criteo; the user's train history is the DML covariate.
                 hx = train._replace(x=history[train.user_id])
-                model = bl.fit_dml(hx, 0, k)
+                model = fit_dml(hx, 0, k)
                 u, prob = bl.attribute_baseline(model, test._replace(x=history[test.user_id]))
             else:
                 if name == "lr":

@@ -57,9 +57,10 @@ from almmta_jax import (
     attribute,
     cell_agreement,
     cluster_log_frequency,
+    fit_dml,
     fit_propensity,
     ipw_weights,
-    make_trainer,
+    make_train,
     metrics,
     sim_to_batch,
     simulate_cdp,
@@ -326,7 +327,7 @@ def _alm_config(world: _World, sizes: Sizes) -> TrainConfig:
     return TrainConfig(
         mc,
         batch_size=sizes.batch_size,
-        epochs=sizes.alm_epochs,
+        num_epochs=sizes.alm_epochs,
         queue_size=1024,
         lr_warmup_steps=50,
     )
@@ -352,7 +353,7 @@ class _Methods:
             channel_field=CLUSTER_FIELD,
             hidden=s.d_model,
             batch_size=s.batch_size,
-            epochs=s.baseline_epochs,
+            num_epochs=s.baseline_epochs,
             lr_warmup_steps=50,
         )
 
@@ -370,10 +371,8 @@ class _Methods:
                     "alm_mta_lambda0": "lambda0",
                 }[name]
                 cfg = bl.alm_mta_variant(_alm_config(world, self.sizes), variant)
-                trainer = make_trainer(cfg, tr, world.eval)
-                train = jax.jit(
-                    lambda k, d, t=trainer, e=cfg.epochs: t.run_epochs(t.init(k), d, e)[0]
-                )
+                trainer = make_train(cfg, tr, world.eval)
+                train = jax.jit(lambda k, d, t=trainer: t(k, d)[0])
                 self._alm[name] = (trainer, train)
             trainer, train = self._alm[name]
             state = train(key, jax.tree.map(jnp.asarray, tr))
@@ -382,7 +381,7 @@ class _Methods:
             u, p = np.asarray(att.uplift), np.asarray(att.prob)
             return u[:n_ev], p[:n_ev], u[n_ev:], {"adversary_auc": float(ev.adversary_auc)}
         if name == "dml":
-            model = bl.fit_dml(tr, CLUSTER_FIELD, world.k, seed=seed)
+            model = fit_dml(tr, CLUSTER_FIELD, world.k, seed=seed)
             u, p = bl.attribute_baseline(model, both)
             return u[:n_ev], p[:n_ev], u[n_ev:], {}
         data = tr._replace(ipw=np.ones_like(tr.ipw))

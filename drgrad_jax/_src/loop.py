@@ -279,10 +279,15 @@ class Trainer:
                 else recipe.state_sharding(abstract, mesh)
             )
         self.train_data, self.eval_data = self._device(train_data), self._device(eval_data)
+        # On a mesh the step-wise programs return the state exactly as the recipe places it.
+        out = {} if mesh is None else {"out_shardings": self._state_spec}
+        full = None if mesh is None else parallel.replicated(mesh)
+        step_out = {} if mesh is None else {"out_shardings": (self._state_spec, full, full)}
+        run_out = {} if mesh is None else {"out_shardings": (self._state_spec, full)}
         self.compiled = Compiled(
-            init=jax.jit(self._init),
-            step=jax.jit(self._step),
-            run=jax.jit(self._run),
+            init=jax.jit(self._init, **out),
+            step=jax.jit(self._step, **step_out),
+            run=jax.jit(self._run, **run_out),
             run_epochs=jax.jit(self._run_epochs, static_argnums=1),
             evaluate=jax.jit(recipe.evaluate),
         )
