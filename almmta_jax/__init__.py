@@ -16,9 +16,14 @@ from almmta_jax import data, metrics, simulate
 
 # --- model, training, attribution ----------------------------------------------
 # isort: split
+from almmta_jax._src.adversary import adversary_weight as adversary_weight
+from almmta_jax._src.adversary import gradient_reversal as gradient_reversal
+from almmta_jax._src.adversary import split_model as split_model
 from almmta_jax._src.attribution import Attribution as Attribution
 from almmta_jax._src.attribution import attribute as attribute
 from almmta_jax._src.attribution import positive_shares as positive_shares
+from almmta_jax._src.balancing import balance_heads as balance_heads
+from almmta_jax._src.balancing import head_balancer as head_balancer
 from almmta_jax._src.frontdoor import ReferencePool as ReferencePool
 from almmta_jax._src.frontdoor import build_reference_pool as build_reference_pool
 from almmta_jax._src.frontdoor import frontdoor_sum as frontdoor_sum
@@ -32,9 +37,7 @@ from almmta_jax._src.losses import proxy_loss as proxy_loss
 from almmta_jax._src.networks import ALMMTA as ALMMTA
 from almmta_jax._src.networks import Encoded as Encoded
 from almmta_jax._src.networks import ModelConfig as ModelConfig
-from almmta_jax._src.parallel import data_parallel_step as data_parallel_step
-from almmta_jax._src.parallel import keep_if_finite as keep_if_finite
-from almmta_jax._src.parallel import restore_checked as restore_checked
+from almmta_jax._src.optimizer import default_optimizer as default_optimizer
 from almmta_jax._src.parallel import shard_state as shard_state
 from almmta_jax._src.parallel import state_sharding as state_sharding
 from almmta_jax._src.propensity import PropensityModel as PropensityModel
@@ -42,24 +45,14 @@ from almmta_jax._src.propensity import cluster_counts as cluster_counts
 from almmta_jax._src.propensity import cluster_log_frequency as cluster_log_frequency
 from almmta_jax._src.propensity import fit_propensity as fit_propensity
 from almmta_jax._src.propensity import ipw_weights as ipw_weights
+from almmta_jax._src.step import LossWeights as LossWeights
+from almmta_jax._src.step import StepMetrics as StepMetrics
+from almmta_jax._src.step import TrainState as TrainState
+from almmta_jax._src.step import make_step as make_step
 from almmta_jax._src.train import EvalMetrics as EvalMetrics
-from almmta_jax._src.train import LossWeights as LossWeights
-from almmta_jax._src.train import StepMetrics as StepMetrics
 from almmta_jax._src.train import TrainConfig as TrainConfig
-from almmta_jax._src.train import Trainer as Trainer
-from almmta_jax._src.train import TrainState as TrainState
-from almmta_jax._src.train import adversary_weight as adversary_weight
-from almmta_jax._src.train import balance_heads as balance_heads
-from almmta_jax._src.train import gradient_reversal as gradient_reversal
-from almmta_jax._src.train import head_balancer as head_balancer
-from almmta_jax._src.train import init_state as init_state
-from almmta_jax._src.train import make_step as make_step
 from almmta_jax._src.train import make_train as make_train
-from almmta_jax._src.train import make_trainer as make_trainer
-from almmta_jax._src.train import random_journeys as random_journeys
-from almmta_jax._src.train import restore_checkpoint as restore_checkpoint
-from almmta_jax._src.train import save_checkpoint as save_checkpoint
-from almmta_jax._src.train import split_model as split_model
+from drgrad_jax.loop import Trainer as Trainer
 
 # --- evaluation -----------------------------------------------------------------
 # isort: split
@@ -67,16 +60,16 @@ from almmta_jax._src.baselines import DNAMTA as DNAMTA
 from almmta_jax._src.baselines import BaselineConfig as BaselineConfig
 from almmta_jax._src.baselines import BaselineRun as BaselineRun
 from almmta_jax._src.baselines import CausalMTAPredictor as CausalMTAPredictor
-from almmta_jax._src.baselines import DMLModel as DMLModel
 from almmta_jax._src.baselines import LogisticMTA as LogisticMTA
 from almmta_jax._src.baselines import ProxyDirect as ProxyDirect
 from almmta_jax._src.baselines import alm_mta_variant as alm_mta_variant
 from almmta_jax._src.baselines import attribute_baseline as attribute_baseline
 from almmta_jax._src.baselines import channel_bags as channel_bags
 from almmta_jax._src.baselines import deletion_uplift as deletion_uplift
-from almmta_jax._src.baselines import fit_dml as fit_dml
 from almmta_jax._src.baselines import journey_balancing_weights as journey_balancing_weights
 from almmta_jax._src.baselines import make_baseline_train as make_baseline_train
+from almmta_jax._src.dml import DMLModel as DMLModel
+from almmta_jax._src.dml import fit_dml as fit_dml
 
 __version__ = "0.1.0"
 
@@ -105,7 +98,7 @@ __all__: list[str] = [
     "build_reference_pool",
     "cluster_counts",
     "cluster_log_frequency",
-    "data_parallel_step",
+    "default_optimizer",
     "confusion_loss",
     "fit_propensity",
     "frontdoor_sum",
@@ -113,20 +106,13 @@ __all__: list[str] = [
     "head_balancer",
     "high_match_set",
     "info_nce_loss",
-    "init_state",
     "ipw_weights",
-    "keep_if_finite",
     "make_step",
     "make_train",
-    "make_trainer",
     "match_scores",
     "outcome_loss",
     "positive_shares",
     "proxy_loss",
-    "random_journeys",
-    "restore_checkpoint",
-    "restore_checked",
-    "save_checkpoint",
     "shard_state",
     "split_model",
     "state_sharding",

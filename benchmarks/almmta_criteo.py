@@ -29,20 +29,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import almmta_jax
 from almmta_jax import (
     ModelConfig,
     TrainConfig,
     attribute,
     cluster_log_frequency,
+    fit_dml,
     fit_propensity,
     ipw_weights,
-    load_criteo_attribution,
-    make_trainer,
+    make_train,
     metrics,
     positive_shares,
 )
-from almmta_jax._src import baselines as bl
-from almmta_jax._src.criteo import CRITEO_VOCAB_SIZES, criteo_user_history, load_criteo_flat
+from almmta_jax.data import (
+    CRITEO_VOCAB_SIZES,
+    criteo_user_history,
+    load_criteo_attribution,
+    load_criteo_flat,
+)
 from benchmarks import _common
 from benchmarks.almmta_simulator import _fmt, write_results_section
 
@@ -164,15 +169,14 @@ def main(argv: list[str] | None = None) -> dict:
             cfg = TrainConfig(
                 mc,
                 batch_size=sizes.batch_size,
-                epochs=sizes.alm_epochs,
+                num_epochs=sizes.alm_epochs,
                 queue_size=1024,
                 lr_warmup_steps=100,
             )
             if name == "alm_mta_no_contrastive":
-                cfg = bl.alm_mta_variant(cfg, "no_contrastive")
-            trainer = make_trainer(cfg, train, test)
-            state = trainer.init(key)
-            state, _ = trainer.run_epochs(state, jax.tree.map(jnp.asarray, train), cfg.epochs)
+                cfg = almmta_jax.alm_mta_variant(cfg, "no_contrastive")
+            trainer = make_train(cfg, train, test)
+            state, _ = jax.jit(trainer)(key)
             model = trainer.model(state)
             ups, probs = [], []
             n_test = test.y.shape[0]
@@ -186,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
                 probs.append(np.asarray(att.prob)[:take])
             u, prob = np.concatenate(ups), np.concatenate(probs)
         else:
-            bcfg = bl.BaselineConfig(
+            bcfg = almmta_jax.BaselineConfig(
                 CRITEO_VOCAB_SIZES,
                 d_x=1,
                 max_len=sizes.max_len,
@@ -194,35 +198,37 @@ def main(argv: list[str] | None = None) -> dict:
                 num_users=num_users,
                 hidden=sizes.d_model,
                 batch_size=sizes.batch_size,
-                epochs=sizes.baseline_epochs,
+                num_epochs=sizes.baseline_epochs,
                 lr_warmup_steps=100,
             )
             plain = train._replace(ipw=np.ones_like(train.ipw))
             if name == "dml":
                 # x is constant on Criteo; the user's train history is the DML covariate.
                 hx = train._replace(x=history[train.user_id])
-                model = bl.fit_dml(hx, 0, k)
-                u, prob = bl.attribute_baseline(model, test._replace(x=history[test.user_id]))
+                model = fit_dml(hx, 0, k)
+                u, prob = almmta_jax.attribute_baseline(
+                    model, test._replace(x=history[test.user_id])
+                )
             else:
                 if name == "lr":
                     bcfg = dataclasses.replace(bcfg, learning_rate=1e-2, weight_decay=1e-4)
-                    fn, data = (lambda r, c=bcfg: bl.LogisticMTA(c, rngs=r)), plain
+                    fn, data = (lambda r, c=bcfg: almmta_jax.LogisticMTA(c, rngs=r)), plain
                 elif name == "dnamta":
-                    fn, data = (lambda r, c=bcfg: bl.DNAMTA(c, rngs=r)), plain
+                    fn, data = (lambda r, c=bcfg: almmta_jax.DNAMTA(c, rngs=r)), plain
                 elif name == "proxy_direct":
-                    fn, data = (lambda r, c=bcfg: bl.ProxyDirect(c, 2, rngs=r)), plain
+                    fn, data = (lambda r, c=bcfg: almmta_jax.ProxyDirect(c, 2, rngs=r)), plain
                 elif name == "causalmta":
-                    w = bl.journey_balancing_weights(
-                        history[train.user_id], bl.channel_bags(train, 0, k), key, steps=300
+                    w = almmta_jax.journey_balancing_weights(
+                        history[train.user_id], almmta_jax.channel_bags(train, 0, k), key, steps=300
                     )
                     fn, data = (
-                        (lambda r, c=bcfg: bl.CausalMTAPredictor(c, rngs=r)),
+                        (lambda r, c=bcfg: almmta_jax.CausalMTAPredictor(c, rngs=r)),
                         train._replace(ipw=w),
                     )
                 else:
                     raise ValueError(f"unknown method {name!r}")
-                run = jax.jit(bl.make_baseline_train(fn, bcfg, data))(key)
-                u, prob = bl.attribute_baseline(run.model(), test)
+                run = jax.jit(almmta_jax.make_baseline_train(fn, bcfg, data))(key)
+                u, prob = almmta_jax.attribute_baseline(run.model(), test)
         share = np.asarray(positive_shares(jnp.asarray(u), jnp.asarray(test.touch_mask)))
         replay = metrics.budget_replay(
             _flat_shares(share, np.asarray(test.touch_mask), flat["offsets"]),

@@ -50,21 +50,20 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import spearmanr, ttest_rel
 
+import almmta_jax
 from almmta_jax import (
     ModelConfig,
-    SimConfig,
     TrainConfig,
     attribute,
-    cell_agreement,
     cluster_log_frequency,
+    fit_dml,
     fit_propensity,
     ipw_weights,
-    make_trainer,
+    make_train,
     metrics,
-    sim_to_batch,
-    simulate_cdp,
 )
-from almmta_jax._src import baselines as bl
+from almmta_jax.metrics import cell_agreement
+from almmta_jax.simulate import SimConfig, sim_to_batch, simulate_cdp
 from benchmarks import _common
 
 CLUSTER_FIELD = 1
@@ -326,7 +325,7 @@ def _alm_config(world: _World, sizes: Sizes) -> TrainConfig:
     return TrainConfig(
         mc,
         batch_size=sizes.batch_size,
-        epochs=sizes.alm_epochs,
+        num_epochs=sizes.alm_epochs,
         queue_size=1024,
         lr_warmup_steps=50,
     )
@@ -343,16 +342,16 @@ class _Methods:
         self.sizes = sizes
         self._alm, self._base = {}, {}
 
-    def _bcfg(self, world: _World) -> bl.BaselineConfig:
+    def _bcfg(self, world: _World) -> almmta_jax.BaselineConfig:
         s = self.sizes
-        return bl.BaselineConfig(
+        return almmta_jax.BaselineConfig(
             world.sim_vocab,
             d_x=world.train.x.shape[1],
             max_len=s.max_len,
             channel_field=CLUSTER_FIELD,
             hidden=s.d_model,
             batch_size=s.batch_size,
-            epochs=s.baseline_epochs,
+            num_epochs=s.baseline_epochs,
             lr_warmup_steps=50,
         )
 
@@ -369,11 +368,9 @@ class _Methods:
                     "alm_mta_no_contrastive": "no_contrastive",
                     "alm_mta_lambda0": "lambda0",
                 }[name]
-                cfg = bl.alm_mta_variant(_alm_config(world, self.sizes), variant)
-                trainer = make_trainer(cfg, tr, world.eval)
-                train = jax.jit(
-                    lambda k, d, t=trainer, e=cfg.epochs: t.run_epochs(t.init(k), d, e)[0]
-                )
+                cfg = almmta_jax.alm_mta_variant(_alm_config(world, self.sizes), variant)
+                trainer = make_train(cfg, tr, world.eval)
+                train = jax.jit(lambda k, d, t=trainer: t(k, d)[0])
                 self._alm[name] = (trainer, train)
             trainer, train = self._alm[name]
             state = train(key, jax.tree.map(jnp.asarray, tr))
@@ -382,31 +379,31 @@ class _Methods:
             u, p = np.asarray(att.uplift), np.asarray(att.prob)
             return u[:n_ev], p[:n_ev], u[n_ev:], {"adversary_auc": float(ev.adversary_auc)}
         if name == "dml":
-            model = bl.fit_dml(tr, CLUSTER_FIELD, world.k, seed=seed)
-            u, p = bl.attribute_baseline(model, both)
+            model = fit_dml(tr, CLUSTER_FIELD, world.k, seed=seed)
+            u, p = almmta_jax.attribute_baseline(model, both)
             return u[:n_ev], p[:n_ev], u[n_ev:], {}
         data = tr._replace(ipw=np.ones_like(tr.ipw))
         if name == "causalmta":
-            w = bl.journey_balancing_weights(
-                tr.x, bl.channel_bags(tr, CLUSTER_FIELD, world.k), key, steps=300
+            w = almmta_jax.journey_balancing_weights(
+                tr.x, almmta_jax.channel_bags(tr, CLUSTER_FIELD, world.k), key, steps=300
             )
             data = tr._replace(ipw=w)
         if name not in self._base:
             bcfg = self._bcfg(world)
             if name == "lr":
                 bcfg = dataclasses.replace(bcfg, learning_rate=1e-2, weight_decay=1e-4)
-                fn = lambda r, c=bcfg: bl.LogisticMTA(c, rngs=r)
+                fn = lambda r, c=bcfg: almmta_jax.LogisticMTA(c, rngs=r)
             elif name == "dnamta":
-                fn = lambda r, c=bcfg: bl.DNAMTA(c, rngs=r)
+                fn = lambda r, c=bcfg: almmta_jax.DNAMTA(c, rngs=r)
             elif name == "proxy_direct":
-                fn = lambda r, c=bcfg: bl.ProxyDirect(c, rngs=r)
+                fn = lambda r, c=bcfg: almmta_jax.ProxyDirect(c, rngs=r)
             elif name == "causalmta":
-                fn = lambda r, c=bcfg: bl.CausalMTAPredictor(c, rngs=r)
+                fn = lambda r, c=bcfg: almmta_jax.CausalMTAPredictor(c, rngs=r)
             else:
                 raise ValueError(f"unknown method {name!r}")
-            self._base[name] = jax.jit(bl.make_baseline_train(fn, bcfg, data))
+            self._base[name] = jax.jit(almmta_jax.make_baseline_train(fn, bcfg, data))
         run = self._base[name](key, jax.tree.map(jnp.asarray, data))
-        u, p = bl.attribute_baseline(run.model(), both)
+        u, p = almmta_jax.attribute_baseline(run.model(), both)
         extra = {"final_train_loss": float(run.losses[-1])}
         return u[:n_ev], p[:n_ev], u[n_ev:], extra
 

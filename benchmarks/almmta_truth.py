@@ -85,6 +85,7 @@ from scipy import stats
 
 import almmta_jax as am
 from benchmarks import _common
+from drgrad_jax import loop
 
 RESULTS_MD = pathlib.Path(__file__).parent / "RESULTS.md"
 BEGIN, END = "<!-- almmta-truth:begin -->", "<!-- almmta-truth:end -->"
@@ -201,38 +202,33 @@ def _model_config(sim_cfg, quick: bool):
 # --- one compiled program for every lane ------------------------------------------------
 
 
-def make_sweep(cfg: am.TrainConfig, n_train: int):
+def make_sweep(cfg: am.TrainConfig, train: am.JourneyBatch):
     """``run(keys, lambda_max, weights, data) -> (states, step metrics)`` vmapped over lanes.
 
-    Each lane is a whole ``cfg.epochs`` run (epochs under ``lax.scan``) of the
-    jointly jitted min-max step with its own seed, λ_max and ``LossWeights``.
-    ``cfg`` must have ``beta > 0`` so the contrastive term exists (a lane's β
-    scales it, 0 included).
+    Each lane is a whole ``cfg.num_epochs`` run of the shared training loop
+    (epochs under ``lax.scan``, its batch order and non-finite guard) whose
+    step is the jointly jitted min-max step with the lane's own seed, λ_max and
+    ``LossWeights``. ``cfg`` must have ``beta > 0`` so the contrastive term
+    exists (a lane's β scales it, 0 included).
     """
+    trainer = am.make_train(cfg, train)  # checks the journeys once
+    spe, total = trainer.steps_per_epoch, trainer.total_steps
+    warm = spe if cfg.warmup_steps is None else cfg.warmup_steps
     graphdef = am.split_model(nnx.eval_shape(lambda: am.ALMMTA(cfg.model, rngs=nnx.Rngs(0))))[0]
     raw_step = am.make_step(cfg, graphdef)
-    spe = n_train // cfg.batch_size
-    total = spe * cfg.epochs
-    warm = spe if cfg.warmup_steps is None else cfg.warmup_steps
 
     def run(key, lambda_max, weights, data):
-        state = am.init_state(cfg, key)[1]
         schedule = lambda step: am.adversary_weight(step, 1.0, warm, total) * lambda_max
-
-        def epoch(state, ep):
-            perm = jax.random.permutation(
-                jax.random.fold_in(jax.random.fold_in(state.rng, 1), ep), n_train
-            )
-            order = perm[: spe * cfg.batch_size].reshape(spe, cfg.batch_size)
-
-            def one(state, idx):
-                batch = jax.tree.map(lambda a: a[idx], data)
-                return raw_step(state, batch, schedule=schedule, weights=weights)
-
-            state, ms = jax.lax.scan(one, state, order)
-            return state, jax.tree.map(jnp.mean, ms)
-
-        return jax.lax.scan(epoch, state, jnp.arange(cfg.epochs))
+        recipe = dataclasses.replace(
+            trainer.recipe,
+            step=lambda s, b: raw_step(s, b, schedule=schedule, weights=weights),
+            evaluate=lambda s, e: (),
+        )
+        lane = loop.Trainer(
+            recipe, data, None, config=cfg, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs
+        )
+        state, (steps, _) = lane(key)
+        return state, steps
 
     return jax.jit(jax.vmap(run, in_axes=(0, 0, 0, None)))
 
@@ -299,8 +295,8 @@ def run_settings(settings, cfg, world, seeds: int, seed: int, pool_size: int) ->
     for balancer in sorted({s.balancer for s in settings}):
         group = [s for s in settings if s.balancer == balancer]
         bcfg = dataclasses.replace(cfg, balancer=balancer)
-        trainer = am.make_trainer(bcfg, train, val)
-        sweep = make_sweep(bcfg, int(train.y.shape[0]))
+        trainer = am.make_train(bcfg, train, val)
+        sweep = make_sweep(bcfg, train)
         lanes = [(s, r) for s in group for r in range(seeds)]
         keys = jnp.stack([jax.random.key(1000 * seed + r) for _, r in lanes])
         lam = jnp.asarray([s.lambda_max for s, _ in lanes], jnp.float32)
@@ -431,14 +427,15 @@ def stress(steps: int, seed: int = 0) -> dict:
     batch = 128
     per_epoch = train.y.shape[0] // batch
     epochs = -(-steps // per_epoch)
-    cfg = am.TrainConfig(mc, batch_size=batch, epochs=epochs, queue_size=1024, eval_size=512)
-    trainer = am.make_trainer(cfg, train, val)
+    cfg = am.TrainConfig(mc, batch_size=batch, num_epochs=epochs, queue_size=1024, eval_size=512)
+    trainer = am.make_train(cfg, train, val)
     state = trainer.init(jax.random.key(seed))
     chunk = 20  # epochs per call: one compiled epoch function for the whole run
     start = time.perf_counter()
     nan_at = None
     while int(state.step) < steps:
-        state, (m, e) = trainer.run_epochs(state, train, chunk)
+        left = (trainer.total_steps - int(state.step)) // trainer.steps_per_epoch
+        state, (m, e) = trainer.run_epochs(state, min(chunk, left))
         leaves = jax.tree.leaves((state.params, state.adv_params, m, e))
         if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
             nan_at = int(state.step)
@@ -451,7 +448,7 @@ def stress(steps: int, seed: int = 0) -> dict:
     return {
         "steps": int(state.step),
         "nan_at_step": nan_at,
-        "epoch_fn_compilations": trainer.run_epochs._cache_size(),
+        "epoch_fn_compilations": trainer.compilations()["run_epochs"],
         "wall_s": time.perf_counter() - start,
     }
 
@@ -488,7 +485,7 @@ def main(argv: list[str] | None = None) -> dict:
     total = (train.y.shape[0] // batch) * epochs
     warm = min(500, max(1, total // 10))
     cfg = am.TrainConfig(
-        mc, batch_size=batch, epochs=epochs, eval_size=2048, lr_warmup_steps=warm, beta=0.1
+        mc, batch_size=batch, num_epochs=epochs, eval_size=2048, lr_warmup_steps=warm, beta=0.1
     )
     settings = base_settings(args.quick) + (study_settings(args.drgrad) if args.study else [])
     print(

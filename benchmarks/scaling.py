@@ -4,7 +4,7 @@ Three questions, each measured in fresh subprocesses so the figures are clean:
 
 * step time vs number of devices (1, 2, 4, 8) and vs global batch size, for the
   DRGrad trainer (``drgrad_jax.make_train(..., mesh=...)``, Split-MMoE + DRGrad)
-  and the ALM-MTA min-max step (``almmta_jax.data_parallel_step``);
+  and the ALM-MTA min-max step (``almmta_jax.make_train(..., mesh=mesh)``);
 * ``max_abs_diff_8dev_vs_1dev``: the largest absolute parameter difference
   between the 8-device and the 1-device run after a few steps on the same
   global batches, for DRGrad, PCGrad and ALM-MTA;
@@ -74,7 +74,7 @@ def _sizes(quick: bool) -> dict:
 
 
 def _almmta_config(s: dict, batch: int, optimizer: str = "adamw"):
-    from almmta_jax import ModelConfig, TrainConfig
+    from almmta_jax import ModelConfig, TrainConfig, default_optimizer
 
     model = ModelConfig(
         vocab_sizes=(1000, 100, 50, 20),
@@ -93,9 +93,9 @@ def _almmta_config(s: dict, batch: int, optimizer: str = "adamw"):
         batch_size=batch,
         queue_size=1024,
         warmup_steps=0,
-        lr_warmup_steps=1,
-        optimizer=optimizer,
-        learning_rate=1e-2 if optimizer == "sgd" else 1e-3,
+        optimizer=default_optimizer(
+            1e-2 if optimizer == "sgd" else 1e-3, warmup_steps=1, kind=optimizer
+        ),
     )
 
 
@@ -126,15 +126,16 @@ def _drgrad_setup(batch: int, method: str = "drgrad"):
 def _time_almmta(s: dict, n: int, batch: int) -> dict:
     import jax
 
-    from almmta_jax import data_parallel_step, init_state, random_journeys, shard_state
+    from almmta_jax import make_train
+    from almmta_jax.testing import random_journeys
     from drgrad_jax import parallel
 
     cfg = _almmta_config(s, batch)
-    mesh = parallel.make_mesh(n)
-    step = data_parallel_step(cfg, mesh, steps_per_epoch=100)
-    state = shard_state(init_state(cfg, jax.random.key(0))[1], mesh)
-    b = parallel.shard_batch(random_journeys(jax.random.key(1), batch, cfg.model), mesh)
-    rec = _common.time_fn(step, state, b, iters=s["iters"], warmup=1)
+    data = random_journeys(jax.random.key(1), batch, cfg.model)
+    trainer = make_train(cfg, data, mesh=parallel.make_mesh(n))
+    state = trainer.init(jax.random.key(0))
+    b = parallel.shard_batch(data, trainer.mesh)
+    rec = _common.time_fn(trainer.step, state, b, iters=s["iters"], warmup=1)
     del rec["times_s"]
     return rec
 
@@ -181,14 +182,15 @@ def _diff_drgrad(method: str) -> float:
 def _diff_almmta(s: dict, optimizer: str) -> dict:
     import jax
 
-    from almmta_jax import data_parallel_step, make_trainer, random_journeys, shard_state
+    from almmta_jax import make_train, shard_state
+    from almmta_jax.testing import random_journeys
     from drgrad_jax import parallel
 
     cfg = _almmta_config(s, 64, optimizer)
     data = jax.tree.map(np.asarray, random_journeys(jax.random.key(3), 64 * 10, cfg.model))
-    trainer = make_trainer(cfg, data)
+    trainer = make_train(cfg, data)
     mesh = parallel.make_mesh(8)
-    step = data_parallel_step(cfg, mesh, steps_per_epoch=trainer.steps_per_epoch)
+    step = make_train(cfg, data, mesh=mesh).step
     one = trainer.init(jax.random.key(0))
     many = shard_state(one, mesh)
     for i in range(DIFF_STEPS):

@@ -9,7 +9,7 @@ over the chunk, validation AUC, the largest ``|param|``, the updater's
 non-finite.
 
 ALM-MTA: a one-layer width-16 ``almmta_jax.ModelConfig`` trained with the
-public ``almmta_jax.make_trainer`` on ``SimConfig.preset("unit_test")`` worlds,
+public ``almmta_jax.make_train`` on ``SimConfig.preset("unit_test")`` worlds,
 in chunks of whole epochs (``Trainer.run_epochs``). After every chunk: outcome
 and adversary losses, outcome and adversary AUC, λ_t, the largest ``|param|``.
 
@@ -84,6 +84,7 @@ def drgrad_run(steps: int, chunk: int, param_limit: float, seed: int = 0) -> dic
         num_epochs=epochs,
     )
     trainer = drgrad_jax.make_train(config, d)
+    val = drgrad_jax.device_splits(d)[1]
     state = trainer.init(jax.random.key(seed))
     chunks, diverged_at = [], None
     start = time.perf_counter()
@@ -93,7 +94,7 @@ def drgrad_run(steps: int, chunk: int, param_limit: float, seed: int = 0) -> dic
         state, losses = trainer.run(state, n)
         jax.block_until_ready(state)
         run_s = time.perf_counter() - tick
-        auc, _ = trainer.evaluate(state)
+        auc, _ = trainer.evaluate(state, val)
         drg = drgrad_jax.find_drgrad_state(state.opt_state)
         rec = {
             "step": int(state.step),
@@ -146,14 +147,14 @@ def almmta_run(steps: int, chunk_epochs: int, param_limit: float, seed: int = 0)
     per_epoch = int(train.y.shape[0]) // batch
     epochs = math.ceil(steps / per_epoch)
     epochs = chunk_epochs * math.ceil(epochs / chunk_epochs)
-    cfg = am.TrainConfig(mc, batch_size=batch, epochs=epochs, queue_size=256, eval_size=256)
-    trainer = am.make_trainer(cfg, train, val)
+    cfg = am.TrainConfig(mc, batch_size=batch, num_epochs=epochs, queue_size=256, eval_size=256)
+    trainer = am.make_train(cfg, train, val)
     state = trainer.init(jax.random.key(seed))
     chunks, diverged_at = [], None
     start = time.perf_counter()
     while int(state.step) < steps:
         tick = time.perf_counter()
-        state, (m, e) = trainer.run_epochs(state, train, chunk_epochs)
+        state, (m, e) = trainer.run_epochs(state, chunk_epochs)
         jax.block_until_ready(state)
         run_s = time.perf_counter() - tick
         rec = {
@@ -181,7 +182,7 @@ def almmta_run(steps: int, chunk_epochs: int, param_limit: float, seed: int = 0)
         "data": "almmta_jax.simulate.SimConfig.preset('unit_test'), train split",
         "chunks": chunks,
         "diverged_at_step": diverged_at,
-        "epoch_fn_compilations": trainer.run_epochs._cache_size(),
+        "epoch_fn_compilations": trainer.compilations()["run_epochs"],
         "wall_s": round(time.perf_counter() - start, 1),
     }
 

@@ -115,13 +115,13 @@ from drgrad_jax import data, metrics, models
 from drgrad_jax._src.train import TrainConfig
 from drgrad_jax._src.train import TrainResult
 from drgrad_jax._src.train import TrainState
-from drgrad_jax._src.train import Trainer
+from drgrad_jax._src.loop import Trainer
 from drgrad_jax._src.train import device_splits
 from drgrad_jax._src.train import make_train
 from drgrad_jax._src.train import select_by_validation
 
-# --- data parallelism over a device mesh (submodule) ---------------------------
-from drgrad_jax import parallel, tree
+# --- data parallelism over a device mesh, the shared training loop (submodules) ---
+from drgrad_jax import loop, parallel, tree
 
 __version__ = "0.1.0"
 
@@ -132,6 +132,7 @@ __all__ = [
     "Trainer",
     "data",
     "device_splits",
+    "loop",
     "make_train",
     "metrics",
     "models",

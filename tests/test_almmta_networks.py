@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import almmta_jax as am
+from almmta_jax.testing import random_journeys
 from tests.almmta_tiny import tiny_model
 
 
@@ -20,7 +21,7 @@ def _cfg(encoder="attention", **kw):
 def model_and_batch(request):
     cfg = _cfg(request.param)
     model = am.ALMMTA(cfg, rngs=nnx.Rngs(0))
-    batch = am.random_journeys(jax.random.key(1), 6, cfg)
+    batch = random_journeys(jax.random.key(1), 6, cfg)
     return model, batch
 
 
@@ -113,7 +114,7 @@ def test_dropout_only_with_a_key(model_and_batch):
 def test_bad_batches_raise():
     cfg = _cfg()
     model = am.ALMMTA(cfg, rngs=nnx.Rngs(0))
-    batch = am.random_journeys(jax.random.key(1), 6, cfg)
+    batch = random_journeys(jax.random.key(1), 6, cfg)
     with pytest.raises(ValueError, match="id fields"):
         model(batch._replace(touch_ids=batch.touch_ids[..., :1]))
     with pytest.raises(TypeError, match="touch_ids must be integer"):
@@ -350,7 +351,7 @@ def test_high_match_set_matches_numpy():
 def test_reference_pool_and_explicit_sum_over_whole_pool_is_mean(model_and_batch):
     """K = R with uniform π: the explicit mode averages the outcome head over the pool."""
     model, batch = model_and_batch
-    ref = am.random_journeys(jax.random.key(5), 6, model.config)
+    ref = random_journeys(jax.random.key(5), 6, model.config)
     pool = am.build_reference_pool(model, ref, ref.touch_ids[..., 1])
     clusters = ref.touch_ids[..., 1]
     for bad in (clusters[:, :-1], jnp.concatenate([clusters, clusters[:, :1]], axis=1)):

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import almmta_jax as am
-from almmta_jax._src.train import ADVERSARY
+from almmta_jax._src.adversary import ADVERSARY
+from almmta_jax.testing import random_journeys
 from tests.almmta_tiny import tiny_model
 
 # One tiny shape shared by every test (each new shape costs compilations).
@@ -20,22 +21,31 @@ MODEL = tiny_model(dropout=0.0)
 B = 6
 
 
-def _config(**kw):
+def _config(optimizer="sgd", **kw):
     base = dict(
         model=MODEL,
         mode="simultaneous",
         batch_size=B,
-        epochs=2,
+        num_epochs=2,
         queue_size=8,
         lr_warmup_steps=1,
         warmup_steps=1,
         lambda_max=0.5,
         beta=0.5,
-        optimizer="sgd",
         learning_rate=0.05,
+        weight_decay=1e-5,
+        clip_norm=5.0,
     )
     base.update(kw)
-    return am.TrainConfig(**base)
+    # The default optimizer of the given kind, built from the config's own fields.
+    tx = am.default_optimizer(
+        base["learning_rate"],
+        warmup_steps=base["lr_warmup_steps"],
+        weight_decay=base["weight_decay"],
+        clip_norm=base["clip_norm"],
+        kind=optimizer,
+    )
+    return am.TrainConfig(optimizer=tx, **base)
 
 
 def _leaves_close(a, b, rtol=1e-5, atol=1e-6):
@@ -71,14 +81,14 @@ def _leaves_close_to_scale(a, b, ulps=256):
 
 @pytest.fixture(scope="module")
 def data():
-    d = am.random_journeys(jax.random.key(0), 4 * B, MODEL, upload_rate=0.5)
+    d = random_journeys(jax.random.key(0), 4 * B, MODEL, upload_rate=0.5)
     # Make some proxy targets clear positives so the contrastive term is active.
     return d._replace(yp=jnp.where(d.yp_mask[..., None], 0.3 + 0.7 * d.yp, 0.0))
 
 
 @pytest.fixture(scope="module")
 def trainer(data):
-    return am.make_trainer(_config(), data)
+    return am.make_train(_config(), data)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +224,7 @@ def test_simultaneous_k1_equals_hand_composed_two_optimizer_update(
 
 
 def test_grl_step_equals_simultaneous_k1(data, start, batch, hand_composed):
-    grl = am.make_trainer(_config(mode="grl"), data)
+    grl = am.make_train(_config(mode="grl"), data)
     new, _ = grl.step(start, batch)
     params, adv = hand_composed
     _leaves_close(new.params, params)
@@ -227,7 +237,7 @@ def test_no_recompilation_as_the_schedule_moves(trainer, batch):
     for _ in range(4):
         state, m = trainer.step(state, batch)
         lams.append(float(m.adversary_weight))
-    assert trainer.step._cache_size() == 1
+    assert trainer.compilations()["step"] == 1
     ref = [float(am.adversary_weight(s, 0.5, 1, trainer.total_steps)) for s in range(4)]
     np.testing.assert_allclose(lams, ref, rtol=1e-6)
     assert lams[0] == 0.0 and lams[3] > lams[2] > 0
@@ -263,7 +273,7 @@ def test_traced_loss_weights_lanes_equal_the_config_constants(trainer, data, sta
     )
     lanes, _ = jax.jit(jax.vmap(lambda w: raw(start, batch, schedule=sched, weights=w)))(weights)
     ref0, _ = trainer.step(start, batch)
-    other = am.make_trainer(_config(alpha=0.5, beta=0.0, proxy_on_negatives=True), data)
+    other = am.make_train(_config(alpha=0.5, beta=0.0, proxy_on_negatives=True), data)
     ref1, _ = other.step(start, batch)
     for lane, ref in ((0, ref0), (1, ref1)):
         got = jax.tree.map(lambda a, lane=lane: a[lane], lanes)
@@ -297,7 +307,7 @@ BALANCED_LR = 1.0  # SGD without clipping or decay: the update is -lr times the 
 @pytest.fixture(scope="module")
 def balanced(data):
     cfg = _config(balancer="drgrad", learning_rate=BALANCED_LR, weight_decay=0.0, clip_norm=1e6)
-    trainer = am.make_trainer(cfg, data)
+    trainer = am.make_train(cfg, data)
     return cfg, trainer, trainer.init(jax.random.key(7))._replace(step=jnp.int32(3))
 
 
@@ -326,7 +336,7 @@ def test_drgrad_balancer_routes_the_shared_backbone_like_the_released_rule(
     cfg, trainer, start = balanced
     new, metrics = trainer.step(start, batch)
     new2, _ = trainer.step(new, batch)
-    assert trainer.step._cache_size() == 1
+    assert trainer.compilations()["step"] == 1
     for leaf in jax.tree.leaves((new2.params, new2.adv_params, metrics)):
         assert np.all(np.isfinite(np.asarray(leaf)))
     params0, (g_y, g_p, g_r) = term_grads
@@ -370,7 +380,7 @@ def test_drgrad_balancer_routes_the_shared_backbone_like_the_released_rule(
 
 def test_drgrad_balancer_grl_equals_simultaneous_k1(balanced, data, batch):
     cfg, trainer, start = balanced
-    grl = am.make_trainer(dataclasses.replace(cfg, mode="grl"), data)
+    grl = am.make_train(dataclasses.replace(cfg, mode="grl"), data)
     a, _ = trainer.step(start, batch)
     b, _ = grl.step(start, batch)
     _leaves_close(a.params, b.params, rtol=1e-4, atol=1e-5)
@@ -389,11 +399,11 @@ def test_balance_heads_rejects_bad_task_axis():
 
 def test_checkpoint_resume_is_identical(trainer, data, tmp_path):
     s0 = trainer.init(jax.random.key(4))
-    s1, (m1, e1) = trainer.run_epochs(s0, data, 1)
-    straight, (m2, _) = trainer.run_epochs(s1, data, 1)
-    am.save_checkpoint(tmp_path / "ckpt", s1)
-    restored = am.restore_checkpoint(tmp_path / "ckpt", s0)
-    resumed, (m3, _) = trainer.run_epochs(restored, data, 1)
+    s1, (m1, e1) = trainer.run_epochs(s0, 1)
+    straight, (m2, _) = trainer.run_epochs(s1, 1)
+    trainer.save(tmp_path / "ckpt", s1)
+    restored = trainer.restore(tmp_path / "ckpt")
+    resumed, (m3, _) = trainer.run_epochs(restored, 1)
     for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
         if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
             a, b = jax.random.key_data(a), jax.random.key_data(b)
@@ -408,7 +418,7 @@ def test_checkpoint_resume_is_identical(trainer, data, tmp_path):
 
 
 def test_make_train_vmaps_over_seeds(trainer, data):
-    cfg = _config(epochs=1)
+    cfg = _config(num_epochs=1)
     train = am.make_train(cfg, data)
     keys = jax.random.split(jax.random.key(9), 2)
     states, (steps, evals) = jax.jit(jax.vmap(train))(keys)
@@ -419,7 +429,7 @@ def test_make_train_vmaps_over_seeds(trainer, data):
     assert not np.allclose(steps.outcome_loss[0], steps.outcome_loss[1])
     # Seed 0 of the vmapped program follows the same run done alone (up to float
     # reassociation in the batched kernels, amplified over the steps).
-    alone, (alone_steps, _) = trainer.run_epochs(trainer.init(keys[0]), data, 1)
+    alone, (alone_steps, _) = trainer.run_epochs(trainer.init(keys[0]), 1)
     np.testing.assert_allclose(steps.outcome_loss[0], alone_steps.outcome_loss, rtol=1e-3)
     _leaves_close(jax.tree.map(lambda a: a[0], states.params), alone.params, rtol=0, atol=2e-3)
 
@@ -436,11 +446,8 @@ def test_bad_configs_raise(data):
     with pytest.raises(TypeError, match="ModelConfig"):
         am.TrainConfig(model=dataclasses.asdict(MODEL))
     with pytest.raises(ValueError, match="batch_size"):
-        am.make_trainer(_config(batch_size=10 * B), data)
+        am.make_train(_config(batch_size=10 * B), data)
     with pytest.raises(TypeError, match="TrainConfig"):
-        am.make_trainer(MODEL, data)
-    graphdef = am.split_model(am.ALMMTA(MODEL, rngs=nnx.Rngs(0)))[0]
-    with pytest.raises(ValueError, match="two-player"):
-        am.make_step(_config(mode="grl"), graphdef, player="adversary")
-    with pytest.raises(ValueError, match="player"):
-        am.make_step(_config(), graphdef, player="both_players")
+        am.make_train(MODEL, data)
+    with pytest.raises(TypeError, match="optimizer must be an optax"):
+        am.TrainConfig(MODEL, optimizer="adamw")

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import almmta_jax as am
+from almmta_jax.testing import random_journeys
 from tests.almmta_tiny import tiny_model
 
 MODEL = tiny_model()
@@ -25,7 +26,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def batch():
-    b = am.random_journeys(jax.random.key(12), B, MODEL)
+    b = random_journeys(jax.random.key(12), B, MODEL)
     # Lengths 1, 2, 3, 4, 5, 2: every case including a single touch.
     lengths = np.array([1, 2, 3, 4, 5, 2])
     mask = np.arange(MODEL.max_len)[None, :] < lengths[:, None]
@@ -153,7 +154,7 @@ def test_shapley_efficiency_holds_for_few_permutations(model, batch, prob_of):
 
 
 def test_explicit_frontdoor_deletion_matches_manual_sum(model, batch):
-    ref = am.random_journeys(jax.random.key(13), B, MODEL)
+    ref = random_journeys(jax.random.key(13), B, MODEL)
     pool = am.build_reference_pool(model, ref, ref.touch_ids[..., 1])
     log_e = jax.nn.log_softmax(jax.random.normal(jax.random.key(14), (B, 3)))
     log_f = jnp.log(jnp.array([0.2, 0.3, 0.5]))

@@ -2,12 +2,12 @@
 
 | bad input | what happens |
 | --- | --- |
-| NaN / Inf in a batch | rejected by ``validate_journeys``, ``load_journey_npz`` and ``journey_batches`` (names the field and shard); inside a step, ``keep_if_finite`` / ``data_parallel_step`` drop the update |
+| NaN / Inf in a batch | rejected by ``validate_journeys``, ``load_journey_npz`` and ``journey_batches`` (names the field and shard); inside a step, the training loop's guard (``drgrad_jax.loop.keep_if_finite``) drops the update and counts it |
 | empty journey | ``ragged_to_batch`` / ``validate_journeys`` raise; a step on one stays finite |
 | all-padding batch | never produced by ``journey_batches``; a step on one stays finite, outcome loss 0 |
 | mismatched shapes | ``ValueError`` at trace time naming the field and both shapes |
 | corrupt npz shard / Criteo file | ``ValueError`` naming the file |
-| checkpoint of another config | ``restore_checked`` lists the arrays that differ |
+| checkpoint of another config | ``Trainer.restore`` lists what differs (config fields, arrays) |
 | single-class AUC | NaN (the single-class rule), parameters untouched |
 """
 
@@ -19,11 +19,8 @@ import pytest
 
 from almmta_jax import (
     TrainConfig,
-    keep_if_finite,
-    make_trainer,
-    random_journeys,
-    restore_checked,
-    save_checkpoint,
+    default_optimizer,
+    make_train,
 )
 from almmta_jax.data import (
     JourneyBatch,
@@ -35,6 +32,7 @@ from almmta_jax.data import (
     save_journey_npz,
     validate_journeys,
 )
+from almmta_jax.testing import random_journeys
 from tests.almmta_tiny import tiny_model
 
 BATCH = 8
@@ -42,7 +40,7 @@ BATCH = 8
 
 def _config(**kw):
     model = tiny_model(vocab_sizes=(16,), max_len=4, num_users=0)
-    base = dict(batch_size=BATCH, epochs=1, queue_size=8, warmup_steps=0, lr_warmup_steps=1)
+    base = dict(batch_size=BATCH, num_epochs=1, queue_size=8, warmup_steps=0, lr_warmup_steps=1)
     base.update(kw)
     return TrainConfig(model, **base)
 
@@ -54,7 +52,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def trainer(data):
-    return make_trainer(_config(), data)
+    return make_train(_config(), data)
 
 
 @pytest.fixture(scope="module")
@@ -105,15 +103,17 @@ def test_nonfinite_step_is_dropped_by_the_guard(trainer, state, data):
     b = _batch(data)
     x = b.x.copy()
     x[0, 0] = np.nan
-    new, metrics = trainer.step(state, b._replace(x=x))
+    kept, metrics = trainer.step(state, b._replace(x=x))
     assert not np.isfinite(float(metrics.outcome_loss))  # the skip is visible in the logs
-    kept = keep_if_finite(state, new)
     assert int(kept.step) == int(state.step) + 1
+    assert int(kept.skipped) == int(state.skipped) + 1
     assert _equal(kept.params, state.params) and _equal(kept.opt_state, state.opt_state)
     assert _equal(kept.queue, state.queue) and _finite(kept.params)
-    # On a finite step the guard is the identity.
+    # On a finite step the guard is the identity: the unguarded trainer gives the same state.
     good, _ = trainer.step(state, b)
-    assert _equal(keep_if_finite(state, good), good)
+    unguarded = make_train(_config(skip_nonfinite=False), data)
+    raw, _ = unguarded.step(state, b)
+    assert int(good.skipped) == 0 and _equal(good, raw)
 
 
 def test_trainer_step_alone_keeps_parameters_finite(trainer, state, data):
@@ -124,11 +124,11 @@ def test_trainer_step_alone_keeps_parameters_finite(trainer, state, data):
     assert _finite(new.params)
 
 
-def test_make_trainer_rejects_nan_data(data):
+def test_make_train_rejects_nan_data(data):
     x = data.x.copy()
     x[2, 1] = np.nan
     with pytest.raises(ValueError, match="x contains NaN"):
-        make_trainer(_config(), data._replace(x=x))
+        make_train(_config(), data._replace(x=x))
 
 
 # -------------------------------------------------------- empty and padding rows
@@ -261,21 +261,21 @@ def test_corrupt_criteo_file(tmp_path):
 # ---------------------------------------------------------------- checkpoints
 
 
-def test_checkpoint_from_another_config(state, data, tmp_path):
-    save_checkpoint(tmp_path / "ckpt", state)
-    same = restore_checked(tmp_path / "ckpt", state)
-    assert _equal(same.params, state.params)
-    wider = make_trainer(_config(queue_size=12), data).init(jax.random.key(1))
-    with pytest.raises(ValueError, match=r"(?s)different configuration.*queue: stored \(8, 4\)"):
-        restore_checked(tmp_path / "ckpt", wider)
-    sgd = make_trainer(_config(optimizer="sgd"), data).init(jax.random.key(1))
+def test_checkpoint_from_another_config(trainer, state, data, tmp_path):
+    trainer.save(tmp_path / "ckpt", state)
+    same = trainer.restore(tmp_path / "ckpt")
+    assert _equal(same, state)
+    wider = make_train(_config(queue_size=12), data)
+    with pytest.raises(
+        ValueError, match=r"(?s)different configuration.*queue_size: checkpoint 8, here 12"
+    ) as err:
+        wider.restore(tmp_path / "ckpt")
+    assert ".queue: checkpoint shape (8, 4) float32, here (12, 4) float32" in str(err.value)
+    sgd = make_train(_config(optimizer=default_optimizer(kind="sgd")), data)
     with pytest.raises(ValueError, match="arrays only in the checkpoint"):
-        restore_checked(tmp_path / "ckpt", sgd)
-    # (The bare restore_checkpoint refuses too, but with orbax's bare message
-    # "Requested shape ... is not compatible with the stored shape", naming no array,
-    # and leaves orbax's reader coroutines unclosed; restore_checked checks first.)
+        sgd.restore(tmp_path / "ckpt")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        restore_checked(tmp_path / "absent", state)
+        trainer.restore(tmp_path / "absent")
 
 
 # ----------------------------------------------------------- single-class AUC

@@ -9,12 +9,13 @@ import optax
 import pytest
 from flax import nnx
 
-from almmta_jax import ModelConfig, TrainConfig, random_journeys
+from almmta_jax import ModelConfig, TrainConfig, fit_dml
 from almmta_jax._src import baselines as bl
 from almmta_jax.data import JourneyBatch
+from almmta_jax.testing import random_journeys
 
 CFG = bl.BaselineConfig(
-    (6, 3), d_x=3, max_len=5, channel_field=1, hidden=8, embed_dim=4, batch_size=16, epochs=3
+    (6, 3), d_x=3, max_len=5, channel_field=1, hidden=8, embed_dim=4, batch_size=16, num_epochs=3
 )
 
 
@@ -107,7 +108,7 @@ def test_causalmta_channel_classifier_gradient_is_reversed(data):
 
 
 def test_training_loop_lowers_the_loss_and_vmaps(data):
-    cfg = dataclasses.replace(CFG, epochs=6, learning_rate=1e-2)
+    cfg = dataclasses.replace(CFG, num_epochs=6, learning_rate=1e-2)
     train = bl.make_baseline_train(lambda r: bl.LogisticMTA(cfg, rngs=r), cfg, data)
     runs = jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(0), 2))
     assert runs.losses.shape == (2, 6)
@@ -117,7 +118,7 @@ def test_training_loop_lowers_the_loss_and_vmaps(data):
 
 
 def test_one_compiled_loop_trains_on_data_passed_as_an_argument(data):
-    cfg = dataclasses.replace(CFG, epochs=2, learning_rate=1e-2)
+    cfg = dataclasses.replace(CFG, num_epochs=2, learning_rate=1e-2)
     other = random_journeys(jax.random.key(7), 48, ModelConfig((6, 3), d_x=3, max_len=5))
     fn = lambda r: bl.LogisticMTA(cfg, rngs=r)
     shared = jax.jit(bl.make_baseline_train(fn, cfg, data))
@@ -143,7 +144,7 @@ def test_attribute_baseline_compiles_once_per_structure(data):
 
 
 def test_causalmta_trains_with_journey_weights(data):
-    cfg = dataclasses.replace(CFG, epochs=2, learning_rate=1e-2)
+    cfg = dataclasses.replace(CFG, num_epochs=2, learning_rate=1e-2)
     w = bl.journey_balancing_weights(
         data.x, bl.channel_bags(data, 1, 3), jax.random.key(0), steps=50
     )
@@ -157,7 +158,7 @@ def test_causalmta_trains_with_journey_weights(data):
 
 
 def test_proxy_direct_reads_the_label_through_the_proxy(data):
-    cfg = dataclasses.replace(CFG, epochs=20, learning_rate=2e-2)
+    cfg = dataclasses.replace(CFG, num_epochs=20, learning_rate=2e-2)
     run = jax.jit(bl.make_baseline_train(lambda r: bl.ProxyDirect(cfg, rngs=r), cfg, data))(
         jax.random.key(0)
     )
@@ -193,7 +194,7 @@ def test_dml_recovers_linear_effects():
         yp_mask=np.zeros((len(x), l), bool),
         ipw=np.ones(len(x), np.float32),
     )
-    model = bl.fit_dml(batch, 0, k, ridge=1e-3)
+    model = fit_dml(batch, 0, k, ridge=1e-3)
     got = np.asarray(model.effects(x))
     rmse = np.sqrt(np.mean((got - eff) ** 2))
     assert rmse < 0.2 * eff.std(), (rmse, eff.std())

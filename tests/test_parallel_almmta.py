@@ -6,15 +6,13 @@ import pytest
 
 from almmta_jax import (
     TrainConfig,
-    data_parallel_step,
-    make_trainer,
-    random_journeys,
-    restore_checkpoint,
-    save_checkpoint,
+    default_optimizer,
+    make_train,
     shard_state,
     state_sharding,
 )
 from almmta_jax.data import journey_batches
+from almmta_jax.testing import random_journeys
 from drgrad_jax import parallel
 from tests.almmta_tiny import tiny_model
 
@@ -23,12 +21,12 @@ BATCH = 16
 STEPS_PER_EPOCH = 4
 
 
-def _config(mode="grl", **kw):
+def _config(mode="grl", optimizer="adamw", **kw):
     model = tiny_model(vocab_sizes=(16, 8), max_len=4, num_users=16, dropout=0.2)
     base = dict(
         mode=mode,
         batch_size=BATCH,
-        epochs=2,
+        num_epochs=2,
         queue_size=12,  # < BATCH: the ring buffer wraps every step
         warmup_steps=0,  # the adversary's reversal is on from the first step
         lambda_max=0.5,
@@ -37,7 +35,10 @@ def _config(mode="grl", **kw):
         beta=0.5,
     )
     base.update(kw)
-    return TrainConfig(model, **base)
+    tx = default_optimizer(
+        base["learning_rate"], warmup_steps=base["lr_warmup_steps"], kind=optimizer
+    )
+    return TrainConfig(model, optimizer=tx, **base)
 
 
 @pytest.fixture(scope="module")
@@ -96,18 +97,16 @@ def setups(data, mesh):
     out = {}
     for name, kw in SETUPS.items():
         cfg = _config(kw["mode"], adversary_steps=2, optimizer=kw["optimizer"])
-        trainer = make_trainer(cfg, data)  # single device, the reference
-        step = data_parallel_step(
-            cfg, mesh, steps_per_epoch=STEPS_PER_EPOCH, shard_embeddings=kw["shard_embeddings"]
-        )
-        out[name] = (cfg, trainer, step, kw["shard_embeddings"])
+        trainer = make_train(cfg, data)  # single device, the reference
+        multi = make_train(cfg, data, mesh=mesh, shard_embeddings=kw["shard_embeddings"])
+        out[name] = (kw["optimizer"], trainer, multi, kw["shard_embeddings"])
     return out
 
 
 @pytest.mark.parametrize("name", list(SETUPS))
 def test_eight_devices_equal_one_device(data, mesh, setups, name):
-    cfg, trainer, step, shard_embeddings = setups[name]
-    optimizer = cfg.optimizer
+    optimizer, trainer, multi, shard_embeddings = setups[name]
+    cfg = trainer.config
     assert trainer.steps_per_epoch == STEPS_PER_EPOCH
     one = trainer.init(jax.random.key(0))
     many = shard_state(one, mesh, shard_embeddings=shard_embeddings)
@@ -117,7 +116,7 @@ def test_eight_devices_equal_one_device(data, mesh, setups, name):
         # The batch is really split: each device holds BATCH / 8 journeys.
         assert {s.data.shape for s in sharded.touch_ids.addressable_shards} == {(2, 4, 2)}
         assert len(sharded.y.addressable_shards) == NUM_DEVICES
-        many, m_many = step(many, sharded)
+        many, m_many = multi.step(many, sharded)
     assert int(many.step) == 3
     table = many.params["touch_embed"]["tables"][0]["embedding"][...]
     # Dropout, the queue and the adversary are all active in the compared steps.
@@ -148,24 +147,25 @@ def test_eight_devices_equal_one_device(data, mesh, setups, name):
 
 
 def test_step_all_reduces_gradients(data, mesh, setups):
-    cfg, trainer, step, shard_embeddings = setups["simultaneous-sgd-replicated"]
-    state = shard_state(trainer.init(jax.random.key(0)), mesh)
+    _, trainer, multi, shard_embeddings = setups["simultaneous-sgd-replicated"]
+    state = multi.init(jax.random.key(0))
     batch = parallel.shard_batch(_batches(data, 1)[0], mesh)
-    hlo = step.lower(state, batch).compile().as_text()
+    hlo = multi.compiled.step.lower(state, batch).compile().as_text()
     # The partitioned program reduces gradients across devices.
     assert "all-reduce" in hlo
     # A non-finite batch is dropped by the step's guard: state kept, counter moved.
     bad = parallel.shard_batch(
         _batches(data, 1)[0]._replace(ipw=np.full(BATCH, np.inf, np.float32)), mesh
     )
-    new, metrics = step(state, bad)
+    new, metrics = multi.step(state, bad)
     assert not np.isfinite(float(metrics.outcome_loss))
     assert int(new.step) == 1 and _max_abs_diff(new.params, state.params) == 0.0
+    assert int(new.skipped) == 1
 
 
 def test_state_sharding_rules(data, mesh):
     cfg = _config()
-    state = make_trainer(cfg, data).init(jax.random.key(0))
+    state = make_train(cfg, data).init(jax.random.key(0))
     plain = state_sharding(state, mesh)
     assert all(s.is_fully_replicated for s in jax.tree.leaves(plain))
     split = state_sharding(state, mesh, shard_embeddings=True)
@@ -181,15 +181,15 @@ def test_state_sharding_rules(data, mesh):
     assert len(paths) == 3 * 3
 
 
-def test_data_parallel_bad_arguments(mesh):
+def test_data_parallel_bad_arguments(data, mesh):
     with pytest.raises(ValueError, match="batch_size=12 is not divisible"):
-        data_parallel_step(_config(batch_size=12), mesh, steps_per_epoch=2)
+        make_train(_config(batch_size=12), data, mesh=mesh)
     with pytest.raises(ValueError, match="not a mesh axis"):
-        data_parallel_step(_config(), mesh, steps_per_epoch=2, axis="model")
-    with pytest.raises(ValueError, match="steps_per_epoch"):
-        data_parallel_step(_config(), mesh, steps_per_epoch=0)
+        state_sharding(make_train(_config(), data).init(jax.random.key(0)), mesh, axis="model")
+    with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
+        make_train(_config(), data, mesh="data")
     with pytest.raises(TypeError, match="TrainConfig"):
-        data_parallel_step(_config().model, mesh, steps_per_epoch=2)
+        make_train(_config().model, data, mesh=mesh)
     with pytest.raises(TypeError, match="TrainState"):
         state_sharding({"w": np.zeros(3)}, mesh)
 
@@ -227,9 +227,9 @@ def test_kill_mid_epoch_and_resume_is_bit_identical(data, setups, tmp_path):
     full, metrics = _run(trainer, data, key, num_steps=total)
     # The "killed" run: 6 steps (mid-epoch 2), checkpoint, then its state is gone.
     killed, _ = _run(trainer, data, key, num_steps=STEPS_PER_EPOCH + 2)
-    save_checkpoint(tmp_path / "ckpt", killed)
+    trainer.save(tmp_path / "ckpt", killed)
     del killed
-    restored = restore_checkpoint(tmp_path / "ckpt", trainer.init(jax.random.key(999)))
+    restored = trainer.restore(tmp_path / "ckpt")
     assert int(restored.step) == STEPS_PER_EPOCH + 2
     resumed, resumed_metrics = _run(trainer, data, key, num_steps=total, start=restored)
     assert int(resumed.step) == total

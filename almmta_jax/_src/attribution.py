@@ -214,7 +214,7 @@ def attribute(
       >>> import jax
       >>> from flax import nnx
       >>> from almmta_jax._src.networks import ALMMTA, ModelConfig
-      >>> from almmta_jax._src.train import random_journeys
+      >>> from almmta_jax.testing import random_journeys
       >>> cfg = ModelConfig(vocab_sizes=(5,), d_x=2, max_len=4, d_model=8, num_heads=2,
       ...                   ffn_dim=8, d_mediator=4, d_contrast=4, num_layers=1)
       >>> model = ALMMTA(cfg, rngs=nnx.Rngs(0))

@@ -5,15 +5,15 @@
 * ``CausalMTAPredictor`` with ``journey_balancing_weights``: CausalMTA-style
   back-door adjustment (journey reweighting + a gradient-reversal channel
   classifier; Yao et al. 2022).
-* ``fit_dml``: DML-style R-learner residualization on cluster exposure counts.
+* ``fit_dml`` (``dml.py``): DML-style R-learner residualization on cluster exposure counts.
 * ``ProxyDirect``: the leaky "direct mediation observation" ablation, where the
   observed proxy y' replaces the learned mediator (no adversary).
 * ``alm_mta_variant``: the ALM-MTA ablations that are configurations of
   ``TrainConfig`` (``"no_contrastive"``: β = 0; ``"lambda0"``: no reversal).
 
 Every neural baseline maps ``(batch, keep)`` to outcome logits, is trained by
-``make_baseline_train`` (the same optimizer chain, warm-up, batch order and
-``lax.scan`` over epochs as ``almmta_jax.make_trainer``) and is attributed by
+``make_baseline_train`` (the same optimizer builder as ALM-MTA and the same
+training loop: batch order, ``lax.scan`` over epochs, non-finite guard) and is attributed by
 ``deletion_uplift``: ``Δ_ij = σ(f(t_i)) − σ(f(t_i ∖ τ_ij))``, as for ALM-MTA.
 """
 
@@ -31,8 +31,11 @@ import optax
 from flax import nnx
 
 from almmta_jax._src import losses
+from almmta_jax._src.adversary import gradient_reversal
 from almmta_jax._src.data import JourneyBatch
-from almmta_jax._src.train import TrainConfig, gradient_reversal
+from almmta_jax._src.optimizer import default_optimizer
+from almmta_jax._src.train import TrainConfig
+from drgrad_jax import loop
 
 ALM_MTA_VARIANTS = ("full", "no_contrastive", "lambda0")
 
@@ -54,9 +57,12 @@ class BaselineConfig:
       embed_dim: touch id embedding width.
       decay_hours: recency scale of the bag-of-touches features
         ``ρ = exp(-hours_to_end / decay_hours)``.
-      learning_rate, weight_decay, clip_norm, lr_warmup_steps: the optimizer
-        ``clip_by_global_norm → adamw`` with a linear warm-up (as ALM-MTA).
-      batch_size, epochs: the loop.
+      optimizer: the optax optimizer, or ``None`` for ``default_optimizer``
+        built from the four fields below (as ALM-MTA), its warm-up capped at a
+        tenth of the run.
+      learning_rate, weight_decay, clip_norm, lr_warmup_steps: the default
+        optimizer ``clip_by_global_norm → adamw`` with a linear warm-up.
+      batch_size, num_epochs: the loop.
       grl_weight: gradient-reversal weight of the CausalMTA channel classifier.
       channel_loss_weight: γ, weight of the channel-classification loss
         (CausalMTA: γ = δ = 0.5, with δ the outcome weight).
@@ -70,12 +76,13 @@ class BaselineConfig:
     hidden: int = 64
     embed_dim: int = 16
     decay_hours: float = 48.0
+    optimizer: optax.GradientTransformation | None = None
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
     clip_norm: float = 5.0
     lr_warmup_steps: int = 100
     batch_size: int = 512
-    epochs: int = 10
+    num_epochs: int = 10
     grl_weight: float = 1.0
     channel_loss_weight: float = 0.5
 
@@ -87,7 +94,7 @@ class BaselineConfig:
                 f"channel_field must index vocab_sizes (len {len(self.vocab_sizes)}), got "
                 f"{self.channel_field}."
             )
-        for name in ("d_x", "max_len", "hidden", "embed_dim", "batch_size", "epochs"):
+        for name in ("d_x", "max_len", "hidden", "embed_dim", "batch_size", "num_epochs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.learning_rate <= 0 or self.clip_norm <= 0 or self.decay_hours <= 0:
@@ -366,20 +373,22 @@ class ProxyDirect(nnx.Module):
 # ------------------------------------------------------------------ the loop
 
 
-def _optimizer(config: BaselineConfig, total_steps: int) -> optax.GradientTransformation:
-    # Short runs (tests, quick benchmarks) cap the warm-up at a tenth of the run.
-    warm = max(min(config.lr_warmup_steps, total_steps // 10), 1)
-    schedule = optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, config.learning_rate, warm),
-            optax.constant_schedule(config.learning_rate),
-        ],
-        [warm],
-    )
-    return optax.chain(
-        optax.clip_by_global_norm(config.clip_norm),
-        optax.adamw(schedule, weight_decay=config.weight_decay),
-    )
+class BaselineState(NamedTuple):
+    """The state of a baseline run in the shared loop.
+
+    Attributes:
+      step: int32, steps taken (skipped ones included).
+      params: the module's parameters (``nnx.State``).
+      opt_state: the optimizer's state.
+      data_key: ``uint32`` key data of the key that orders the batches.
+      skipped: int32, steps skipped for a non-finite state or loss.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    data_key: jax.Array
+    skipped: jax.Array
 
 
 class BaselineRun(NamedTuple):
@@ -394,16 +403,29 @@ class BaselineRun(NamedTuple):
         return nnx.merge(self.graphdef, self.params)
 
 
+def _baseline_optimizer(config: BaselineConfig, total_steps: int) -> optax.GradientTransformation:
+    if config.optimizer is not None:
+        return config.optimizer
+    # Short runs (tests, quick benchmarks) cap the warm-up at a tenth of the run.
+    return default_optimizer(
+        config.learning_rate,
+        warmup_steps=max(min(config.lr_warmup_steps, total_steps // 10), 1),
+        weight_decay=config.weight_decay,
+        clip_norm=config.clip_norm,
+    )
+
+
 def make_baseline_train(
     model_fn: Callable[[nnx.Rngs], nnx.Module], config: BaselineConfig, data: JourneyBatch
-) -> Callable[[jax.Array], BaselineRun]:
-    """``train(key) -> BaselineRun`` for a baseline module, with ALM-MTA's loop.
+) -> loop.Trainer:
+    """The ``Trainer`` of a baseline module on ``data``, in the shared training loop.
 
-    Each epoch visits ``N // batch_size`` batches in an order drawn from the key
-    and the epoch, under ``lax.scan``; each step minimizes the self-normalized
-    IPW outcome loss ``Σ ipw_i BCE_i / Σ ipw_i`` (``ipw`` ones for unweighted
-    baselines) scaled by the module's ``outcome_weight()`` (1 by default) plus
-    its ``aux_loss`` (0 by default), with ``clip_by_global_norm → adamw``.
+    Each epoch visits ``N // batch_size`` batches in the loop's order (a
+    function of the key and the epoch), under ``lax.scan``; each step
+    minimizes the self-normalized IPW outcome loss ``Σ ipw_i BCE_i / Σ ipw_i``
+    (``ipw`` ones for unweighted baselines) scaled by the module's
+    ``outcome_weight()`` (1 by default) plus its ``aux_loss`` (0 by default),
+    with the config's optimizer (default: ``default_optimizer``).
 
     Args:
       model_fn: ``rngs -> module`` with ``module(batch, keep) -> logits`` and
@@ -412,17 +434,18 @@ def make_baseline_train(
       data: training journeys (``JourneyBatch`` of N >= batch_size journeys).
 
     Returns:
-      ``train(key, data=None) -> BaselineRun`` (jit it, or vmap it over keys
-      with ``in_axes=(0, None)``). ``data`` overrides the journeys given here
-      (same shapes): passing them as an argument lets one compiled program
-      train on several worlds.
+      A ``drgrad_jax.loop.Trainer``: ``trainer(key, data=None) -> BaselineRun``
+      (jit it, or vmap it over keys with ``in_axes=(0, None)``). ``data``
+      overrides the journeys given here (same shapes): passing them as an
+      argument lets one compiled program train on several worlds.
+      ``evaluate(state, batch)`` is the training loss on ``batch``.
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from almmta_jax._src.train import random_journeys
+      >>> from almmta_jax.testing import random_journeys
       >>> from almmta_jax._src.networks import ModelConfig
       >>> data = random_journeys(jax.random.key(0), 16, ModelConfig((5,), d_x=2, max_len=4))
-      >>> cfg = BaselineConfig((5,), d_x=2, max_len=4, batch_size=8, epochs=2, hidden=8)
+      >>> cfg = BaselineConfig((5,), d_x=2, max_len=4, batch_size=8, num_epochs=2, hidden=8)
       >>> run = jax.jit(make_baseline_train(lambda r: LogisticMTA(cfg, rngs=r), cfg, data))(
       ...     jax.random.key(1))
       >>> run.losses.shape
@@ -434,10 +457,8 @@ def make_baseline_train(
     n = int(np.shape(data.y)[0])
     if n < config.batch_size:
         raise ValueError(f"data holds {n} journeys; fewer than batch_size={config.batch_size}.")
-    steps = n // config.batch_size
-    tx = _optimizer(config, steps * config.epochs)
+    tx = _baseline_optimizer(config, (n // config.batch_size) * config.num_epochs)
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0))))
-    data = jax.tree.map(jnp.asarray, data)
 
     def loss_fn(params, batch):
         model = nnx.merge(graphdef, params)
@@ -445,32 +466,38 @@ def make_baseline_train(
         weight = model.outcome_weight() if hasattr(model, "outcome_weight") else 1.0
         return weight * losses.outcome_loss(logit, batch.y, batch.ipw) + model.aux_loss(batch)
 
-    default_data = data
-
-    def train(key: jax.Array, data: JourneyBatch | None = None) -> BaselineRun:
-        data = default_data if data is None else data
+    def init(key: jax.Array) -> BaselineState:
         init_key, order_key = jax.random.split(key)
         params = nnx.state(model_fn(nnx.Rngs(init_key)))
+        zero = jnp.zeros((), jnp.int32)
+        return BaselineState(zero, params, tx.init(params), jax.random.key_data(order_key), zero)
 
-        def epoch(carry, ep):
-            params, opt = carry
-            perm = jax.random.permutation(jax.random.fold_in(order_key, ep), n)
-            order = perm[: steps * config.batch_size].reshape(steps, config.batch_size)
+    def step(state: BaselineState, batch: JourneyBatch):
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state._replace(params=params, opt_state=opt_state), loss
 
-            def one(carry, idx):
-                params, opt = carry
-                batch = jax.tree.map(lambda a: a[idx], data)
-                loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-                updates, opt = tx.update(grads, opt, params)
-                return (optax.apply_updates(params, updates), opt), loss
-
-            (params, opt), ls = jax.lax.scan(one, (params, opt), order)
-            return (params, opt), jnp.mean(ls)
-
-        (params, _), ls = jax.lax.scan(epoch, (params, tx.init(params)), jnp.arange(config.epochs))
-        return BaselineRun(graphdef, params, ls)
-
-    return train
+    recipe = loop.Recipe(
+        init=init,
+        step=step,
+        evaluate=lambda state, batch: () if batch is None else loss_fn(state.params, batch),
+        order_key=lambda state: jax.random.wrap_key_data(state.data_key),
+        record=lambda state, mean_loss, _: mean_loss,
+        result=lambda state, history: BaselineRun(graphdef, state.params, history),
+        unpack=lambda d: (d, None),
+        signature={"model": type(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0)))).__name__},
+        model=lambda state: nnx.merge(graphdef, state.params),
+    )
+    return loop.Trainer(
+        recipe,
+        data,
+        None,
+        config=config,
+        batch_size=config.batch_size,
+        num_epochs=config.num_epochs,
+        name="almmta_jax baseline",
+    )
 
 
 def deletion_uplift(logit_fn: Callable, batch: JourneyBatch) -> tuple[jax.Array, jax.Array]:
@@ -635,128 +662,6 @@ def channel_bags(batch: JourneyBatch, channel_field: int, num_channels: int) -> 
     one_hot = (ids[..., None] == np.arange(num_channels)) & mask[..., None]
     counts = one_hot.sum(1).astype(np.float32)
     return counts / np.maximum(counts.sum(1, keepdims=True), 1.0)
-
-
-# ------------------------------------------------------------------------ DML
-
-
-def _poly(x: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.ones((x.shape[0], 1)), x, x**2], axis=1)
-
-
-def _ridge(a: np.ndarray, b: np.ndarray, lam: float) -> np.ndarray:
-    reg = lam * np.eye(a.shape[1])
-    reg[0, 0] = 0.0  # no penalty on the intercept
-    return np.linalg.solve(a.T @ a + reg, a.T @ b)
-
-
-class DMLModel(NamedTuple):
-    """A fitted DML-style R-learner (``fit_dml``).
-
-    Attributes:
-      g_coef: ``[d_φ]`` ridge coefficients of ``ĝ(x) = E[Y | x]`` on ``φ(x)``.
-      e_coef: ``[d_φ, K]`` ridge coefficients of ``ê_c(x) = E[n_c | x]``.
-      theta: ``[1 + d_x, K]`` effect coefficients, ``θ_c(x) = [1; x]ᵀ theta[:, c]``.
-      channel_field: the channel column of ``touch_ids``.
-      x_mean, x_scale: standardization of x.
-    """
-
-    g_coef: np.ndarray
-    e_coef: np.ndarray
-    theta: np.ndarray
-    channel_field: int
-    x_mean: np.ndarray
-    x_scale: np.ndarray
-
-    def _x(self, x):
-        return (jnp.asarray(x, jnp.float32) - self.x_mean[None, :]) / self.x_scale[None, :]
-
-    def effects(self, x) -> jax.Array:
-        """``[B, K]`` per-channel effects ``θ_c(x)``."""
-        xs = self._x(x)
-        return jnp.concatenate([jnp.ones((xs.shape[0], 1)), xs], axis=1) @ self.theta
-
-    def __call__(self, batch: JourneyBatch, keep=None, *, dropout_key=None) -> jax.Array:
-        """Logit of ``clip(ĝ(x) + Σ_c θ_c(x)(n_c − ê_c(x)), 1e-4, 1 − 1e-4)``."""
-        del dropout_key
-        xs = self._x(batch.x)
-        phi = jnp.concatenate([jnp.ones((xs.shape[0], 1)), xs, xs**2], axis=1)
-        k = _keep(batch, keep).astype(jnp.float32)
-        one_hot = jax.nn.one_hot(batch.touch_ids[..., self.channel_field], self.theta.shape[1])
-        n = jnp.einsum("bl,blk->bk", k, one_hot)
-        p = phi @ self.g_coef + jnp.sum(self.effects(batch.x) * (n - phi @ self.e_coef), axis=1)
-        p = jnp.clip(p, 1e-4, 1 - 1e-4)
-        return jnp.log(p) - jnp.log1p(-p)
-
-
-def fit_dml(
-    data: JourneyBatch,
-    channel_field: int,
-    num_channels: int,
-    *,
-    ridge: float = 1.0,
-    folds: int = 2,
-    seed: int = 0,
-) -> DMLModel:
-    """DML-style residualization on cluster exposure counts (notes §8).
-
-    Treatments are the channel counts ``n_uc``. Nuisances ``ĝ(x) = E[Y | x]`` and
-    ``ê_c(x) = E[n_c | x]`` are ridge regressions on ``φ(x) = [1, x, x²]``,
-    cross-fitted over ``folds`` folds; the R-learner then solves::
-
-      Y − ĝ(x) = Σ_c θ_c(x) (n_c − ê_c(x)) + ε,    θ_c(x) = [1; x]ᵀ β_c
-
-    by ridge least squares. The deletion uplift of a touch of channel c is
-    ``θ_c(x)`` (up to the probability clipping of the prediction).
-
-    Deviation: the notes fit the nuisances with MLPs; ridge on quadratic
-    features keeps the fit closed-form.
-
-    Args:
-      data: training journeys.
-      channel_field: the channel column of ``touch_ids``.
-      num_channels: ``K``.
-      ridge: L2 penalty of every regression.
-      folds: cross-fitting folds (>= 2).
-      seed: fold assignment seed.
-
-    Returns:
-      A ``DMLModel`` (call it as ``model(batch, keep) -> logits``).
-
-    References:
-      Chernozhukov et al., "Double/Debiased Machine Learning for Treatment and
-      Structural Parameters", 2018, https://arxiv.org/abs/1608.00060; Nie & Wager,
-      "Quasi-oracle estimation of heterogeneous treatment effects", 2021.
-    """
-    if folds < 2:
-        raise ValueError(f"folds must be >= 2, got {folds}.")
-    x = np.asarray(data.x, np.float64)
-    y = np.asarray(data.y, np.float64)
-    ids = np.asarray(data.touch_ids)[..., channel_field]
-    mask = np.asarray(data.touch_mask)
-    n = ((ids[..., None] == np.arange(num_channels)) & mask[..., None]).sum(1).astype(np.float64)
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    xs = (x - mu) / sd
-    phi = _poly(xs)
-    fold = np.random.default_rng(seed).integers(0, folds, x.shape[0])
-    g_hat, e_hat = np.zeros_like(y), np.zeros_like(n)
-    for f in range(folds):
-        tr, te = fold != f, fold == f
-        g_hat[te] = phi[te] @ _ridge(phi[tr], y[tr], ridge)
-        e_hat[te] = phi[te] @ _ridge(phi[tr], n[tr], ridge)
-    x1 = np.concatenate([np.ones((x.shape[0], 1)), xs], axis=1)
-    design = ((n - e_hat)[:, :, None] * x1[:, None, :]).reshape(x.shape[0], -1)  # [N, K*(1+d)]
-    reg = ridge * np.eye(design.shape[1])
-    beta = np.linalg.solve(design.T @ design + reg, design.T @ (y - g_hat))
-    theta = beta.reshape(num_channels, x1.shape[1]).T
-    return DMLModel(
-        g_coef=jnp.asarray(_ridge(phi, y, ridge), jnp.float32),
-        e_coef=jnp.asarray(_ridge(phi, n, ridge), jnp.float32),
-        theta=jnp.asarray(theta, jnp.float32),
-        channel_field=int(channel_field),
-        x_mean=jnp.asarray(mu, jnp.float32),
-        x_scale=jnp.asarray(sd, jnp.float32),
-    )
 
 
 # ------------------------------------------------------------- ALM-MTA ablations

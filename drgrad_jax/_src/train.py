@@ -24,7 +24,6 @@ would. Without a transform the step is the plain gradient of the summed loss.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -34,7 +33,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from drgrad_jax._src import metrics, networks, parallel
+from drgrad_jax._src import loop, metrics, networks
 from drgrad_jax._src.data import MultiTaskData, Split
 from drgrad_jax._src.task_grads import per_task_grads, per_task_rep_grads
 from drgrad_jax._src.transform import mixing_weights
@@ -267,31 +266,6 @@ def _check_data(data: MultiTaskData) -> None:
         _check_split(getattr(data, name), f"data.{name}", data)
 
 
-def _abstract(tree: Any) -> list[tuple[str, tuple[int, ...], str]]:
-    leaves = jax.tree_util.tree_leaves_with_path(tree)
-    return [
-        (jax.tree_util.keystr(p), tuple(np.shape(x)), str(jnp.result_type(x))) for p, x in leaves
-    ]
-
-
-def _state_kinds(tree: Any) -> list[str]:
-    """Class names of the NamedTuple states in ``tree`` (which transforms built it)."""
-    out = []
-
-    def walk(node):
-        if isinstance(node, tuple) and hasattr(node, "_fields"):
-            out.append(type(node).__name__)
-        if isinstance(node, (tuple, list)):
-            for x in node:
-                walk(x)
-        elif isinstance(node, dict):
-            for x in node.values():
-                walk(x)
-
-    walk(tree)
-    return [k for k in out if k not in ("TrainState",)]
-
-
 def _describe(fn: Any) -> str:
     if hasattr(fn, "func"):  # functools.partial
         parts = [getattr(fn.func, "__qualname__", repr(fn.func))]
@@ -301,228 +275,191 @@ def _describe(fn: Any) -> str:
     return getattr(fn, "__qualname__", type(fn).__name__)
 
 
-class Trainer:
-    """One configured run: ``train(key)`` for the whole run, ``init``/``run``/``step`` step by step.
+def _check_mesh_arg(mesh: Any) -> None:
+    if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {type(mesh).__name__}.")
 
-    Built by ``make_train``. Calling it, ``trainer(key, splits=None)``, runs
-    every epoch and returns a ``TrainResult`` (jit-able and vmap-able over
-    keys). Step by step::
 
-        state = trainer.init(key)                   # TrainState
-        state, losses = trainer.run(state, 1000)    # the next 1000 batches
-        trainer.save(path, state)                   # orbax checkpoint
-        state = trainer.restore(path)               # ... later, maybe elsewhere
-        state, losses = trainer.run(state, trainer.total_steps - int(state.step))
+def _batch_checker(want_batch: Split) -> Callable[[Any], None]:
+    """Host-side shape check of a streamed batch against the training split."""
 
-    Batch ``b`` of epoch ``e`` is the same in both forms (``e``-th key of
-    ``split(data_key, num_epochs)``, a permutation of the training rows), so a
-    resumed run equals an uninterrupted one bit for bit.
-
-    Attributes:
-      config: the ``TrainConfig``.
-      mesh: the device mesh for data parallelism, or ``None``.
-      graphdef: the model's ``nnx.GraphDef`` (``nnx.merge(graphdef, params)``).
-      steps_per_epoch: ``num_train // batch_size``.
-      total_steps: ``steps_per_epoch * num_epochs``.
-    """
-
-    def __init__(self, config, data, mesh, graphdef, core):
-        self.config = config
-        self.mesh = mesh
-        self.graphdef = graphdef
-        self.steps_per_epoch = core["n_batches"]
-        self.total_steps = core["n_batches"] * int(config.num_epochs)
-        self._core = core
-        self._splits = core["splits"]
-        self._init = jax.jit(core["init"])
-        self._run = jax.jit(core["run"])
-        self._step = jax.jit(core["step"])
-        self._evaluate = jax.jit(core["evaluate"])
-        self._meta = {
-            "model": _describe(config.model),
-            "num_tasks": data.num_tasks,
-            "num_train": data.train.num_examples,
-            "batch_size": int(config.batch_size),
-            "num_epochs": int(config.num_epochs),
-            "space": config.space,
-            "shared_grads": config.shared_grads,
-            "task_weights": None if config.task_weights is None else list(config.task_weights),
-            "pos_weights": None if config.pos_weights is None else list(config.pos_weights),
-        }
-
-    def __call__(self, key: jax.Array, splits: tuple[Split, Split, Split] | None = None):
-        """The whole run: ``TrainResult`` with one row per epoch (see ``make_train``)."""
-        return self._core["train"](key, splits)
-
-    def _place(self, tree):
-        return tree if self.mesh is None else parallel.replicate(tree, self.mesh)
-
-    def init(self, key: jax.Array) -> TrainState:
-        """The state before the first step: ``train(key)``'s initialization (step 0)."""
-        return self._place(self._init(key))
-
-    def run(
-        self, state: TrainState, num_steps: int, train_split: Split | None = None
-    ) -> tuple[TrainState, jax.Array]:
-        """Takes the next ``num_steps`` steps on the run's own batch order.
-
-        One compiled program serves every ``num_steps`` (it is a traced loop
-        bound), so splitting a run into pieces changes nothing in the numbers.
-
-        Args:
-          state: a ``TrainState`` (from ``init``, ``run`` or ``restore``).
-          num_steps: how many steps; ``state.step + num_steps`` may not exceed
-            ``total_steps`` (the batch order is defined for ``num_epochs`` epochs).
-          train_split: the training split as device arrays (default: ``data``'s).
-
-        Returns:
-          ``(state, mean_losses)``: the new state and the ``[K]`` task losses
-          averaged over the finite steps taken (NaN when none was).
-        """
-        num_steps = int(num_steps)
-        if num_steps < 0:
-            raise ValueError(f"num_steps must be >= 0; got {num_steps}.")
-        if not isinstance(state, TrainState):
-            raise TypeError(f"state must be a TrainState; got {type(state).__name__}.")
-        try:
-            done = int(state.step)
-        except jax.errors.ConcretizationTypeError:  # traced: the caller bounds it
-            done = None
-        if done is not None:
-            if done + num_steps > self.total_steps:
+    def check_batch(batch):
+        if not isinstance(batch, Split):
+            raise TypeError(f"batch must be a Split; got {type(batch).__name__}.")
+        for field in ("cat", "dense", "labels", "user"):
+            want, got = getattr(want_batch, field), getattr(batch, field)
+            if (want is None) != (got is None):
                 raise ValueError(
-                    f"num_steps={num_steps} from step {done} passes total_steps="
-                    f"{self.total_steps} ({self.config.num_epochs} epochs of "
-                    f"{self.steps_per_epoch} batches)."
+                    f"batch.{field} is {'missing' if got is None else 'unexpected'}; the training "
+                    f"data {'has' if want is not None else 'has no'} {field}."
                 )
-        split = self._splits[0] if train_split is None else train_split
-        return self._run(state, split, jnp.asarray(num_steps, jnp.int32))
+            if want is not None and np.shape(got)[1:] != tuple(np.shape(want))[1:]:
+                raise ValueError(
+                    f"batch.{field} has shape {np.shape(got)}; expected "
+                    f"[B, *{tuple(np.shape(want))[1:]}] as in the training data."
+                )
+        n = {np.shape(x)[0] for x in jax.tree.leaves(batch) if x is not None}
+        if len(n) != 1:
+            raise ValueError(f"batch fields have different leading sizes {sorted(n)}.")
 
-    def step(self, state: TrainState, batch: Split) -> tuple[TrainState, jax.Array]:
-        """One step on a given batch (streamed input), e.g. ``parallel.shard_batch(b, mesh)``.
+    return check_batch
 
-        Returns ``(state, losses[K])``. The shapes of ``batch`` are checked
-        when the step is traced; its values are not checked (a non-finite step
-        is skipped and counted under ``skip_nonfinite``).
-        """
-        self._core["check_batch"](batch)
-        return self._step(state, batch)
 
-    def evaluate(self, state: TrainState, split: Split | None = None):
-        """``(auc[K], log_loss[K])`` of ``state.params`` on ``split`` (default: validation)."""
-        split = self._splits[1] if split is None else split
-        return self._evaluate(state, split)
+def _probe_model(config: TrainConfig, data: MultiTaskData, train: Split):
+    """The abstract model, checked against the data's task count (no compilation)."""
+    k = data.num_tasks
+    abstract = nnx.eval_shape(lambda: config.model(rngs=nnx.Rngs(0)))
+    probe = jax.tree.map(lambda a: None if a is None else a[:2], train)
+    out = jax.eval_shape(lambda: config.model(rngs=nnx.Rngs(0))(probe.cat, probe.dense, probe.user))
+    if out.shape != (2, k):
+        raise ValueError(
+            f"the model returns logits of shape {out.shape} for a batch of 2; expected "
+            f"(2, {k}) for the data's {k} tasks {data.task_names}."
+        )
+    if config.space == "activations" and not (
+        hasattr(abstract, "trunk") and hasattr(abstract, "heads")
+    ):
+        raise ValueError("config.space='activations' needs a model with trunk() and heads().")
+    return abstract
 
-    def model(self, state: TrainState) -> nnx.Module:
-        """The trained network of ``state`` (``nnx.merge(graphdef, state.params)``)."""
-        return nnx.merge(self.graphdef, state.params)
 
-    # --- checkpoints -------------------------------------------------------------
+def _losses(config: TrainConfig, graphdef, num_tasks: int):
+    """``(loss_fn, trunk_fn, heads_fn)``: the weighted per-task BCE and its two halves."""
+    alpha = jnp.asarray(config.task_weights or (1.0,) * num_tasks, jnp.float32)
+    pos_w = jnp.asarray(config.pos_weights or (1.0,) * num_tasks, jnp.float32)
 
-    def _signature(self, state: TrainState) -> dict:
-        return {
-            "config": self._meta,
-            "params": _abstract(state.params),
-            "opt_state": _abstract(state.opt_state),
-            "opt_kinds": _state_kinds(state.opt_state),
-        }
+    def task_losses(logits, labels):
+        per = optax.sigmoid_binary_cross_entropy(logits, labels)
+        per = per * (1.0 + (pos_w[None, :] - 1.0) * labels)
+        return alpha * jnp.mean(per, axis=0)
 
-    def save(self, path: str | os.PathLike, state: TrainState) -> None:
-        """Writes ``state`` and this run's configuration signature as an orbax checkpoint.
+    def loss_fn(params, batch, mu):
+        logits = nnx.merge(graphdef, params)(batch.cat, batch.dense, batch.user, mu=mu)
+        return task_losses(logits, batch.labels)
 
-        Args:
-          path: a directory that does not exist yet (orbax writes atomically).
-          state: the ``TrainState`` to save.
-        """
-        import orbax.checkpoint as ocp
+    def trunk_fn(params, batch, mu):
+        del mu
+        return nnx.merge(graphdef, params).trunk(batch.cat, batch.dense, batch.user)
 
-        path = os.path.abspath(os.fspath(path))
-        leaves = {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(state))}
-        meta = self._signature(state)
-        meta = jax.tree.map(lambda x: list(x) if isinstance(x, tuple) else x, meta)
-        ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-        ckptr.save(
-            path,
-            ocp.args.Composite(state=ocp.args.StandardSave(leaves), meta=ocp.args.JsonSave(meta)),
+    def heads_fn(params, reps, batch, mu):
+        return task_losses(nnx.merge(graphdef, params).heads(reps, mu=mu), batch.labels)
+
+    return loss_fn, trunk_fn, heads_fn
+
+
+def _gradient_step(config: TrainConfig, graphdef, abstract, num_tasks: int):
+    """``step(state, batch) -> (state, losses[K])``: the unguarded multi-task step."""
+    loss_fn, trunk_fn, heads_fn = _losses(config, graphdef, num_tasks)
+    labels_of = None
+    if config.mtl_transform is not None and config.space == "params" and config.use_task_of:
+        if hasattr(abstract, "task_owner"):
+            labels_of = networks.task_of(abstract)
+    mtl = (
+        None
+        if config.mtl_transform is None
+        else optax.with_extra_args_support(config.mtl_transform)
+    )
+    # Only pass ``shared`` when asked, so the default works with any contract version.
+    shared_kw = {} if config.shared_grads == "per_task" else {"shared": config.shared_grads}
+    opt = config.optimizer
+
+    def step(ts: TrainState, batch: Split):
+        params, (mtl_state, opt_state) = ts.params, ts.opt_state
+        mu = mixing_weights(ts.opt_state)
+        if mtl is None:
+            (_, losses), grads = jax.value_and_grad(
+                lambda p: (jnp.sum(loss_fn(p, batch, mu)), loss_fn(p, batch, mu)), has_aux=True
+            )(params)
+        elif config.space == "params":
+            losses, task_grads = per_task_grads(
+                loss_fn, params, batch, mu, task_of=labels_of, **shared_kw
+            )
+            grads, mtl_state = mtl.update(task_grads, mtl_state, params, losses=losses)
+        else:
+            rep = per_task_rep_grads(trunk_fn, heads_fn, params, batch, mu)
+            rep_update, mtl_state = mtl.update(
+                rep.rep_task_grads, mtl_state, rep.reps, losses=rep.losses
+            )
+            grads, losses = rep.finish(rep_update), rep.losses
+        updates, opt_state = opt.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return ts._replace(params=params, opt_state=(mtl_state, opt_state)), losses
+
+    def init(key: jax.Array, train: Split) -> TrainState:
+        init_key, data_key = jax.random.split(key)
+        params = nnx.to_pure_dict(nnx.state(config.model(rngs=nnx.Rngs(init_key))))
+        state = (None if mtl is None else mtl.init(params), opt.init(params))
+        if mtl is not None and config.space == "activations":
+            # The transform sees the representations, not the params.
+            probe_batch = jax.tree.map(lambda a: a[: config.batch_size], train)
+            reps = jax.eval_shape(trunk_fn, params, probe_batch, None)
+            reps = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), reps)
+            state = (mtl.init(reps), state[1])
+        zero = jnp.zeros((), jnp.int32)
+        return TrainState(zero, params, state, jax.random.key_data(data_key), zero)
+
+    return step, init
+
+
+def _evaluator(config: TrainConfig, graphdef):
+    """``evaluate(state, split) -> (auc[K], log_loss[K])``; a tuple of splits gives a tuple."""
+
+    def one_split(ts: TrainState, split: Split):
+        mu = mixing_weights(ts.opt_state)
+        model = nnx.merge(graphdef, ts.params)
+
+        def one(row):
+            row = jax.tree.map(lambda a: a[None], row)
+            return model(row.cat, row.dense, row.user, mu=mu)[0]
+
+        logits = jax.lax.map(one, split, batch_size=int(config.eval_batch_size))
+        aucs = jax.vmap(metrics.auc, in_axes=(1, 1))(split.labels, logits)
+        losses = jax.vmap(lambda y, z: metrics.log_loss(y, z, from_logits=True), in_axes=(1, 1))(
+            split.labels, logits
+        )
+        return aucs, losses
+
+    def evaluate(ts: TrainState, splits):
+        if isinstance(splits, Split):
+            return one_split(ts, splits)
+        return tuple(one_split(ts, s) for s in splits)
+
+    return evaluate
+
+
+def _epoch_record(ts: TrainState, train_loss, evals):
+    """One epoch's row of ``TrainResult`` (after the loop's mean over finite steps)."""
+    (val_auc, val_loss), (test_auc, test_loss) = evals
+    mu = mixing_weights(ts.opt_state)
+    mu = jnp.full((2,), jnp.nan) if mu is None else jnp.asarray(mu, jnp.float32).reshape(-1)[:2]
+    return (train_loss, val_auc, test_auc, val_loss, test_loss, mu, ts.skipped)
+
+
+def _printer(config: TrainConfig, steps_per_epoch: int):
+    """The progress hook printing one line every ``log_every`` epochs (and the last)."""
+
+    def log_line(step, record):
+        epoch = int(step) // steps_per_epoch - 1
+        if (epoch + 1) % config.log_every and epoch + 1 != config.num_epochs:
+            return
+        train_loss, val_auc, test_auc, _, _, mu, _ = record
+        fmt = lambda xs: " ".join(f"{float(x):.4f}" for x in np.asarray(xs))
+        mu_txt = "" if np.isnan(np.asarray(mu)).all() else f" mu {fmt(mu)}"
+        print(
+            f"[{config.name}] epoch {epoch + 1}/{config.num_epochs} loss {fmt(train_loss)} "
+            f"val AUC {fmt(val_auc)} test AUC {fmt(test_auc)}{mu_txt}",
+            flush=True,
         )
 
-    def restore(self, path: str | os.PathLike) -> TrainState:
-        """Reads a checkpoint written by ``save`` for this same configuration.
-
-        Raises:
-          FileNotFoundError: no checkpoint at ``path``.
-          ValueError: the checkpoint was written by a different configuration;
-            the message names what differs (config fields, the optimizer or
-            multi-task transform, parameter leaves and their shapes).
-        """
-        import orbax.checkpoint as ocp
-
-        path = os.path.abspath(os.fspath(path))
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"no checkpoint directory at {path}.")
-        ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-        try:
-            saved = ckptr.restore(path, ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        except Exception as e:  # orbax raises several types for a missing/garbled item
-            raise ValueError(f"{path} is not a drgrad_jax checkpoint: {e}") from None
-        template = jax.eval_shape(self._core["init"], jax.random.key(0))
-        self._check_signature(path, saved, template)
-        abstract = {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(template))}
-        got = ckptr.restore(
-            path, ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-        ).state
-        leaves = [jnp.asarray(got[k]) for k in sorted(got)]
-        state = jax.tree.unflatten(jax.tree.structure(template), leaves)
-        return self._place(state)
-
-    def _check_signature(self, path: str, saved: dict, template: TrainState) -> None:
-        mine = jax.tree.map(
-            lambda x: list(x) if isinstance(x, tuple) else x, self._signature(template)
-        )
-        diffs = []
-        for field, value in mine["config"].items():
-            if field != "model" and saved["config"].get(field) != value:
-                diffs.append(
-                    f"config.{field}: checkpoint {saved['config'].get(field)!r}, here {value!r}"
-                )
-        if saved["opt_kinds"] != mine["opt_kinds"]:
-            diffs.append(
-                "optimizer / mtl_transform state: checkpoint "
-                f"{'+'.join(saved['opt_kinds']) or 'none'}, here {'+'.join(mine['opt_kinds']) or 'none'}"
-            )
-        for part in ("params", "opt_state"):
-            a = {p: (s, d) for p, s, d in saved[part]}
-            b = {p: (s, d) for p, s, d in mine[part]}
-            only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-            if only_a:
-                diffs.append(f"{part} leaves only in the checkpoint: {', '.join(only_a[:4])}")
-            if only_b:
-                diffs.append(f"{part} leaves missing from the checkpoint: {', '.join(only_b[:4])}")
-            changed = [p for p in a if p in b and tuple(a[p][0]) != tuple(b[p][0])]
-            changed += [p for p in a if p in b and a[p][1] != b[p][1] and p not in changed]
-            for p in changed[:4]:
-                diffs.append(
-                    f"{part}{p}: checkpoint shape {tuple(a[p][0])} {a[p][1]}, "
-                    f"here {tuple(b[p][0])} {b[p][1]}"
-                )
-        if diffs:
-            if saved["config"].get("model") != mine["config"]["model"]:
-                diffs.insert(
-                    0,
-                    f"model: checkpoint {saved['config']['model']}, here {mine['config']['model']}",
-                )
-            raise ValueError(
-                f"checkpoint {path} was written by a different configuration:\n  "
-                + "\n  ".join(diffs)
-            )
+    return log_line
 
 
 def make_train(
     config: TrainConfig, data: MultiTaskData, mesh: jax.sharding.Mesh | None = None
-) -> Trainer:
-    """Builds ``train(key, splits=None) -> TrainResult``, a whole run as a function of a key.
+) -> loop.Trainer:
+    """Builds the ``Trainer`` of a multi-task run: ``trainer(key)`` is the whole run.
 
-    Each step draws a minibatch (a key-dependent permutation per epoch) and
+    Each step draws a minibatch (the shared loop's batch order) and
 
     * ``mtl_transform is None``: ``g = grad(sum_k alpha_k L_k)``;
     * ``space="params"``: ``losses, G = per_task_grads(L, params, task_of=...)``,
@@ -534,8 +471,8 @@ def make_train(
     then ``updates, s = optimizer.update(g, s, params)``. A model with a
     ``mu`` input (``SplitMMoE``) reads the DRGrad updater's weights from the
     optimizer state (``mixing_weights``) in every forward pass. With
-    ``skip_nonfinite`` a step whose losses or ``g`` hold NaN/Inf leaves the
-    parameters and state unchanged and is counted.
+    ``skip_nonfinite`` a step whose losses or new state hold NaN/Inf leaves
+    the parameters and state unchanged and is counted.
 
     With a ``mesh`` the run is data-parallel: every batch is split over the
     mesh's (first) axis, parameters and optimizer state are replicated, and the
@@ -548,14 +485,16 @@ def make_train(
         and labels, 0/1 labels, categorical ids in range) and moved to the
         device once.
       mesh: a ``jax.sharding.Mesh`` (``parallel.make_mesh``) or ``None`` (one
-        device, as before). ``config.batch_size`` must be divisible by its size.
+        device). ``config.batch_size`` must be divisible by its size.
 
     Returns:
-      A ``Trainer``. Called as ``train(key, splits=None)``: ``splits``
-      defaults to ``data``'s arrays (then constants of the compiled program);
-      pass ``device_splits(data)`` to make them inputs instead.
-      ``jax.jit(jax.vmap(train))(keys)`` runs one seed per key (without a mesh).
-      Its ``init``/``run``/``step``/``save``/``restore`` train step by step.
+      A ``drgrad_jax.loop.Trainer``. Called as ``trainer(key, splits=None)`` it
+      returns a ``TrainResult``; ``splits`` defaults to ``data``'s arrays (then
+      constants of the compiled program); pass ``device_splits(data)`` to make
+      them inputs instead. ``jax.jit(jax.vmap(trainer))(keys)`` runs one seed
+      per key (without a mesh). Its ``init``/``run``/``step``/``evaluate``/
+      ``save``/``restore`` train step by step on ``TrainState`` s; ``evaluate``
+      gives ``(auc[K], log_loss[K])`` of a split.
 
     Raises:
       ValueError / TypeError: a bad config or data (non-finite values, wrong
@@ -578,251 +517,40 @@ def make_train(
     """
     _check_config(config, data)
     _check_data(data)
-    if mesh is not None:
-        if not isinstance(mesh, jax.sharding.Mesh):
-            raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {type(mesh).__name__}.")
-        axis = mesh.axis_names[0]
-        if config.batch_size % mesh.shape[axis]:
-            raise ValueError(
-                f"config.batch_size={config.batch_size} is not divisible by the "
-                f"{mesh.shape[axis]} devices of mesh axis {axis!r}."
-            )
-        batch_spec = parallel.batch_sharding(mesh, axis)
-        replicated = parallel.replicated(mesh)
-    k = data.num_tasks
-    default_splits = device_splits(data)
-    if mesh is not None:
-        default_splits = parallel.replicate(default_splits, mesh)
-    abstract = nnx.eval_shape(lambda: config.model(rngs=nnx.Rngs(0)))
+    _check_mesh_arg(mesh)
+    train, val, test = device_splits(data)
+    abstract = _probe_model(config, data, train)
     graphdef, _ = nnx.split(abstract)
-    probe = jax.tree.map(lambda a: None if a is None else a[:2], default_splits[0])
-    out = jax.eval_shape(lambda: config.model(rngs=nnx.Rngs(0))(probe.cat, probe.dense, probe.user))
-    if out.shape != (2, k):
-        raise ValueError(
-            f"the model returns logits of shape {out.shape} for a batch of 2; expected "
-            f"(2, {k}) for the data's {k} tasks {data.task_names}."
-        )
-    if config.space == "activations" and not (
-        hasattr(abstract, "trunk") and hasattr(abstract, "heads")
-    ):
-        raise ValueError("config.space='activations' needs a model with trunk() and heads().")
-    labels_of = None
-    if config.mtl_transform is not None and config.space == "params" and config.use_task_of:
-        if hasattr(abstract, "task_owner"):
-            labels_of = networks.task_of(abstract)
-    alpha = jnp.asarray(config.task_weights or (1.0,) * k, jnp.float32)
-    pos_w = jnp.asarray(config.pos_weights or (1.0,) * k, jnp.float32)
-    mtl = (
-        None
-        if config.mtl_transform is None
-        else optax.with_extra_args_support(config.mtl_transform)
+    step, init = _gradient_step(config, graphdef, abstract, data.num_tasks)
+    steps_per_epoch = data.train.num_examples // config.batch_size
+    recipe = loop.Recipe(
+        init=lambda key: init(key, train),
+        step=step,
+        evaluate=_evaluator(config, graphdef),
+        order_key=lambda ts: jax.random.wrap_key_data(ts.data_key),
+        record=_epoch_record,
+        result=lambda ts, history: TrainResult(ts.params, *history),
+        unpack=lambda splits: (splits[0], tuple(splits[1:])),
+        check_batch=_batch_checker(jax.tree.map(lambda a: a[: config.batch_size], train)),
+        signature={
+            "model": _describe(config.model),
+            "num_tasks": data.num_tasks,
+            "space": config.space,
+            "shared_grads": config.shared_grads,
+            "task_weights": None if config.task_weights is None else list(config.task_weights),
+            "pos_weights": None if config.pos_weights is None else list(config.pos_weights),
+        },
+        model=lambda ts: nnx.merge(graphdef, ts.params),
     )
-    # Only pass ``shared`` when asked, so the default works with any contract version.
-    shared_kw = {} if config.shared_grads == "per_task" else {"shared": config.shared_grads}
-    opt = config.optimizer
-    batch_size = int(config.batch_size)
-    n_train = data.train.num_examples
-    n_batches = n_train // batch_size
-    num_epochs = int(config.num_epochs)
-    want_batch = jax.tree.map(
-        lambda a: None if a is None else ((batch_size,) + tuple(a.shape[1:]), a.dtype),
-        default_splits[0],
+    return loop.Trainer(
+        recipe,
+        train,
+        (val, test),
+        config=config,
+        batch_size=config.batch_size,
+        num_epochs=config.num_epochs,
+        mesh=mesh,
+        skip_nonfinite=config.skip_nonfinite,
+        progress=_printer(config, steps_per_epoch) if config.log_every else None,
+        name="drgrad_jax",
     )
-
-    def check_batch(batch):
-        if not isinstance(batch, Split):
-            raise TypeError(f"batch must be a Split; got {type(batch).__name__}.")
-        for field in ("cat", "dense", "labels", "user"):
-            want, got = getattr(want_batch, field), getattr(batch, field)
-            if (want is None) != (got is None):
-                raise ValueError(
-                    f"batch.{field} is {'missing' if got is None else 'unexpected'}; the training "
-                    f"data {'has' if want is not None else 'has no'} {field}."
-                )
-            if want is not None and np.shape(got)[1:] != want[0][1:]:
-                raise ValueError(
-                    f"batch.{field} has shape {np.shape(got)}; expected [B, *{want[0][1:]}] "
-                    f"as in the training data."
-                )
-        n = {np.shape(x)[0] for x in jax.tree.leaves(batch) if x is not None}
-        if len(n) != 1:
-            raise ValueError(f"batch fields have different leading sizes {sorted(n)}.")
-
-    def model_of(params):
-        return nnx.merge(graphdef, params)
-
-    def task_losses(logits, labels):
-        per = optax.sigmoid_binary_cross_entropy(logits, labels)
-        per = per * (1.0 + (pos_w[None, :] - 1.0) * labels)
-        return alpha * jnp.mean(per, axis=0)
-
-    def loss_fn(params, batch, mu):
-        logits = model_of(params)(batch.cat, batch.dense, batch.user, mu=mu)
-        return task_losses(logits, batch.labels)
-
-    def trunk_fn(params, batch, mu):
-        del mu
-        return model_of(params).trunk(batch.cat, batch.dense, batch.user)
-
-    def heads_fn(params, reps, batch, mu):
-        return task_losses(model_of(params).heads(reps, mu=mu), batch.labels)
-
-    def constrain(batch):
-        if mesh is None:
-            return batch
-        return jax.lax.with_sharding_constraint(batch, batch_spec)
-
-    def step(params, state, batch):
-        """One step; returns (params, state, losses, ok)."""
-        mtl_state, opt_state = state
-        mu = mixing_weights(state)
-        if mtl is None:
-            (_, losses), grads = jax.value_and_grad(
-                lambda p: (jnp.sum(loss_fn(p, batch, mu)), loss_fn(p, batch, mu)), has_aux=True
-            )(params)
-        elif config.space == "params":
-            losses, task_grads = per_task_grads(
-                loss_fn, params, batch, mu, task_of=labels_of, **shared_kw
-            )
-            grads, mtl_state = mtl.update(task_grads, mtl_state, params, losses=losses)
-        else:
-            rep = per_task_rep_grads(trunk_fn, heads_fn, params, batch, mu)
-            rep_update, mtl_state = mtl.update(
-                rep.rep_task_grads, mtl_state, rep.reps, losses=rep.losses
-            )
-            grads, losses = rep.finish(rep_update), rep.losses
-        updates, opt_state = opt.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        new_state = (mtl_state, opt_state)
-        if not config.skip_nonfinite:
-            return new_params, new_state, losses, jnp.asarray(True)
-        # Finite losses, combined gradient, new parameters and transform state, or no step.
-        ok = jnp.all(jnp.isfinite(losses))
-        for leaf in jax.tree.leaves((grads, new_params, mtl_state)):
-            if jnp.issubdtype(leaf.dtype, jnp.inexact):
-                ok = ok & jnp.all(jnp.isfinite(leaf))
-        new_params = optax.tree.where(ok, new_params, params)
-        new_state = optax.tree.where(ok, new_state, state)
-        return new_params, new_state, losses, ok
-
-    def evaluate(params, state, split: Split):
-        mu = mixing_weights(state)
-        model = model_of(params)
-
-        def one(row):
-            row = jax.tree.map(lambda a: a[None], row)
-            return model(row.cat, row.dense, row.user, mu=mu)[0]
-
-        logits = jax.lax.map(one, split, batch_size=int(config.eval_batch_size))
-        aucs = jax.vmap(metrics.auc, in_axes=(1, 1))(split.labels, logits)
-        losses = jax.vmap(lambda y, z: metrics.log_loss(y, z, from_logits=True), in_axes=(1, 1))(
-            split.labels, logits
-        )
-        return aucs, losses
-
-    def log_line(epoch, train_loss, val_auc, test_auc, mu):
-        epoch = int(epoch)
-        if (epoch + 1) % config.log_every and epoch + 1 != config.num_epochs:
-            return
-        fmt = lambda xs: " ".join(f"{float(x):.4f}" for x in np.asarray(xs))
-        mu_txt = "" if np.isnan(np.asarray(mu)).all() else f" mu {fmt(mu)}"
-        print(
-            f"[{config.name}] epoch {epoch + 1}/{config.num_epochs} loss {fmt(train_loss)} "
-            f"val AUC {fmt(val_auc)} test AUC {fmt(test_auc)}{mu_txt}",
-            flush=True,
-        )
-
-    def init_state(key: jax.Array, train_split: Split) -> TrainState:
-        init_key, data_key = jax.random.split(key)
-        params = nnx.to_pure_dict(nnx.state(config.model(rngs=nnx.Rngs(init_key))))
-        state = (None if mtl is None else mtl.init(params), opt.init(params))
-        if mtl is not None and config.space == "activations":
-            # The transform sees the representations, not the params.
-            probe_batch = jax.tree.map(lambda a: a[:batch_size], train_split)
-            reps = jax.eval_shape(trunk_fn, params, probe_batch, None)
-            reps = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), reps)
-            state = (mtl.init(reps), state[1])
-        if mesh is not None:
-            params, state = jax.lax.with_sharding_constraint((params, state), replicated)
-        zero = jnp.zeros((), jnp.int32)
-        return TrainState(zero, params, state, jax.random.key_data(data_key), zero)
-
-    def epoch_perm(data_key, epoch):
-        key = jax.random.split(jax.random.wrap_key_data(data_key), num_epochs)[epoch]
-        return jax.random.permutation(key, n_train)[: n_batches * batch_size]
-
-    def one_step(ts: TrainState, batch: Split):
-        params, state, losses, ok = step(ts.params, ts.opt_state, constrain(batch))
-        ts = TrainState(
-            ts.step + 1, params, state, ts.data_key, ts.skipped + (~ok).astype(jnp.int32)
-        )
-        return ts, losses, ok
-
-    def run(ts: TrainState, train_split: Split, num_steps: jax.Array):
-        """``num_steps`` steps from ``ts.step`` (a traced bound: one program for all)."""
-
-        def body(carry):
-            ts, perm, total, count, i = carry
-            b = ts.step % n_batches
-            perm = jax.lax.cond(
-                b == 0, lambda: epoch_perm(ts.data_key, ts.step // n_batches), lambda: perm
-            )
-            idx = jax.lax.dynamic_slice_in_dim(perm, b * batch_size, batch_size)
-            ts, losses, ok = one_step(ts, jax.tree.map(lambda a: a[idx], train_split))
-            total = total + jnp.where(ok, losses, 0.0)
-            return ts, perm, total, count + ok.astype(jnp.int32), i + 1
-
-        perm = epoch_perm(ts.data_key, jnp.minimum(ts.step // n_batches, num_epochs - 1))
-        zeros = jnp.zeros((k,), jnp.float32)
-        init = (ts, perm, zeros, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
-        ts, _, total, count, _ = jax.lax.while_loop(lambda c: c[-1] < num_steps, body, init)
-        return ts, jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
-
-    def given_step(ts: TrainState, batch: Split):
-        ts, losses, _ = one_step(ts, batch)
-        return ts, losses
-
-    def evaluate_state(ts: TrainState, split: Split):
-        return evaluate(ts.params, ts.opt_state, split)
-
-    def train(key: jax.Array, splits: tuple[Split, Split, Split] | None = None) -> TrainResult:
-        train_split, val_split, test_split = default_splits if splits is None else splits
-        ts = init_state(key, train_split)
-
-        def batch_step(ts, idx):
-            ts, losses, ok = one_step(ts, jax.tree.map(lambda a: a[idx], train_split))
-            return ts, (losses, ok)
-
-        def epoch_step(ts, epoch):
-            perm = epoch_perm(ts.data_key, epoch)
-            ts, (losses, ok) = jax.lax.scan(batch_step, ts, perm.reshape(n_batches, batch_size))
-            params, state = ts.params, ts.opt_state
-            val_auc, val_loss = evaluate(params, state, val_split)
-            test_auc, test_loss = evaluate(params, state, test_split)
-            mu = mixing_weights(state)
-            mu = (
-                jnp.full((2,), jnp.nan)
-                if mu is None
-                else jnp.asarray(mu, jnp.float32).reshape(-1)[:2]
-            )
-            # Mean over the steps taken; NaN for an epoch whose steps were all skipped.
-            n_ok = jnp.sum(ok)
-            train_loss = jnp.sum(jnp.where(ok[:, None], losses, 0.0), axis=0) / n_ok
-            if config.log_every:
-                jax.debug.callback(log_line, epoch, train_loss, val_auc, test_auc, mu)
-            return ts, (train_loss, val_auc, test_auc, val_loss, test_loss, mu, ts.skipped)
-
-        ts, hist = jax.lax.scan(epoch_step, ts, jnp.arange(num_epochs))
-        return TrainResult(ts.params, *hist)
-
-    core = {
-        "n_batches": n_batches,
-        "splits": default_splits,
-        "init": lambda key: init_state(key, default_splits[0]),
-        "run": run,
-        "step": given_step,
-        "evaluate": evaluate_state,
-        "train": train,
-        "check_batch": check_batch,
-    }
-    return Trainer(config, data, mesh, graphdef, core)
