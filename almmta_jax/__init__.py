@@ -12,7 +12,7 @@ everything else is here. Each public name has exactly one path.
 
 # --- submodules: data (journey batches, loaders), simulate (the CDP simulator), metrics
 # isort: split
-from almmta_jax import data, metrics, simulate
+from almmta_jax import data, metrics, simulate, testing
 
 # --- model, training, attribution ----------------------------------------------
 # isort: split
@@ -52,7 +52,6 @@ from almmta_jax._src.step import make_step as make_step
 from almmta_jax._src.train import EvalMetrics as EvalMetrics
 from almmta_jax._src.train import TrainConfig as TrainConfig
 from almmta_jax._src.train import make_train as make_train
-from drgrad_jax.loop import Trainer as Trainer
 
 # --- evaluation -----------------------------------------------------------------
 # isort: split
@@ -78,6 +77,7 @@ __all__: list[str] = [
     "data",
     "metrics",
     "simulate",
+    "testing",
     # model, training, attribution
     "ALMMTA",
     "Attribution",
@@ -90,7 +90,6 @@ __all__: list[str] = [
     "StepMetrics",
     "TrainConfig",
     "TrainState",
-    "Trainer",
     "adversary_loss",
     "adversary_weight",
     "attribute",
@@ -132,51 +131,3 @@ __all__: list[str] = [
     "journey_balancing_weights",
     "make_baseline_train",
 ]
-
-
-# Transitional: the former top-level spellings of names that now live in one
-# submodule each, for callers not yet converted. Not part of the public surface
-# (absent from ``__all__`` and ``dir``); to be removed.
-_MOVED = {
-    "BudgetReplay": "metrics",
-    "CellAgreement": "metrics",
-    "GroupedAUUC": "metrics",
-    "auuc": "metrics",
-    "budget_replay": "metrics",
-    "cell_agreement": "metrics",
-    "channel_roi": "metrics",
-    "cluster_exposure_scores": "metrics",
-    "exposure_propensity": "metrics",
-    "gain_curve": "metrics",
-    "grouped_auuc": "metrics",
-    "kmeans": "metrics",
-    "normalized_auuc": "metrics",
-    "propensity_buckets": "metrics",
-    "qini_curve": "metrics",
-    "qini_score": "metrics",
-    "uplift_curve": "metrics",
-    "JourneyBatch": "data",
-    "NpzShards": "data",
-    "convert_criteo_raw": "data",
-    "host_shard_paths": "data",
-    "journey_batches": "data",
-    "load_criteo_attribution": "data",
-    "load_journey_npz": "data",
-    "pad_ragged": "data",
-    "ragged_to_batch": "data",
-    "save_journey_npz": "data",
-    "time_features": "data",
-    "validate_journeys": "data",
-    "SimConfig": "simulate",
-    "SimData": "simulate",
-    "gauss_hermite_psi": "simulate",
-    "sim_to_batch": "simulate",
-    "simulate_cdp": "simulate",
-}
-
-
-def __getattr__(name: str):
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module 'almmta_jax' has no attribute {name!r}")
-    return getattr(globals()[module], name)

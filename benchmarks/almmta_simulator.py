@@ -3,8 +3,8 @@
 ``python -m benchmarks.almmta_simulator [--quick | --medium] [--seeds N] [--json PATH]
 [--no-results] [--no-switches]``
 
-For every method (notes §8) on the simulator (notes §7b): AUC, log-loss, gAUC
-(k-means segments of x), the bucketed grouped AUUC of notes §5.3 per
+For every method (docs/almmta.md, *Baselines*) on the simulator (docs/almmta.md, *CDP simulator*): AUC, log-loss, gAUC
+(k-means segments of x), the bucketed grouped AUUC of docs/almmta.md, *Grouped AUUC protocol*, per
 propensity bucket and averaged (oracle-normalized: random 0.5, oracle 1), and
 against the exact x-conditional truth ``delta_x``: the mean per-journey
 Spearman of deletion uplifts, their RMSE, top-1 agreement, and the RMSE /
@@ -555,7 +555,7 @@ def markdown(payload: dict) -> str:
         f"Mode: {payload['mode']} ({payload['wall_seconds'] / 60:.1f} min wall on the shared "
         f"2-core machine{_invocations(payload)}); world: {payload['sizes']}. Mean ± std over {n} seeds (seed s: its "
         "own simulated world and training key). Grouped AUUC is the oracle-normalized score of "
-        "notes §5.3 (random 0.5, oracle 1; not causalml's); *RCT* recomputes it on the "
+        "docs/almmta.md, *Grouped AUUC protocol* (random 0.5, oracle 1; not causalml's); *RCT* recomputes it on the "
         "randomized arm (same observational buckets, difference in means; *exact*: outcome "
         "`p_x`, free of outcome noise). Truth columns compare deletion uplifts with the "
         "simulator's exact `delta_x` (per-journey Spearman, RMSE) and cluster-level effects with "

@@ -202,7 +202,7 @@ def _model_config(sim_cfg, quick: bool):
 # --- one compiled program for every lane ------------------------------------------------
 
 
-def make_sweep(cfg: am.TrainConfig, train: am.JourneyBatch):
+def make_sweep(cfg: am.TrainConfig, train: am.data.JourneyBatch):
     """``run(keys, lambda_max, weights, data) -> (states, step metrics)`` vmapped over lanes.
 
     Each lane is a whole ``cfg.num_epochs`` run of the shared training loop

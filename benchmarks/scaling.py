@@ -116,7 +116,7 @@ def _drgrad_setup(batch: int, method: str = "drgrad"):
     )
     towers = model(rngs=nnx.Rngs(0)).drgrad_towers()
     tx = {
-        "drgrad": lambda: drgrad_jax.drgrad(towers, mode="paper", num_tasks=2),
+        "drgrad": lambda: drgrad_jax.drgrad(towers, num_tasks=2),
         "pcgrad": lambda: drgrad_jax.pcgrad(seed=0),
     }[method]()
     config = drgrad_jax.TrainConfig(model, optax.adam(1e-2), tx, batch_size=batch, num_epochs=2)

@@ -79,7 +79,7 @@ def drgrad_run(steps: int, chunk: int, param_limit: float, seed: int = 0) -> dic
     config = drgrad_jax.TrainConfig(
         model,
         optax.adam(1e-3),
-        drgrad_jax.drgrad(towers, mode="paper", num_tasks=2),
+        drgrad_jax.drgrad(towers, num_tasks=2),
         batch_size=batch,
         num_epochs=epochs,
     )

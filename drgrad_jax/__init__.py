@@ -115,7 +115,6 @@ from drgrad_jax import data, metrics, models
 from drgrad_jax._src.train import TrainConfig
 from drgrad_jax._src.train import TrainResult
 from drgrad_jax._src.train import TrainState
-from drgrad_jax._src.loop import Trainer
 from drgrad_jax._src.train import device_splits
 from drgrad_jax._src.train import make_train
 from drgrad_jax._src.train import select_by_validation
@@ -129,7 +128,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainState",
-    "Trainer",
     "data",
     "device_splits",
     "loop",

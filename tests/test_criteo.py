@@ -1,4 +1,4 @@
-"""Tests of the Criteo attribution loaders (notes §7a)."""
+"""Tests of the Criteo attribution loaders (docs/almmta.md, *Criteo journeys*)."""
 
 import gzip
 import pathlib

@@ -21,18 +21,6 @@ import tokenize
 
 import pytest
 
-# Temporary allow-list: files awaiting the move to one training loop shared by
-# both packages. Each entry names the rules the file breaks today; remove the
-# entry once the file is restructured (the last test below insists on it).
-TEMPORARY_ALLOW = {
-    "drgrad_jax/_src/train.py": {"size"},
-    "almmta_jax/_src/train.py": {"size", "cross_src", "citations"},
-    "almmta_jax/_src/baselines.py": {"size", "citations"},
-    "benchmarks/almmta_speed.py": {"src_import"},
-    "benchmarks/almmta_simulator.py": {"src_import", "citations"},
-    "benchmarks/almmta_criteo.py": {"src_import"},
-}
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("drgrad_jax", "almmta_jax")
 MAX_FUNCTION_LINES = 120
@@ -46,10 +34,6 @@ def _rel(path: pathlib.Path) -> str:
 
 def _python_files(*folders: str) -> list[pathlib.Path]:
     return sorted(p for f in folders for p in (ROOT / f).rglob("*.py"))
-
-
-def _allowed(path: pathlib.Path, rule: str) -> bool:
-    return rule in TEMPORARY_ALLOW.get(_rel(path), set())
 
 
 def _docstring_lines(tree: ast.AST) -> set[int]:
@@ -130,8 +114,6 @@ def test_no_package_imports_the_other_packages_src(package):
     other = next(p for p in PACKAGES if p != package)
     bad = []
     for path in _python_files(package):
-        if _allowed(path, "cross_src"):
-            continue
         for line, module in _imported_modules(ast.parse(path.read_text())):
             if module == f"{other}._src" or module.startswith(f"{other}._src."):
                 bad.append(f"{_rel(path)}:{line} imports {module}")
@@ -141,8 +123,6 @@ def test_no_package_imports_the_other_packages_src(package):
 def test_benchmarks_and_notebooks_import_public_names_only():
     bad = []
     for path in _python_files("benchmarks"):
-        if _allowed(path, "src_import"):
-            continue
         for line, module in _imported_modules(ast.parse(path.read_text())):
             if "._src" in f".{module}":
                 bad.append(f"{_rel(path)}:{line} imports {module}")
@@ -161,8 +141,6 @@ def test_benchmarks_and_notebooks_import_public_names_only():
 def test_docstrings_cite_the_docs_pages_not_outside_notes():
     bad = []
     for path in _python_files(*PACKAGES, "benchmarks"):
-        if _allowed(path, "citations"):
-            continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -211,11 +189,7 @@ def _sizes():
 
 
 def test_no_module_over_400_lines_of_code():
-    bad = [
-        f"{_rel(path)}: {n} lines of code"
-        for path, n, _ in _sizes()
-        if n > MAX_MODULE_LINES and not _allowed(path, "size")
-    ]
+    bad = [f"{_rel(path)}: {n} lines of code" for path, n, _ in _sizes() if n > MAX_MODULE_LINES]
     assert not bad, "\n".join(bad)
 
 
@@ -224,21 +198,9 @@ def test_no_function_over_120_lines_of_code():
         f"{_rel(path)}:{line} {name}: {n} lines of code"
         for path, _, functions in _sizes()
         for name, line, n in functions
-        if n > MAX_FUNCTION_LINES and not _allowed(path, "size")
+        if n > MAX_FUNCTION_LINES
     ]
     assert not bad, "\n".join(bad)
-
-
-def test_temporary_allow_list_entries_are_still_needed():
-    """An entry that no longer breaks its rule must be removed from the list."""
-    sizes = {_rel(p): (n, max((f[2] for f in fs), default=0)) for p, n, fs in _sizes()}
-    for rel, rules in TEMPORARY_ALLOW.items():
-        assert (ROOT / rel).exists(), f"{rel} is allow-listed but does not exist"
-        if "size" in rules:
-            n, longest = sizes[rel]
-            assert n > MAX_MODULE_LINES or longest > MAX_FUNCTION_LINES, (
-                f"{rel} now fits the size rules; remove 'size' from its allow-list entry"
-            )
 
 
 # ----------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def _config(d, method):
     )
     towers = model(rngs=nnx.Rngs(0)).drgrad_towers()
     tx = {
-        "drgrad": drgrad_jax.drgrad(towers, mode="paper", num_tasks=2),
+        "drgrad": drgrad_jax.drgrad(towers, num_tasks=2),
         "pcgrad": drgrad_jax.pcgrad(seed=0),
     }[method]
     return drgrad_jax.TrainConfig(model, optax.adam(1e-2), tx, batch_size=64, num_epochs=2)

@@ -1,4 +1,4 @@
-"""Tests of the CDP simulator (notes §7b) and the FD-CATE oracle (notes §7c)."""
+"""Tests of the CDP simulator (docs/almmta.md, *CDP simulator*) and the FD-CATE oracle (docs/almmta.md, *Front-door oracle*)."""
 
 import dataclasses
 import itertools

@@ -2,7 +2,7 @@
 
 The adversary ``D`` reads the mediator ``M̂`` and predicts the outcome ``y``;
 the mediator branch (θ_G) is pushed to make that hard, so ``M̂`` carries the
-touches' effect without leaking the label (notes §4.3, §4.5). Three pieces:
+touches' effect without leaking the label (docs/almmta.md, *Gradient reversal and the min-max step*). Three pieces:
 
 * ``gradient_reversal``: the identity forward, ``−λ`` times the cotangent
   backward (one objective, one gradient: ``mode="grl"``);
@@ -70,7 +70,7 @@ gradient_reversal.defvjp(_grl_fwd, _grl_bwd)
 def adversary_weight(
     step: jax.Array, lambda_max: float, warmup_steps: int, total_steps: int
 ) -> jax.Array:
-    """The DANN ramp of the adversary weight λ_t after a warm-up (notes §4.5).
+    """The DANN ramp of the adversary weight λ_t after a warm-up (docs/almmta.md, *Gradient reversal and the min-max step*).
 
     ``λ_t = λ_max (2 / (1 + e^{−10 p_t}) − 1) 1[step >= warmup]`` with
     ``p_t = clip((step − warmup) / (total − warmup), 0, 1)``.

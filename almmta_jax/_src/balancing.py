@@ -1,4 +1,4 @@
-"""DRGrad balancing of ALM-MTA's two heads on their shared backbone (notes §3, §4.3).
+"""DRGrad balancing of ALM-MTA's two heads on their shared backbone (docs/almmta.md, *Head balancing*).
 
 The outcome head (L_y) and the proxy head (α L_p) read the same backbone; with
 ``balancer="drgrad"`` their two gradients on it are routed by the released-code
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax import drgrad
+from drgrad_jax import drgrad_released, tree
 
 SHARED_BACKBONE = ("touch_embed", "user_encoder", "encoder", "mediator_mlp")
 """θ_G subtrees read by both the outcome loss L_y and the proxy loss L_p (what
@@ -21,21 +21,21 @@ SHARED_BACKBONE = ("touch_embed", "user_encoder", "encoder", "mediator_mlp")
 def head_balancer() -> optax.GradientTransformationExtraArgs:
     """The DRGrad transformation routing the outcome and proxy heads' shared gradients.
 
-    ``drgrad_jax.drgrad(mode="released_code")`` with ``"head:0"`` the outcome
+    ``drgrad_jax.drgrad_released`` with ``"head:0"`` the outcome
     head's (L_y) and ``"head:1"`` the proxy head's (α L_p) view of the shared
     backbone; ``balance_heads`` builds those views.
     """
-    return drgrad({"head:0": "outcome", "head:1": "proxy"}, mode="released_code")
+    return drgrad_released({"head:0": "outcome", "head:1": "proxy"})
 
 
 def balance_heads(task_grads, balancer_state, prefixes: tuple[str, ...] = SHARED_BACKBONE):
-    """DRGrad balancing of L_y and α L_p on the shared backbone (notes §3, §4.3).
+    """DRGrad balancing of L_y and α L_p on the shared backbone (docs/almmta.md, *Head balancing*).
 
     ``task_grads`` are θ_G's per-term gradients with a leading axis of three
     rows: ``g_y = ∇L_y``, ``g_p = α ∇L_p`` and ``g_r`` (every other term: β L_cl
     and the adversarial term). On the shared backbone (``prefixes``) the two
     heads' gradients are routed by the released-code rule of DRGrad
-    (``drgrad_jax.drgrad(mode="released_code")``), with c = cos(g_y, g_p) and
+    (``drgrad_jax.drgrad_released``), with c = cos(g_y, g_p) and
     s = the sum of a unit-normalized gradient's entries, all over the whole
     backbone::
 
@@ -69,8 +69,6 @@ def balance_heads(task_grads, balancer_state, prefixes: tuple[str, ...] = SHARED
       AAAI 2025, https://arxiv.org/abs/2510.09643 (rule of the released code,
       https://github.com/logwhistle/drgrad_for_aaai25).
     """
-    from drgrad_jax._src import task_grads as tg
-
     leaves, treedef = jax.tree_util.tree_flatten(task_grads)
     for leaf in leaves:
         if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != 3:
@@ -78,7 +76,7 @@ def balance_heads(task_grads, balancer_state, prefixes: tuple[str, ...] = SHARED
                 f"task_grads leaves must be [3, *param_shape] (rows L_y, α L_p, rest); got "
                 f"shape {jnp.shape(leaf)}."
             )
-    shared = tg.match_prefix(tg.leaf_paths(task_grads), tuple(prefixes))
+    shared = tree.match_prefix(tree.leaf_paths(task_grads), tuple(prefixes))
     if not shared:
         raise ValueError(f"no task_grads leaf lies under the shared prefixes {prefixes}.")
     zero = lambda g: jnp.zeros_like(g[0])
@@ -87,7 +85,7 @@ def balance_heads(task_grads, balancer_state, prefixes: tuple[str, ...] = SHARED
         "proxy": [jnp.stack([zero(leaves[i]), leaves[i][1]]) for i in shared],
     }
     routed, balancer_state = head_balancer().update(views, balancer_state)
-    out = [tg.sum_rows(g) for g in leaves]
+    out = [tree.sum_rows(g) for g in leaves]
     for n, i in enumerate(shared):
         out[i] = (routed["outcome"][n] + routed["proxy"][n] + leaves[i][2]).astype(leaves[i].dtype)
     return jax.tree_util.tree_unflatten(treedef, out), balancer_state

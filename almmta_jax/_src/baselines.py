@@ -1,4 +1,4 @@
-"""Baselines of the ALM-MTA evaluation (notes §8), on the same journeys and the same loop.
+"""Baselines of the ALM-MTA evaluation (docs/almmta.md, *Baselines*), on the same journeys and the same loop.
 
 * ``LogisticMTA``: logistic regression on x and bag-of-touches features.
 * ``DNAMTA``: LSTM + time-decay attention + user context (Arava et al. 2018).
@@ -187,7 +187,7 @@ def _attend(scores: jax.Array, keep: jax.Array, values: jax.Array) -> jax.Array:
 
 
 class LogisticMTA(nnx.Module):
-    """Logistic regression on ``x`` and bag-of-touches features (notes §8, "LR").
+    """Logistic regression on ``x`` and bag-of-touches features (docs/almmta.md, *Baselines*, "LR").
 
     ``logit = wᵀ[x; n_c; Σ_{j: c_j = c} ρ_j] + b`` with ``n_c`` the number of kept
     touches of channel c and ``ρ`` the recency weight.
@@ -220,7 +220,7 @@ class LogisticMTA(nnx.Module):
 
 
 class DNAMTA(nnx.Module):
-    """DNAMTA-style predictor: LSTM, time-decay attention, user context, ELU MLP (notes §8).
+    """DNAMTA-style predictor: LSTM, time-decay attention, user context, ELU MLP (docs/almmta.md, *Baselines*).
 
     ``α_j ∝ exp(vᵀ tanh(W h_j) − softplus(δ) · log1p(hours_to_end_j))`` over
     kept touches; ``logit = MLP([Σ α_j h_j; s(x)])``.
@@ -262,7 +262,7 @@ class DNAMTA(nnx.Module):
 
 
 class CausalMTAPredictor(nnx.Module):
-    """CausalMTA-style predictor with a gradient-reversal channel classifier (notes §8).
+    """CausalMTA-style predictor with a gradient-reversal channel classifier (docs/almmta.md, *Baselines*).
 
     A bidirectional LSTM (directions summed) with attention queried by the
     forward state at the last kept touch, the user context, and an ELU MLP
@@ -330,7 +330,7 @@ class CausalMTAPredictor(nnx.Module):
 
 
 class ProxyDirect(nnx.Module):
-    """The leaky ablation: the observed proxy replaces the learned mediator (notes §8).
+    """The leaky ablation: the observed proxy replaces the learned mediator (docs/almmta.md, *Baselines*).
 
     ``m = L^{-1/2} Σ_j keep_j · a_j · y'_j`` (a_j = σ(MLP(e_j)) per proxy channel),
     ``logit = MLP([m; z(t); s(x)])``, trained on ``L_y`` alone with no adversary.
@@ -616,7 +616,7 @@ def journey_balancing_weights(
     learning_rate: float = 1e-2,
     clip_percentiles: tuple[float, float] = (1.0, 99.0),
 ) -> np.ndarray:
-    """CausalMTA-style journey reweighting by a domain classifier (notes §8, step 1).
+    """CausalMTA-style journey reweighting by a domain classifier (docs/almmta.md, *Baselines*, step 1).
 
     A 4-layer MLP ``D`` (hidden 10) separates real pairs (user features u_i,
     channel summary C_i) from pairs whose user is shuffled, so that the
@@ -668,7 +668,7 @@ def channel_bags(batch: JourneyBatch, channel_field: int, num_channels: int) -> 
 
 
 def alm_mta_variant(config: TrainConfig, variant: str) -> TrainConfig:
-    """An ALM-MTA ablation as a ``TrainConfig`` (notes §6.2, §8).
+    """An ALM-MTA ablation as a ``TrainConfig`` (docs/almmta.md, *Baselines*).
 
     * ``"full"``: unchanged.
     * ``"no_contrastive"``: β = 0 (attribute with the whole reference pool,

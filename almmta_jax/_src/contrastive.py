@@ -2,7 +2,7 @@
 
 The mediator's query is pulled towards the keys of the touches that carried
 the outcome (an uploader's touches with a clear proxy signal) and pushed from
-a queue of negative keys (notes §4.4). As in MoCo, the queue holds keys of a
+a queue of negative keys (docs/almmta.md, *Losses and objective*). As in MoCo, the queue holds keys of a
 slowly moving copy of the key head (an exponential moving average of its
 parameters), so the negatives stay consistent while the key head trains.
 """

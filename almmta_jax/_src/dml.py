@@ -1,4 +1,4 @@
-"""DML-style baseline of the ALM-MTA evaluation (notes §8): an R-learner on exposure counts.
+"""DML-style baseline of the ALM-MTA evaluation (docs/almmta.md, *Baselines*): an R-learner on exposure counts.
 
 Treatments are a journey's channel counts; the nuisances and the effect
 coefficients are closed-form ridge regressions, so the fit needs no training
@@ -79,7 +79,7 @@ def fit_dml(
     folds: int = 2,
     seed: int = 0,
 ) -> DMLModel:
-    """DML-style residualization on cluster exposure counts (notes §8).
+    """DML-style residualization on cluster exposure counts (docs/almmta.md, *Baselines*).
 
     Treatments are the channel counts ``n_uc``. Nuisances ``ĝ(x) = E[Y | x]`` and
     ``ê_c(x) = E[n_c | x]`` are ridge regressions on ``φ(x) = [1, x, x²]``,
@@ -90,7 +90,7 @@ def fit_dml(
     by ridge least squares. The deletion uplift of a touch of channel c is
     ``θ_c(x)`` (up to the probability clipping of the prediction).
 
-    Deviation: the notes fit the nuisances with MLPs; ridge on quadratic
+    Deviation: the method's description fits the nuisances with MLPs; ridge on quadratic
     features keeps the fit closed-form.
 
     Args:

@@ -1,4 +1,4 @@
-"""The ALM-MTA min-max step: every player updated in ONE jitted function (notes §4.3, §4.5).
+"""The ALM-MTA min-max step: every player updated in ONE jitted function (docs/almmta.md, *Losses and objective* and *Gradient reversal and the min-max step*).
 
 The mediator branch and the adversary are updated together:
 

@@ -37,7 +37,7 @@ BALANCERS = ("none", "drgrad")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines an ALM-MTA training run (notes §4.3-§4.5).
+    """Everything that defines an ALM-MTA training run (docs/almmta.md, *Losses and objective* to *Gradient reversal and the min-max step*).
 
     Attributes:
       model: the ``ModelConfig``.

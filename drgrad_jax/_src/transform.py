@@ -212,7 +212,6 @@ def drgrad(
     ema_decay: ArrayLike = 0.99,
     temperature: ArrayLike = 1.0,
     num_tasks: int | None = None,
-    mode: str = "paper",
 ) -> optax.GradientTransformationExtraArgs:
     """DRGrad: route per-task gradients between a split primary tower and auxiliary towers.
 
@@ -281,10 +280,6 @@ def drgrad(
       num_tasks: declared number of tasks; the task axis must match. ``None``
         infers it. (A static int: with ``optax.inject_hyperparams`` pass it in
         ``static_args``.)
-      mode: transitional, kept for callers not yet converted: ``"paper"``
-        (default) or ``"released_code"``, which returns
-        ``drgrad_released(towers, num_tasks=num_tasks)``. Use
-        ``drgrad_released`` directly.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
@@ -314,12 +309,6 @@ def drgrad(
       Information Surgery for Multi-Task Learning (MTL) Recommendations",
       AAAI 2025. https://arxiv.org/abs/2510.09643
     """
-    if mode == "released_code":
-        from drgrad_jax._src.released import drgrad_released
-
-        return drgrad_released(towers, num_tasks=num_tasks)
-    if mode != "paper":
-        raise ValueError(f"mode must be 'paper' or 'released_code'; got {mode!r}.")
     _check_hyperparams(space, pairing, updater, gamma, ema_decay, temperature)
     num_tasks = static_num_tasks(num_tasks)
     roles = parse_roles(towers, ("dedicated", "shared", "aux"), "drgrad")
