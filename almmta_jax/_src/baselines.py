@@ -33,6 +33,8 @@ from flax import nnx
 from almmta_jax._src import losses
 from almmta_jax._src.adversary import gradient_reversal
 from almmta_jax._src.data import JourneyBatch
+from almmta_jax._src.fitting import fit_full_batch
+from almmta_jax._src.networks import TouchEmbedding
 from almmta_jax._src.optimizer import default_optimizer
 from almmta_jax._src.train import TrainConfig
 from drgrad_jax import loop
@@ -131,21 +133,6 @@ def recency(batch: JourneyBatch, decay_hours: float) -> jax.Array:
 # ---------------------------------------------------------------- shared parts
 
 
-class _TouchEmbed(nnx.Module):
-    """Sum of one embedding per id column plus a projection of the time features."""
-
-    def __init__(self, config: BaselineConfig, *, rngs: nnx.Rngs):
-        self.tables = nnx.List(
-            [nnx.Embed(int(v), config.embed_dim, rngs=rngs) for v in config.vocab_sizes]
-        )
-        self.time = nnx.Linear(3, config.embed_dim, rngs=rngs)
-
-    def __call__(self, batch: JourneyBatch) -> jax.Array:
-        ids = batch.touch_ids
-        e = sum(t(ids[..., i]) for i, t in enumerate(self.tables))
-        return e + self.time(batch.tfeat)
-
-
 class _User(nnx.Module):
     """``s = ELU(Dense(x ⊕ user-id embedding))``."""
 
@@ -237,7 +224,7 @@ class DNAMTA(nnx.Module):
     def __init__(self, config: BaselineConfig, *, rngs: nnx.Rngs):
         h = config.hidden
         self.config = config
-        self.embed = _TouchEmbed(config, rngs=rngs)
+        self.embed = TouchEmbedding(config.vocab_sizes, config.embed_dim, rngs=rngs)
         self.user = _User(config, rngs=rngs)
         self.cell = nnx.OptimizedLSTMCell(config.embed_dim, h, rngs=rngs)
         self.att = nnx.Linear(h, h, rngs=rngs)
@@ -249,7 +236,9 @@ class DNAMTA(nnx.Module):
     def __call__(self, batch: JourneyBatch, keep=None, *, dropout_key=None) -> jax.Array:
         del dropout_key
         k = _keep(batch, keep)
-        hs = _masked_lstm(self.cell, self.embed(batch), k, self.config.hidden)
+        hs = _masked_lstm(
+            self.cell, self.embed(batch.touch_ids, batch.tfeat), k, self.config.hidden
+        )
         score = self.att_v(jnp.tanh(self.att(hs)))[..., 0]
         score = score - jax.nn.softplus(self.decay[...]) * batch.tfeat[..., 0]
         pooled = _attend(score, k, hs)
@@ -285,7 +274,7 @@ class CausalMTAPredictor(nnx.Module):
     def __init__(self, config: BaselineConfig, *, rngs: nnx.Rngs):
         h = config.hidden
         self.config = config
-        self.embed = _TouchEmbed(config, rngs=rngs)
+        self.embed = TouchEmbedding(config.vocab_sizes, config.embed_dim, rngs=rngs)
         self.user = _User(config, rngs=rngs)
         self.fwd = nnx.OptimizedLSTMCell(config.embed_dim, h, rngs=rngs)
         self.bwd = nnx.OptimizedLSTMCell(config.embed_dim, h, rngs=rngs)
@@ -296,7 +285,7 @@ class CausalMTAPredictor(nnx.Module):
         self.channel = nnx.Linear(h, config.num_channels, rngs=rngs)
 
     def _states(self, batch, k):
-        e = self.embed(batch)
+        e = self.embed(batch.touch_ids, batch.tfeat)
         hf = _masked_lstm(self.fwd, e, k, self.config.hidden)
         hb = _masked_lstm(self.bwd, e, k, self.config.hidden, reverse=True)
         return hf, hf + hb
@@ -347,7 +336,7 @@ class ProxyDirect(nnx.Module):
     def __init__(self, config: BaselineConfig, num_proxy: int = 1, *, rngs: nnx.Rngs):
         h, d = config.hidden, config.embed_dim
         self.config = config
-        self.embed = _TouchEmbed(config, rngs=rngs)
+        self.embed = TouchEmbedding(config.vocab_sizes, config.embed_dim, rngs=rngs)
         self.user = _User(config, rngs=rngs)
         self.gate = nnx.Linear(d, num_proxy, rngs=rngs)
         self.t_gate = nnx.Linear(d, 1, rngs=rngs)
@@ -357,7 +346,7 @@ class ProxyDirect(nnx.Module):
     def __call__(self, batch: JourneyBatch, keep=None, *, dropout_key=None) -> jax.Array:
         del dropout_key
         k = _keep(batch, keep).astype(jnp.float32)
-        e = self.embed(batch)
+        e = self.embed(batch.touch_ids, batch.tfeat)
         scale = 1.0 / np.sqrt(self.config.max_len)
         a = jax.nn.sigmoid(self.gate(e))
         m = scale * jnp.einsum("bl,blp->bp", k, a * batch.yp)
@@ -588,7 +577,6 @@ def _fit_balancer(u, c, key, *, hidden: int, steps: int, learning_rate: float):
         (jax.random.normal(k, (a, b)) * jnp.sqrt(1.0 / a), jnp.zeros((b,)))
         for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
     ]
-    tx = optax.adam(learning_rate)
 
     def loss(p, k):
         shuffled = u[jax.random.permutation(k, n)]
@@ -596,13 +584,7 @@ def _fit_balancer(u, c, key, *, hidden: int, steps: int, learning_rate: float):
         fake = optax.sigmoid_binary_cross_entropy(_d_logit(p, shuffled, c), 0.0)
         return jnp.mean(real) + jnp.mean(fake)
 
-    def step(carry, k):
-        p, o = carry
-        g = jax.grad(loss)(p, k)
-        upd, o = tx.update(g, o, p)
-        return (optax.apply_updates(p, upd), o), None
-
-    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(run_key, steps))
+    params = fit_full_batch(loss, params, steps=steps, learning_rate=learning_rate, key=run_key)
     return _d_logit(params, u, c)
 
 
