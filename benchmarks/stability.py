@@ -120,7 +120,7 @@ def drgrad_run(steps: int, chunk: int, param_limit: float, seed: int = 0) -> dic
         "chunks": chunks,
         "diverged_at_step": diverged_at,
         "skipped_steps": int(state.skipped),
-        "run_compilations": trainer._run._cache_size(),
+        "run_compilations": trainer.compilations()["run"],
         "wall_s": round(time.perf_counter() - start, 1),
     }
 

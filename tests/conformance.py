@@ -63,8 +63,16 @@ def _assert_finite(tree, what: str) -> None:
 
 def _perturbed(task_grads, step):
     """Task gradients that differ from step to step (same shapes and dtypes)."""
-    scale = 1.0 + 0.1 * jnp.asarray(step, jnp.float32)
-    return jax.tree.map(lambda g: (g.astype(jnp.float32) * scale).astype(g.dtype), task_grads)
+    # Uneven over the task axis, so that the direction between tasks changes too
+    # (a uniform rescaling leaves every scale-invariant weighting where it was).
+
+    def change(g):
+        k = g.shape[0]
+        ramp = jnp.arange(1, k + 1, dtype=jnp.float32).reshape((k,) + (1,) * (g.ndim - 1)) / k
+        scale = 1.0 + 0.1 * jnp.asarray(step, jnp.float32) * ramp
+        return (g.astype(jnp.float32) * scale).astype(g.dtype)
+
+    return jax.tree.map(change, task_grads)
 
 
 def _perturbed_extra(extra_args, step):
@@ -173,8 +181,13 @@ def check_inject_hyperparams(factory, params, task_grads, kwargs, hyperparam, ex
     injected = state.hyperparams[hyperparam]
     runs = {}
     for name, factor in (("given", 1.0), ("half", 0.5)):
+        # A vector hyperparameter changes unevenly: halving every entry of a
+        # preference vector is a no-op for scale-invariant methods (ConFIG).
+        given = jnp.asarray(kwargs[hyperparam])
+        if given.ndim and factor != 1.0:
+            factor = jnp.linspace(factor, 1.0, given.shape[-1], dtype=jnp.float32)
         s = state._replace(hyperparams={**state.hyperparams, hyperparam: injected * factor})
-        bare = factory(**{**kwargs, hyperparam: jnp.asarray(kwargs[hyperparam]) * factor})
+        bare = factory(**{**kwargs, hyperparam: given * factor})
         bare_state = bare.init(params)
         bare_step = jax.jit(lambda g, s, p, e, bare=bare: bare.update(g, s, p, **e))
         seq = []

@@ -58,7 +58,9 @@ ZOO = {
     "gradnorm": (
         dj.gradnorm,
         {"alpha": 1.5, "learning_rate": 0.025, "num_tasks": K, "layer": ("w", "trunk")},
-        "alpha",
+        # Not alpha: L_grad is an L1 loss, so over three steps a halved alpha
+        # moves the targets without flipping any sign, and the weights agree.
+        "learning_rate",
     ),
     "moco": (dj.moco, {"beta": 0.5, "gamma": 0.1, "num_tasks": K}, "gamma"),
     "modo": (dj.modo, {"gamma": 0.1, "rho": 0.1, "num_tasks": K}, "gamma"),
