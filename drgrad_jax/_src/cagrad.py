@@ -7,6 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.projections import projection_simplex
 
 from drgrad_jax._src.min_norm import (
     EXACT_MAX_TASKS,
@@ -16,7 +17,6 @@ from drgrad_jax._src.min_norm import (
     _supports,
     _to_simplex,
     min_norm_weights,
-    project_simplex,
     support_solve,
 )
 from drgrad_jax._src.task_grads import gramian_weighting
@@ -87,7 +87,7 @@ def cagrad_weights(gram: jax.typing.ArrayLike, c: jax.typing.ArrayLike) -> jax.A
             tau = jnp.maximum(jnp.sqrt(jnp.maximum(w @ mn @ w, 0.0)), 1e-6)
             h = (0.5 * r / tau) * mn
             return _accelerated_pgd(
-                h, a, project_simplex, w, PGD_ITERS // 10, 0.5 * lam_max * r / tau
+                h, a, projection_simplex, w, PGD_ITERS // 10, 0.5 * lam_max * r / tau
             )
 
         w = jax.lax.fori_loop(0, 20, outer, base[-1])

@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.projections import projection_simplex
 
-from drgrad_jax._src.min_norm import project_simplex
 from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, gramian
 
 
@@ -109,7 +109,7 @@ def moco(
         )
         gram = gramian(tracked)
         lam = state.weights
-        lam = project_simplex(lam - gamma_t * (gram @ lam + jnp.asarray(rho, jnp.float32) * lam))
+        lam = projection_simplex(lam - gamma_t * (gram @ lam + jnp.asarray(rho, jnp.float32) * lam))
         updates = jax.tree.map(
             lambda y, g: jnp.tensordot(lam, y, axes=1).astype(g.dtype), tracked, task_grads
         )

@@ -7,8 +7,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.projections import projection_simplex
 
-from drgrad_jax._src.min_norm import project_simplex
 from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
 
 
@@ -45,7 +45,7 @@ def modo_weights(
     lam = jnp.asarray(weights, jnp.float32)
     matrix = jnp.asarray(matrix, jnp.float32)
     grad = matrix @ lam + jnp.asarray(rho, jnp.float32) * lam
-    return project_simplex(lam - jnp.asarray(gamma, jnp.float32) * grad)
+    return projection_simplex(lam - jnp.asarray(gamma, jnp.float32) * grad)
 
 
 def modo(

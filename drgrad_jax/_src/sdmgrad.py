@@ -7,8 +7,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.projections import projection_simplex
 
-from drgrad_jax._src.min_norm import project_simplex
 from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
 
 
@@ -58,7 +58,7 @@ def sdmgrad_weights(
         w, velocity = carry
         grad = a @ (w + lam * pref)
         velocity = mom * velocity + grad  # starts at zero: the first step is plain SGD
-        return project_simplex(w - lr * velocity), velocity
+        return projection_simplex(w - lr * velocity), velocity
 
     w, _ = jax.lax.fori_loop(0, n_iter, body, (w, jnp.zeros_like(w)))
     return w, (w + lam * pref) / (1.0 + lam)
