@@ -82,3 +82,47 @@ def test_num_tasks_needed_at_init_has_one_message(name):
         getattr(dj, name)(num_tasks=0)
     tx = getattr(dj, name)(num_tasks=2)
     assert tx.init(PARAMS) is not None
+
+
+INFERRED = {
+    "pcgrad": (),
+    "mgda": (),
+    "cagrad": (0.4,),
+    "aligned_mtl": (),
+    "conflict_free": (),
+    "dualproj": (),
+    "fairgrad": (),
+    "graddrop": (),
+    "imtl_g": (),
+    "krum": (1, 1),
+    "linear_scalarization": (),
+    "constant": (jnp.ones(4),),
+    "mean": (),
+    "nash_mtl": (),
+    "random_weighting": (),
+    "rlw": (),
+    "stch": (),
+    "trimmed_mean": (0,),
+    "upgrad": (),
+}
+
+
+def _task_grads(k):
+    scale = jnp.linspace(1.0, -0.5, k)
+    return jax.tree.map(lambda p: scale.reshape(-1, *[1] * p.ndim) * p[None], PARAMS)
+
+
+@pytest.mark.parametrize("name", sorted(INFERRED))
+def test_num_tasks_is_optional_and_checked_where_it_can_be_inferred(name):
+    args = INFERRED[name]
+    factory = getattr(dj, name)
+    k = 4
+    extra = {"losses": jnp.ones(k)}  # read by stch, ignored by the others
+    for tx in (factory(*args), factory(*args, num_tasks=k)):
+        updates, _ = tx.update(_task_grads(k), tx.init(PARAMS), PARAMS, **extra)
+        assert jax.tree.map(jnp.shape, updates) == jax.tree.map(jnp.shape, PARAMS)
+    tx = factory(*args, num_tasks=k)
+    with pytest.raises(ValueError, match=rf"task-axis length {k + 1} but num_tasks={k}"):
+        tx.update(_task_grads(k + 1), tx.init(PARAMS), PARAMS, losses=jnp.ones(k + 1))
+    with pytest.raises(ValueError, match="num_tasks must be a positive int"):
+        factory(*args, num_tasks=0)

@@ -268,7 +268,9 @@ def _gramian_one_pass(flat: jax.Array, width: int = 1024) -> jax.Array:
     return full
 
 
-def gramian_weighting(weights_fn: Callable[[jax.Array], jax.Array], state_cls):
+def gramian_weighting(
+    weights_fn: Callable[[jax.Array], jax.Array], state_cls, num_tasks: int | None = None
+):
     """An optax transformation whose update is ``sum_k w_k g_k`` with ``w = weights_fn(G G^T)``.
 
     The shared body of every method that only needs the K x K Gramian (MGDA,
@@ -278,6 +280,7 @@ def gramian_weighting(weights_fn: Callable[[jax.Array], jax.Array], state_cls):
     Args:
       weights_fn: maps the ``[K, K]`` float32 Gramian to ``[K]`` task weights.
       state_cls: a NamedTuple class with a single int32 ``count`` field.
+      num_tasks: optional ``K`` the task axis is checked against.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; extra arguments are ignored.
@@ -289,7 +292,7 @@ def gramian_weighting(weights_fn: Callable[[jax.Array], jax.Array], state_cls):
 
     def update_fn(task_grads, state, params=None, **extra_args):
         del extra_args
-        check_task_grads(task_grads)
+        check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
         weights = weights_fn(gramian(task_grads))
         return combine(weights, task_grads), state_cls(count=optax.safe_increment(state.count))
