@@ -1,4 +1,4 @@
-"""Uplift curves and AUUC: causalml's normalization and the project's oracle normalization.
+"""Uplift curves and AUUC: causalml's, scikit-uplift's and the project's oracle normalization.
 
 Two AUUC normalizations live here, and numbers from one are never comparable with
 the other (see docs/almmta.md, *Uplift curves and AUUC*):
@@ -8,9 +8,10 @@ the other (see docs/almmta.md, *Uplift curves and AUUC*):
   the normalized curve, so the straight random line scores exactly 0.5 and an
   oracle scores *more* than 0.5 but not 1; the Qini score is the mean gap
   between the normalized Qini curve and the random line (random = 0).
+  causalml's normalization is the default (``normalize="causalml"``).
   scikit-uplift instead evaluates the curve at distinct score thresholds only
   and reports ``(A_model - A_random) / (A_perfect - A_random)`` (random 0,
-  perfect 1); h2o bins the predictions first.
+  perfect 1): ``normalize="sklift"``. h2o bins the predictions first.
 * ``normalized_auuc`` is the project's oracle normalization (docs/almmta.md,
   *Grouped AUUC protocol*, step 7): ``(A_model - A_anti) / (A_oracle - A_anti)`` on a cumulative-gain curve with
   tied scores averaged, so a random ranking scores 0.5 in expectation, the
@@ -20,6 +21,8 @@ the other (see docs/almmta.md, *Uplift curves and AUUC*):
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -126,56 +129,162 @@ def _normalized_mean(curve: jax.Array, last: jax.Array | None = None) -> jax.Arr
     return jnp.where(last > 0, jnp.mean(curve) / jnp.where(last > 0, last, 1.0), jnp.nan)
 
 
-def auuc(scores, outcome, treatment) -> jax.Array:
-    """causalml's normalized area under the uplift (cumulative gain) curve.
+# ------------------------------------------- scikit-uplift's normalization
 
-    ::
+_NORMALIZATIONS = ("causalml", "sklift")
+
+
+def _check_normalize(normalize) -> str:
+    if normalize not in _NORMALIZATIONS:
+        raise ValueError(
+            f"normalize must be one of {_NORMALIZATIONS} (the default 'causalml' is the "
+            f"project's own); got {normalize!r}."
+        )
+    return normalize
+
+
+@functools.partial(jax.jit, static_argnames="kind")
+def _threshold_curve(scores, outcome, treatment, kind):
+    """scikit-uplift's curve at every k = 0..n, straight between distinct-score thresholds."""
+    order = _order(scores)
+    s, y, t = scores[order], outcome[order], treatment[order]
+    k = jnp.arange(1, s.shape[0] + 1, dtype=jnp.float32)
+    n_t = jnp.cumsum(t)
+    n_c = k - n_t
+    y_t = jnp.cumsum(y * t)
+    y_c = jnp.cumsum(y * (1.0 - t))
+    # An empty arm contributes 0 to its own term only (not to the whole lift).
+    div = lambda a, b: jnp.where(b > 0, a / jnp.where(b > 0, b, 1.0), 0.0)
+    if kind == "gain":
+        c = (div(y_t, n_t) - div(y_c, n_c)) * k
+    else:
+        c = y_t - y_c * div(n_t, n_c)
+    c = jnp.concatenate([jnp.zeros((1,), jnp.float32), c])
+    # The curve is only defined where the score changes; inside a block of ties
+    # it is the straight segment between the block's end points.
+    start = jnp.searchsorted(-s, -s, side="left")
+    end = jnp.searchsorted(-s, -s, side="right")
+    frac = (k - start) / (end - start)
+    inner = c[start] + frac * (c[end] - c[start])
+    return jnp.concatenate([jnp.zeros((1,), jnp.float32), inner])
+
+
+@functools.partial(jax.jit, static_argnames="kind")
+def _sklift_score(scores, outcome, treatment, kind):
+    y, t = outcome, treatment
+    if kind == "gain":
+        # Ranking that puts treated responders and untreated non-responders first.
+        control_responders = jnp.sum(y * (1.0 - t))
+        treated_silent = jnp.sum((1.0 - y) * t)
+        tie_break = jnp.where(control_responders > treated_silent, y, t)
+        perfect = 2.0 * (y == t) + tie_break
+    else:
+        perfect = y * t - y * (1.0 - t)
+    area = lambda c: jnp.sum(c[1:] + c[:-1]) / 2
+    model = _threshold_curve(scores, y, t, kind)
+    best = _threshold_curve(perfect, y, t, kind)
+    base = best[-1] * (scores.shape[0]) / 2
+    span = area(best) - base
+    return jnp.where(span != 0, (area(model) - base) / jnp.where(span != 0, span, 1.0), jnp.nan)
+
+
+def _check_binary_outcome(outcome):
+    if not isinstance(outcome, jax.core.Tracer):
+        y = np.asarray(outcome)
+        if not np.all((y == 0) | (y == 1)):
+            raise ValueError("outcome must hold only 0 and 1 with normalize='sklift'.")
+
+
+def auuc(scores, outcome, treatment, *, normalize: str = "causalml") -> jax.Array:
+    """Normalized area under the uplift (cumulative gain) curve.
+
+    The default, ``normalize="causalml"``, is the project's normalization, the
+    one of causalml's ``auuc_score``::
 
       AUUC = (n + 1)^{-1} Σ_{k=0..n} gain(k) / |gain(n)|
 
     The straight random line from 0 to ``gain(n)`` scores exactly 0.5; values
-    above 1 occur when the overall effect is negative. This is *not* the
-    oracle-normalized score of ``normalized_auuc``.
+    above 1 occur when the overall effect is negative.
+
+    ``normalize="sklift"`` gives scikit-uplift's ``uplift_auc_score``: the
+    curve is evaluated only where the score changes (straight in between), an
+    empty arm contributes 0 to its own mean, areas are trapezoids, and::
+
+      AUUC = (A(model) - A(random)) / (A(perfect) - A(random))
+
+    with the random line from ``(0, 0)`` to ``(n, gain(n))`` and the perfect
+    ranking putting treated responders and untreated non-responders first
+    (binary outcomes only): random 0, perfect 1.
+
+    Neither is the oracle-normalized score of ``normalized_auuc``.
 
     Args:
       scores: ``[n]`` predicted uplift.
-      outcome: ``[n]`` observed outcome.
+      outcome: ``[n]`` observed outcome (0/1 with ``normalize="sklift"``).
       treatment: ``[n]`` 0/1 treatment indicator.
+      normalize: ``"causalml"`` (default) or ``"sklift"``.
 
     Returns:
-      A float32 scalar; NaN when ``gain(n) = 0``.
+      A float32 scalar; NaN when ``gain(n) = 0`` (causalml) or the perfect curve
+      equals the random line (sklift).
 
     Example:
       >>> round(float(auuc([3., 2., 1., 0.], [1, 0, 0, 0], [1, 0, 1, 0])), 3)
       0.55
+      >>> round(float(auuc([3., 2., 1., 0.], [1, 0, 0, 0], [1, 0, 1, 0], normalize="sklift")), 3)
+      0.5
 
     References:
-      Zhao et al., causalml ``metrics.auuc_score``, https://github.com/uber/causalml.
+      Zhao et al., causalml ``metrics.auuc_score``, https://github.com/uber/causalml;
+      Shevchenko et al., scikit-uplift ``metrics.uplift_auc_score``,
+      https://github.com/maks-sh/scikit-uplift.
     """
+    if _check_normalize(normalize) == "sklift":
+        args = _check_unit_inputs(scores, outcome, treatment)
+        _check_binary_outcome(args[1])
+        return _sklift_score(*args, "gain")
     return _normalized_mean(uplift_curve(scores, outcome, treatment))
 
 
-def qini_score(scores, outcome, treatment) -> jax.Array:
-    """causalml's Qini score: mean gap between the normalized Qini curve and the random line.
+def qini_score(scores, outcome, treatment, *, normalize: str = "causalml") -> jax.Array:
+    """Qini score: area between the Qini curve and the random line.
 
-    ::
+    The default, ``normalize="causalml"``, is the project's normalization, the
+    one of causalml's ``qini_score`` with the random ranking replaced by its
+    expectation, the straight line::
 
       Q = (n + 1)^{-1} Σ_{k=0..n} [qini(k) - (k / n) qini(n)] / |qini(n)|
 
     A random ranking scores 0 (it is not divided by a perfect curve).
 
+    ``normalize="sklift"`` gives scikit-uplift's ``qini_auc_score`` (with its
+    default ``negative_effect=True``): the curve
+    ``Y_T(k) - Y_C(k) N_T(k) / N_C(k)`` (the ratio is 0 while ``N_C(k) = 0``)
+    evaluated where the score changes, trapezoid areas, and
+    ``(A(model) - A(random)) / (A(perfect) - A(random))``, the perfect ranking
+    sorting by ``y·t - y·(1 - t)`` (binary outcomes only): random 0, perfect 1.
+
     Args:
       scores: ``[n]`` predicted uplift.
-      outcome: ``[n]`` observed outcome.
+      outcome: ``[n]`` observed outcome (0/1 with ``normalize="sklift"``).
       treatment: ``[n]`` 0/1 treatment indicator.
+      normalize: ``"causalml"`` (default) or ``"sklift"``.
 
     Returns:
-      A float32 scalar; NaN when ``qini(n) = 0``.
+      A float32 scalar; NaN when ``qini(n) = 0`` (causalml) or the perfect curve
+      equals the random line (sklift).
 
     Example:
       >>> round(float(qini_score([3., 2., 1., 0.], [1, 0, 0, 0], [1, 0, 1, 0])), 3)
       0.1
+      >>> s, y, t = [3., 2., 1., 0.], [1, 0, 0, 0], [1, 0, 1, 0]
+      >>> round(float(qini_score(s, y, t, normalize="sklift")), 3)
+      1.0
     """
+    if _check_normalize(normalize) == "sklift":
+        args = _check_unit_inputs(scores, outcome, treatment)
+        _check_binary_outcome(args[1])
+        return _sklift_score(*args, "qini")
     q = qini_curve(scores, outcome, treatment)
     n = q.shape[0] - 1
     random = q[-1] * jnp.arange(n + 1, dtype=jnp.float32) / n

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import gramian_weighting
+from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
 class AlignedMTLState(NamedTuple):
@@ -39,7 +39,7 @@ def aligned_mtl_weights(gram: jax.typing.ArrayLike) -> jax.Array:
     return jnp.sum(b, axis=1)
 
 
-def aligned_mtl() -> optax.GradientTransformationExtraArgs:
+def aligned_mtl(*, num_tasks: int | None = None) -> optax.GradientTransformationExtraArgs:
     r"""Aligned-MTL: make the task gradients an orthogonal, equally scaled system.
 
     Senushkin et al. (2023), Eq. (9)-(10) and Algorithm 1: with the Gramian
@@ -59,6 +59,10 @@ def aligned_mtl() -> optax.GradientTransformationExtraArgs:
     ``d = 0``; all-zero gradients give ``d = 0``; zero task gradients are
     dropped with the null space.
 
+    Args:
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
+
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
       (leaves ``[K, *param_shape]``) to a params-shaped update; extra keyword
@@ -75,5 +79,7 @@ def aligned_mtl() -> optax.GradientTransformationExtraArgs:
       Senushkin, Patakin, Kuznetsov & Konushin, *Independent Component Alignment
       for Multi-Task Learning*, CVPR 2023, https://arxiv.org/abs/2305.19000.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "aligned_mtl")
 
-    return gramian_weighting(aligned_mtl_weights, AlignedMTLState)
+    return gramian_weighting(aligned_mtl_weights, AlignedMTLState, num_tasks=num_tasks)

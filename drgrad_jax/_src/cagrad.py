@@ -7,6 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.projections import projection_simplex
 
 from drgrad_jax._src.min_norm import (
     EXACT_MAX_TASKS,
@@ -16,10 +17,9 @@ from drgrad_jax._src.min_norm import (
     _supports,
     _to_simplex,
     min_norm_weights,
-    project_simplex,
     support_solve,
 )
-from drgrad_jax._src.task_grads import gramian_weighting
+from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
 class CAGradState(NamedTuple):
@@ -87,7 +87,7 @@ def cagrad_weights(gram: jax.typing.ArrayLike, c: jax.typing.ArrayLike) -> jax.A
             tau = jnp.maximum(jnp.sqrt(jnp.maximum(w @ mn @ w, 0.0)), 1e-6)
             h = (0.5 * r / tau) * mn
             return _accelerated_pgd(
-                h, a, project_simplex, w, PGD_ITERS // 10, 0.5 * lam_max * r / tau
+                h, a, projection_simplex, w, PGD_ITERS // 10, 0.5 * lam_max * r / tau
             )
 
         w = jax.lax.fori_loop(0, 20, outer, base[-1])
@@ -104,7 +104,7 @@ def cagrad_weights(gram: jax.typing.ArrayLike, c: jax.typing.ArrayLike) -> jax.A
 
 
 def cagrad(
-    c: jax.typing.ArrayLike = 0.5, *, rescale: bool = False
+    c: jax.typing.ArrayLike = 0.5, *, rescale: bool = False, num_tasks: int | None = None
 ) -> optax.GradientTransformationExtraArgs:
     r"""Conflict-averse gradient descent (CAGrad).
 
@@ -133,6 +133,8 @@ def cagrad(
         paper's multi-task experiments).
       rescale: divide ``d`` by ``1 + c^2``, as the authors' code (``rescale=1``)
         and LibMTL do; off by default to follow the paper's equation.
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -150,6 +152,8 @@ def cagrad(
       Liu, Liu, Jin, Stone & Liu, *Conflict-Averse Gradient Descent for
       Multi-task Learning*, NeurIPS 2021, https://arxiv.org/abs/2110.14048.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "cagrad")
     if isinstance(c, (int, float)) and c < 0:
         raise ValueError(f"c must be >= 0; got {c}.")
 
@@ -160,4 +164,4 @@ def cagrad(
             weights = weights / (1.0 + cc * cc)
         return weights
 
-    return gramian_weighting(weights_fn, CAGradState)
+    return gramian_weighting(weights_fn, CAGradState, num_tasks=num_tasks)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import gramian_weighting
+from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
 class ConflictFreeState(NamedTuple):
@@ -51,7 +51,7 @@ def conflict_free_weights(
 
 
 def conflict_free(
-    pref_vector: jax.typing.ArrayLike | None = None,
+    pref_vector: jax.typing.ArrayLike | None = None, *, num_tasks: int | None = None
 ) -> optax.GradientTransformationExtraArgs:
     r"""ConFIG: conflict-free gradient combination.
 
@@ -78,6 +78,8 @@ def conflict_free(
     Args:
       pref_vector: ``[K]`` preference ``p`` (a float array, so
         ``optax.inject_hyperparams`` can schedule it), or ``None`` for all ones.
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -95,10 +97,14 @@ def conflict_free(
       Liu, Chu & Thuerey, *ConFIG: Towards Conflict-free Training of Physics
       Informed Neural Networks*, ICLR 2025, https://arxiv.org/abs/2408.11104.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "conflict_free")
     if pref_vector is not None and jnp.ndim(pref_vector) != 1:
         raise ValueError(
             f"pref_vector must be a vector [num_tasks]; got shape {jnp.shape(pref_vector)}."
         )
     return gramian_weighting(
-        lambda gram: conflict_free_weights(gram, pref_vector), ConflictFreeState
+        lambda gram: conflict_free_weights(gram, pref_vector),
+        ConflictFreeState,
+        num_tasks=num_tasks,
     )

@@ -13,7 +13,13 @@ from drgrad_jax._src.conflict_free import conflict_free_weights
 from drgrad_jax._src.dualproj import dualproj_weights
 from drgrad_jax._src.imtl import imtl_g_weights
 from drgrad_jax._src.min_norm import min_norm_weights
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    gramian,
+    require_num_tasks,
+)
 from drgrad_jax._src.upgrad import upgrad_weights
 
 WEIGHTINGS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -43,7 +49,7 @@ def cr_mogm(
     alpha: jax.typing.ArrayLike = 0.9,
     initial_weights: jax.typing.ArrayLike | None = None,
     *,
-    num_tasks: int,
+    num_tasks: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""CR-MOGM: smooth the task weights of a Gramian-based method across steps.
 
@@ -93,8 +99,7 @@ def cr_mogm(
       Multi-Objective Gradient Manipulation and Beyond*, NeurIPS 2022,
       https://openreview.net/forum?id=ScwfQ7hdwyP.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "cr_mogm")
     if isinstance(weighting, str):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting={weighting!r} is not one of {sorted(WEIGHTINGS)}.")

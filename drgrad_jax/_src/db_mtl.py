@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.loss_weighting import _losses_arg
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads
+from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, require_num_tasks
 
 EPSILON = 1e-8
 """Added to the losses before their logarithm and to the norms before dividing."""
@@ -32,7 +32,7 @@ def db_mtl(
     beta: jax.typing.ArrayLike = 0.9,
     beta_sigma: jax.typing.ArrayLike = 0.5,
     *,
-    num_tasks: int,
+    num_tasks: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""DB-MTL: balance the loss scales with log losses, then the gradient magnitudes.
 
@@ -81,8 +81,7 @@ def db_mtl(
       Lin, Ye, Xu, Shi & Zhang, *Dual-Balancing for Multi-Task Learning*, 2023,
       https://arxiv.org/abs/2308.12029.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "db_mtl")
 
     def init_fn(params):
         if params is None:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.min_norm import box_qp_weights
-from drgrad_jax._src.task_grads import gramian_weighting
+from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
 class DualProjState(NamedTuple):
@@ -44,7 +44,7 @@ def dualproj_weights(
 
 
 def dualproj(
-    pref_vector: jax.typing.ArrayLike | None = None,
+    pref_vector: jax.typing.ArrayLike | None = None, *, num_tasks: int | None = None
 ) -> optax.GradientTransformationExtraArgs:
     r"""DualProj: project the (weighted) mean gradient onto the dual cone.
 
@@ -71,6 +71,8 @@ def dualproj(
     Args:
       pref_vector: ``[K]`` non-negative preference ``u`` (a float array, so
         ``optax.inject_hyperparams`` can schedule it), or ``None`` for ``1 / K``.
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -90,8 +92,12 @@ def dualproj(
       Quinton & Rey, *Jacobian Descent for Multi-Objective Optimization*, 2024,
       https://arxiv.org/abs/2406.16232 (TorchJD's ``DualProj``).
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "dualproj")
     if pref_vector is not None and jnp.ndim(pref_vector) != 1:
         raise ValueError(
             f"pref_vector must be a vector [num_tasks]; got shape {jnp.shape(pref_vector)}."
         )
-    return gramian_weighting(lambda gram: dualproj_weights(gram, pref_vector), DualProjState)
+    return gramian_weighting(
+        lambda gram: dualproj_weights(gram, pref_vector), DualProjState, num_tasks=num_tasks
+    )

@@ -8,7 +8,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    require_num_tasks,
+)
 
 EPSILON = 1e-7
 """Added under the square root of the accumulated squares and to the baseline risk."""
@@ -36,7 +41,7 @@ class ExcessMTLState(NamedTuple):
 def excess_mtl(
     robust_step_size: jax.typing.ArrayLike = 1.0,
     *,
-    num_tasks: int,
+    num_tasks: int | None = None,
     n_warmup_steps: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
     r"""ExcessMTL: up-weight the tasks whose excess risk (distance to convergence) is largest.
@@ -85,8 +90,7 @@ def excess_mtl(
       He, Chen, Ding & Tong, *Robust Multi-Task Learning with Excess Risks*,
       ICML 2024, https://arxiv.org/abs/2402.02009.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "excess_mtl")
     if isinstance(n_warmup_steps, int) and n_warmup_steps < 0:
         raise ValueError(f"n_warmup_steps must be a non-negative int; got {n_warmup_steps!r}.")
     if isinstance(robust_step_size, (int, float)) and robust_step_size <= 0:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import gramian_weighting
+from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
 class FairGradState(NamedTuple):
@@ -91,7 +91,11 @@ def fairgrad_weights(
 
 
 def fairgrad(
-    alpha: jax.typing.ArrayLike = 1.0, *, eps: jax.typing.ArrayLike = 0.0, max_iters: int = 100
+    alpha: jax.typing.ArrayLike = 1.0,
+    *,
+    eps: jax.typing.ArrayLike = 0.0,
+    max_iters: int = 100,
+    num_tasks: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""FairGrad: the update that allocates loss decrease alpha-fairly among the tasks.
 
@@ -121,6 +125,8 @@ def fairgrad(
         can schedule it).
       eps: relative ridge ``eps * mean(diag M)`` on the Gramian's diagonal.
       max_iters: Newton iterations at most.
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -138,10 +144,14 @@ def fairgrad(
       Ban & Ji, *Fair Resource Allocation in Multi-Task Learning*, ICML 2024,
       https://arxiv.org/abs/2402.15638.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "fairgrad")
     if isinstance(alpha, (int, float)) and alpha < 0:
         raise ValueError(f"alpha must be >= 0; got {alpha}.")
     if isinstance(max_iters, int) and max_iters < 1:
         raise ValueError(f"max_iters must be a positive int; got {max_iters!r}.")
     return gramian_weighting(
-        lambda gram: fairgrad_weights(gram, alpha, eps=eps, max_iters=max_iters), FairGradState
+        lambda gram: fairgrad_weights(gram, alpha, eps=eps, max_iters=max_iters),
+        FairGradState,
+        num_tasks=num_tasks,
     )

@@ -9,7 +9,12 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.loss_weighting import _losses_arg
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    require_num_tasks,
+)
 
 EPSILON = 1e-8
 """Added to ``L - b`` before its logarithm (as in the paper's code)."""
@@ -55,7 +60,7 @@ def famo(
     weight_decay: jax.typing.ArrayLike = 1e-3,
     min_losses: jax.typing.ArrayLike | None = None,
     *,
-    num_tasks: int,
+    num_tasks: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""FAMO: balance the rates at which the task losses fall, using only the losses.
 
@@ -104,8 +109,7 @@ def famo(
       Liu, Feng, Stone & Liu, *FAMO: Fast Adaptive Multitask Optimization*,
       NeurIPS 2023, https://arxiv.org/abs/2306.03792.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "famo")
     if min_losses is not None and jnp.shape(min_losses) != (num_tasks,):
         raise ValueError(
             f"min_losses has shape {jnp.shape(min_losses)}; expected [{num_tasks}] (one per task)."

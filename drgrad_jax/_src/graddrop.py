@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads
+from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, require_num_tasks
 
 
 class GradDropState(NamedTuple):
@@ -52,7 +52,7 @@ def graddrop_combine(task_grads, uniforms, leak: jax.typing.ArrayLike | None = N
 
 
 def graddrop(
-    leak: jax.typing.ArrayLike | None = None, *, seed: int = 0
+    leak: jax.typing.ArrayLike | None = None, *, seed: int = 0, num_tasks: int | None = None
 ) -> optax.GradientTransformationExtraArgs:
     r"""GradDrop: keep, coordinate by coordinate, only the gradients of one sign.
 
@@ -80,6 +80,8 @@ def graddrop(
         ``optax.inject_hyperparams`` can schedule it; ``1`` lets a task through
         unmasked), or ``None`` for no leak.
       seed: seeds the key in the state that draws the thresholds.
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -99,6 +101,8 @@ def graddrop(
       Sign: Optimizing Deep Multitask Models with Gradient Sign Dropout*,
       NeurIPS 2020, https://arxiv.org/abs/2010.06808.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "graddrop")
     if leak is not None and jnp.ndim(leak) != 1:
         raise ValueError(f"leak must be a vector [num_tasks]; got shape {jnp.shape(leak)}.")
 
@@ -108,7 +112,7 @@ def graddrop(
 
     def update_fn(task_grads, state, params=None, **extra_args):
         del extra_args
-        k = check_task_grads(task_grads)
+        k = check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
         if leak is not None and jnp.shape(leak) != (k,):
             raise ValueError(f"leak has shape {jnp.shape(leak)}; expected [{k}] (one per task).")

@@ -16,6 +16,7 @@ from drgrad_jax._src.task_grads import (
     combine,
     leaf_paths,
     match_prefix,
+    require_num_tasks,
 )
 
 MIN_WEIGHT = 1e-4
@@ -75,7 +76,7 @@ def gradnorm(
     alpha: jax.typing.ArrayLike = 1.5,
     learning_rate: jax.typing.ArrayLike = 0.025,
     *,
-    num_tasks: int,
+    num_tasks: int | None = None,
     layer: str | Sequence[str] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""GradNorm: adapt the task weights so every task trains at a similar rate.
@@ -135,8 +136,7 @@ def gradnorm(
       for Adaptive Loss Balancing in Deep Multitask Networks*, ICML 2018,
       https://arxiv.org/abs/1711.02257.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "gradnorm")
     prefixes = (layer,) if isinstance(layer, str) else None if layer is None else tuple(layer)
 
     def init_fn(params):

@@ -9,7 +9,13 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.pcgrad import random_task_orders
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    gramian,
+    require_num_tasks,
+)
 
 
 class GradVacState(NamedTuple):
@@ -76,7 +82,7 @@ def gradvac_weights(
 
 
 def gradvac(
-    beta: jax.typing.ArrayLike = 0.5, *, num_tasks: int, seed: int = 0
+    beta: jax.typing.ArrayLike = 0.5, *, num_tasks: int | None = None, seed: int = 0
 ) -> optax.GradientTransformationExtraArgs:
     r"""Gradient Vaccine (GradVac): raise pairwise cosines to adaptive targets.
 
@@ -121,8 +127,7 @@ def gradvac(
       Multi-task Optimization in Massively Multilingual Models*, ICLR 2021,
       https://arxiv.org/abs/2010.05874.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "gradvac")
 
     def init_fn(params):
         del params

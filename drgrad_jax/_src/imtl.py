@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import gramian_weighting
+from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
 class IMTLGState(NamedTuple):
@@ -52,7 +52,7 @@ def imtl_g_weights(gram: jax.typing.ArrayLike) -> jax.Array:
     return jnp.where(jnp.isfinite(alpha), alpha, 0.0)
 
 
-def imtl_g() -> optax.GradientTransformationExtraArgs:
+def imtl_g(*, num_tasks: int | None = None) -> optax.GradientTransformationExtraArgs:
     r"""IMTL-G: the update whose projections onto every task direction are equal.
 
     Liu et al. (2021), Section 3.2 / Eq. (6)-(7): with unit task gradients
@@ -72,6 +72,10 @@ def imtl_g() -> optax.GradientTransformationExtraArgs:
     gradients give ``d = 0``; zero task gradients get weight 0 and the rest is
     solved among the non-zero ones. The scale is that of a weighted mean.
 
+    Args:
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
+
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
       (leaves ``[K, *param_shape]``) to a params-shaped update; extra keyword
@@ -88,5 +92,7 @@ def imtl_g() -> optax.GradientTransformationExtraArgs:
       Liu, Li, Kuang, Xue, Chen, Yang, Liao & Zhang, *Towards Impartial Multi-task
       Learning*, ICLR 2021, https://openreview.net/forum?id=IMPnRXEWpvr.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "imtl_g")
 
-    return gramian_weighting(imtl_g_weights, IMTLGState)
+    return gramian_weighting(imtl_g_weights, IMTLGState, num_tasks=num_tasks)

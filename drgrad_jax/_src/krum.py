@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import gramian_weighting
+from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
 class KrumState(NamedTuple):
@@ -68,7 +68,7 @@ def _check_counts(k: int, n_byzantine: int, n_selected: int) -> None:
 
 
 def krum(
-    n_byzantine: int, n_selected: int = 1, *, squared: bool = True
+    n_byzantine: int, n_selected: int = 1, *, squared: bool = True, num_tasks: int | None = None
 ) -> optax.GradientTransformationExtraArgs:
     r"""Krum / Multi-Krum: average the task gradients that sit closest to the others.
 
@@ -90,6 +90,8 @@ def krum(
       n_byzantine: ``f >= 0`` (static; needs ``K >= f + 3``).
       n_selected: ``m >= 1`` gradients averaged (static; ``K >= m``).
       squared: score with squared distances (paper, default) or distances.
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -112,9 +114,13 @@ def krum(
       Adversaries: Byzantine Tolerant Gradient Descent*, NeurIPS 2017,
       https://papers.nips.cc/paper/6617-machine-learning-with-adversaries-byzantine-tolerant-gradient-descent.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "krum")
     for name, value, low in (("n_byzantine", n_byzantine, 0), ("n_selected", n_selected, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an int >= {low}; got {value!r}.")
     return gramian_weighting(
-        lambda gram: krum_weights(gram, n_byzantine, n_selected, squared=squared), KrumState
+        lambda gram: krum_weights(gram, n_byzantine, n_selected, squared=squared),
+        KrumState,
+        num_tasks=num_tasks,
     )

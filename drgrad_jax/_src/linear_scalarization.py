@@ -12,7 +12,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    require_num_tasks,
+)
 
 
 class LinearScalarizationState(NamedTuple):
@@ -22,7 +27,7 @@ class LinearScalarizationState(NamedTuple):
 
 
 def linear_scalarization(
-    weights: jax.typing.ArrayLike | None = None,
+    weights: jax.typing.ArrayLike | None = None, *, num_tasks: int | None = None
 ) -> optax.GradientTransformationExtraArgs:
     r"""The weighted sum of per-task gradients: the gradient of :math:`\sum_k w_k L_k`.
 
@@ -39,6 +44,8 @@ def linear_scalarization(
     Args:
       weights: ``[K]`` task weights (a float array, so ``optax.inject_hyperparams``
         can schedule it), or ``None`` for all ones.
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes per-task
@@ -55,6 +62,8 @@ def linear_scalarization(
     References:
       Caruana, *Multitask Learning*, Machine Learning 28, 1997.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "linear_scalarization")
     if weights is not None and jnp.ndim(weights) != 1:
         raise ValueError(f"weights must be a vector [num_tasks]; got shape {jnp.shape(weights)}.")
 
@@ -68,10 +77,12 @@ def linear_scalarization(
             )
         return w
 
-    return fixed_weighting(weights_for, LinearScalarizationState)
+    return fixed_weighting(weights_for, LinearScalarizationState, num_tasks=num_tasks)
 
 
-def fixed_weighting(weights_for, state_cls) -> optax.GradientTransformationExtraArgs:
+def fixed_weighting(
+    weights_for, state_cls, num_tasks: int | None = None
+) -> optax.GradientTransformationExtraArgs:
     """The transformation ``d = sum_k w_k g_k`` with ``w = weights_for(K)`` (checked at trace time).
 
     Args:
@@ -88,7 +99,7 @@ def fixed_weighting(weights_for, state_cls) -> optax.GradientTransformationExtra
 
     def update_fn(task_grads, state, params=None, **extra_args):
         del extra_args
-        k = check_task_grads(task_grads)
+        k = check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
         return combine(weights_for(k), task_grads), state_cls(
             count=optax.safe_increment(state.count)
@@ -97,7 +108,9 @@ def fixed_weighting(weights_for, state_cls) -> optax.GradientTransformationExtra
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def constant(weights: jax.typing.ArrayLike) -> optax.GradientTransformationExtraArgs:
+def constant(
+    weights: jax.typing.ArrayLike, *, num_tasks: int | None = None
+) -> optax.GradientTransformationExtraArgs:
     r"""A constant, pre-determined weighting of the task gradients.
 
     .. math::
@@ -110,6 +123,8 @@ def constant(weights: jax.typing.ArrayLike) -> optax.GradientTransformationExtra
     Args:
       weights: ``[K]`` task weights (a float array, so ``optax.inject_hyperparams``
         can schedule it).
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -131,9 +146,11 @@ def constant(weights: jax.typing.ArrayLike) -> optax.GradientTransformationExtra
       Quinton & Rey, *Jacobian Descent for Multi-Objective Optimization*, 2024,
       https://arxiv.org/abs/2406.16232 (TorchJD's ``Constant`` aggregator).
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "constant")
     if weights is None:
         raise ValueError("constant needs weights: a vector [num_tasks] of task weights.")
-    return linear_scalarization(weights)
+    return linear_scalarization(weights, num_tasks=num_tasks)
 
 
 class MeanState(NamedTuple):
@@ -142,7 +159,7 @@ class MeanState(NamedTuple):
     count: jax.Array
 
 
-def mean() -> optax.GradientTransformationExtraArgs:
+def mean(*, num_tasks: int | None = None) -> optax.GradientTransformationExtraArgs:
     r"""The mean of the task gradients: the gradient of the averaged loss.
 
     .. math::
@@ -150,6 +167,10 @@ def mean() -> optax.GradientTransformationExtraArgs:
 
     The equal-weighting baseline at the scale of one task (``linear_scalarization``
     is the sum). Degenerate inputs need no care: the rule is linear.
+
+    Args:
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -167,4 +188,8 @@ def mean() -> optax.GradientTransformationExtraArgs:
       Quinton & Rey, *Jacobian Descent for Multi-Objective Optimization*, 2024,
       https://arxiv.org/abs/2406.16232 (TorchJD's ``Mean`` aggregator).
     """
-    return fixed_weighting(lambda k: jnp.full((k,), 1.0 / k, jnp.float32), MeanState)
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "mean")
+    return fixed_weighting(
+        lambda k: jnp.full((k,), 1.0 / k, jnp.float32), MeanState, num_tasks=num_tasks
+    )

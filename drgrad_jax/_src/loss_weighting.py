@@ -16,7 +16,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    require_num_tasks,
+)
 
 
 def _losses_arg(extra_args: dict, num_tasks: int, method: str) -> jax.Array:
@@ -48,7 +53,7 @@ class DWAState(NamedTuple):
 
 
 def dwa(
-    temperature: jax.typing.ArrayLike = 2.0, *, num_tasks: int
+    temperature: jax.typing.ArrayLike = 2.0, *, num_tasks: int | None = None
 ) -> optax.GradientTransformationExtraArgs:
     r"""Dynamic weight average (DWA): weight tasks by how slowly their loss falls.
 
@@ -90,8 +95,7 @@ def dwa(
       Liu, Johns & Davison, *End-to-End Multi-Task Learning with Attention*,
       CVPR 2019, https://arxiv.org/abs/1803.10704.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "dwa")
 
     def init_fn(params):
         del params
@@ -130,7 +134,7 @@ class UncertaintyWeightingState(NamedTuple):
 
 
 def uncertainty_weighting(
-    learning_rate: jax.typing.ArrayLike = 1e-2, *, num_tasks: int
+    learning_rate: jax.typing.ArrayLike = 1e-2, *, num_tasks: int | None = None
 ) -> optax.GradientTransformationExtraArgs:
     r"""Homoscedastic uncertainty weighting with learned task log-variances.
 
@@ -170,8 +174,7 @@ def uncertainty_weighting(
       Losses for Scene Geometry and Semantics*, CVPR 2018,
       https://arxiv.org/abs/1705.07115.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "uncertainty_weighting")
 
     def weights_and_grad(log_vars, losses):
         precision = jnp.exp(-log_vars)
@@ -224,7 +227,7 @@ class IMTLLState(NamedTuple):
 
 
 def imtl_l(
-    learning_rate: jax.typing.ArrayLike = 1e-2, *, num_tasks: int
+    learning_rate: jax.typing.ArrayLike = 1e-2, *, num_tasks: int | None = None
 ) -> optax.GradientTransformationExtraArgs:
     r"""IMTL-L: impartial multi-task learning, the loss-balancing part.
 
@@ -264,8 +267,7 @@ def imtl_l(
       Liu, Li, Kuang, Xue, Chen, Yang, Liao & Zhang, *Towards Impartial
       Multi-task Learning*, ICLR 2021, https://openreview.net/forum?id=IMPnRXEWpvr.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "imtl_l")
 
     def weights_and_grad(log_scales, losses):
         scale = jnp.exp(log_scales)

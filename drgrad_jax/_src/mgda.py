@@ -8,7 +8,7 @@ import jax
 import optax
 
 from drgrad_jax._src.min_norm import min_norm_weights
-from drgrad_jax._src.task_grads import gramian_weighting
+from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
 class MGDAState(NamedTuple):
@@ -17,7 +17,7 @@ class MGDAState(NamedTuple):
     count: jax.Array
 
 
-def mgda() -> optax.GradientTransformationExtraArgs:
+def mgda(*, num_tasks: int | None = None) -> optax.GradientTransformationExtraArgs:
     r"""The multiple-gradient descent algorithm: the min-norm convex combination.
 
     Sener & Koltun (2018), Eq. (3) / Algorithm 2 (Désidéri's MGDA):
@@ -39,6 +39,10 @@ def mgda() -> optax.GradientTransformationExtraArgs:
     a zero task gradient makes the update zero (0 is a vertex of the hull).
     ``d`` has the scale of a convex combination (like the mean, not the sum).
 
+    Args:
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
+
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
       (leaves ``[K, *param_shape]``) to a params-shaped update; extra keyword
@@ -57,5 +61,7 @@ def mgda() -> optax.GradientTransformationExtraArgs:
       Désidéri, *Multiple-gradient descent algorithm (MGDA) for multiobjective
       optimization*, Comptes Rendus Mathématique 350, 2012.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "mgda")
 
-    return gramian_weighting(min_norm_weights, MGDAState)
+    return gramian_weighting(min_norm_weights, MGDAState, num_tasks=num_tasks)

@@ -21,6 +21,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from optax.projections import projection_simplex
 
 EXACT_MAX_TASKS = 10
 """Largest task count solved by exact active-set enumeration (``2^K`` supports)."""
@@ -44,24 +45,6 @@ def _normalized(gram: jax.Array) -> jax.Array:
 
 def _quad(gram: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.einsum("...i,ij,...j->...", w, gram, w)
-
-
-def project_simplex(v: jax.Array) -> jax.Array:
-    """Euclidean projection of a vector onto the probability simplex (sort-based).
-
-    Args:
-      v: ``[K]`` vector.
-
-    Returns:
-      ``argmin_{w >= 0, sum(w) = 1} ||w - v||``.
-    """
-    k = v.shape[-1]
-    u = jnp.sort(v)[::-1]
-    css = jnp.cumsum(u) - 1.0
-    ind = jnp.arange(1, k + 1, dtype=v.dtype)
-    rho = jnp.sum(u - css / ind > 0)
-    theta = css[rho - 1] / rho.astype(v.dtype)
-    return jnp.maximum(v - theta, 0.0)
 
 
 def _to_simplex(w: jax.Array, fallback: jax.Array) -> jax.Array:
@@ -171,7 +154,7 @@ def min_norm_weights(gram: jax.typing.ArrayLike) -> jax.Array:
         return jnp.ones((1,), jnp.float32)
     if k > EXACT_MAX_TASKS:
         w0 = jnp.full((k,), 1.0 / k, jnp.float32)
-        w = _accelerated_pgd(gram, jnp.zeros((k,), jnp.float32), project_simplex, w0, PGD_ITERS)
+        w = _accelerated_pgd(gram, jnp.zeros((k,), jnp.float32), projection_simplex, w0, PGD_ITERS)
         # Polish: solve the KKT system on the support the iterations found.
         candidates = jnp.stack([w, _simplex_solve(gram, (w > 1e-6).astype(jnp.float32))])
         return _pick(_quad(gram, candidates), candidates)

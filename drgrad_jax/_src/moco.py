@@ -7,9 +7,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.projections import projection_simplex
 
-from drgrad_jax._src.min_norm import project_simplex
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, gramian
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    gramian,
+    require_num_tasks,
+)
 
 
 class MoCoState(NamedTuple):
@@ -32,7 +37,7 @@ def moco(
     gamma: jax.typing.ArrayLike = 0.1,
     rho: jax.typing.ArrayLike = 0.0,
     *,
-    num_tasks: int,
+    num_tasks: int | None = None,
     beta_sigma: float = 0.5,
     gamma_sigma: float = 0.5,
 ) -> optax.GradientTransformationExtraArgs:
@@ -83,8 +88,7 @@ def moco(
       Bias in Multi-objective Learning: A Provably Convergent Approach*, ICLR
       2023, https://openreview.net/forum?id=dLAYGdKTi2.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "moco")
 
     def init_fn(params):
         if params is None:
@@ -109,7 +113,7 @@ def moco(
         )
         gram = gramian(tracked)
         lam = state.weights
-        lam = project_simplex(lam - gamma_t * (gram @ lam + jnp.asarray(rho, jnp.float32) * lam))
+        lam = projection_simplex(lam - gamma_t * (gram @ lam + jnp.asarray(rho, jnp.float32) * lam))
         updates = jax.tree.map(
             lambda y, g: jnp.tensordot(lam, y, axes=1).astype(g.dtype), tracked, task_grads
         )

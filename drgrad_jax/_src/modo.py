@@ -7,9 +7,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.projections import projection_simplex
 
-from drgrad_jax._src.min_norm import project_simplex
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    gramian,
+    require_num_tasks,
+)
 
 
 class MoDoState(NamedTuple):
@@ -45,14 +51,14 @@ def modo_weights(
     lam = jnp.asarray(weights, jnp.float32)
     matrix = jnp.asarray(matrix, jnp.float32)
     grad = matrix @ lam + jnp.asarray(rho, jnp.float32) * lam
-    return project_simplex(lam - jnp.asarray(gamma, jnp.float32) * grad)
+    return projection_simplex(lam - jnp.asarray(gamma, jnp.float32) * grad)
 
 
 def modo(
     gamma: jax.typing.ArrayLike = 0.1,
     rho: jax.typing.ArrayLike = 0.1,
     *,
-    num_tasks: int,
+    num_tasks: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""MoDo: MGDA's weighting tracked by one projected stochastic step per update.
 
@@ -98,8 +104,7 @@ def modo(
       Learning: Optimization, Generalization and Conflict-Avoidance*, JMLR 2024,
       https://arxiv.org/abs/2305.20057.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "modo")
     if isinstance(gamma, (int, float)) and gamma <= 0:
         raise ValueError(f"gamma must be > 0; got {gamma}.")
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.fairgrad import alpha_fair_solve
-from drgrad_jax._src.task_grads import gramian_weighting
+from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
 class NashMTLState(NamedTuple):
@@ -65,6 +65,7 @@ def nash_mtl(
     *,
     max_iters: int = 100,
     normalize_gramian: bool = False,
+    num_tasks: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Nash-MTL: the Nash bargaining solution among the tasks.
 
@@ -94,6 +95,8 @@ def nash_mtl(
       eps: relative ridge on the Gramian's diagonal (``eps * mean(diag M)``).
       max_iters: Newton iterations at most.
       normalize_gramian: solve on the Frobenius-normalised Gramian (authors' code).
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -111,10 +114,12 @@ def nash_mtl(
       Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik & Fetaya, *Multi-Task
       Learning as a Bargaining Game*, ICML 2022, https://arxiv.org/abs/2202.01017.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "nash_mtl")
 
     def weights_fn(gram):
         return nash_mtl_weights(
             gram, eps=eps, max_iters=max_iters, normalize_gramian=normalize_gramian
         )
 
-    return gramian_weighting(weights_fn, NashMTLState)
+    return gramian_weighting(weights_fn, NashMTLState, num_tasks=num_tasks)

@@ -8,7 +8,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    gramian,
+    require_num_tasks,
+)
 
 
 class PCGradState(NamedTuple):
@@ -60,7 +66,7 @@ def pcgrad_weights(gram: jax.typing.ArrayLike, orders: jax.typing.ArrayLike) -> 
     return jnp.sum(coef, axis=0)
 
 
-def pcgrad(seed: int = 0) -> optax.GradientTransformationExtraArgs:
+def pcgrad(seed: int = 0, *, num_tasks: int | None = None) -> optax.GradientTransformationExtraArgs:
     r"""Projecting conflicting gradients (PCGrad, "gradient surgery").
 
     Yu et al. (2020), Algorithm 1: for each task ``i``, starting from
@@ -83,6 +89,8 @@ def pcgrad(seed: int = 0) -> optax.GradientTransformationExtraArgs:
 
     Args:
       seed: seeds the key in the state that draws each step's task orders.
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -100,6 +108,8 @@ def pcgrad(seed: int = 0) -> optax.GradientTransformationExtraArgs:
       Yu, Kumar, Gupta, Levine, Hausman & Finn, *Gradient Surgery for Multi-Task
       Learning*, NeurIPS 2020, https://arxiv.org/abs/2001.06782.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "pcgrad")
 
     def init_fn(params):
         del params
@@ -107,7 +117,7 @@ def pcgrad(seed: int = 0) -> optax.GradientTransformationExtraArgs:
 
     def update_fn(task_grads, state, params=None, **extra_args):
         del extra_args
-        k = check_task_grads(task_grads)
+        k = check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
         key, sub = jax.random.split(state.key)
         weights = pcgrad_weights(gramian(task_grads), random_task_orders(sub, k))

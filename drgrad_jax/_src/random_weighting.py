@@ -8,7 +8,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    require_num_tasks,
+)
 
 
 class RandomWeightingState(NamedTuple):
@@ -23,7 +28,9 @@ def random_weights(key: jax.Array, num_tasks: int) -> jax.Array:
     return jax.nn.softmax(jax.random.normal(key, (num_tasks,), jnp.float32))
 
 
-def random_weighting(seed: int = 0) -> optax.GradientTransformationExtraArgs:
+def random_weighting(
+    seed: int = 0, *, num_tasks: int | None = None
+) -> optax.GradientTransformationExtraArgs:
     r"""Random weighting of the task gradients (gradient-level Random / RLW).
 
     Lin et al. (2022), Algorithm 2: at every step draw ``z ~ N(0, I_K)`` and
@@ -43,6 +50,8 @@ def random_weighting(seed: int = 0) -> optax.GradientTransformationExtraArgs:
 
     Args:
       seed: seeds the key in the state that draws each step's weights.
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -61,6 +70,8 @@ def random_weighting(seed: int = 0) -> optax.GradientTransformationExtraArgs:
       Litmus Test for Multi-Task Learning*, TMLR 2022,
       https://arxiv.org/abs/2111.10603.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "random_weighting")
 
     def init_fn(params):
         del params
@@ -68,7 +79,7 @@ def random_weighting(seed: int = 0) -> optax.GradientTransformationExtraArgs:
 
     def update_fn(task_grads, state, params=None, **extra_args):
         del extra_args
-        k = check_task_grads(task_grads)
+        k = check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
         key, sub = jax.random.split(state.key)
         return combine(random_weights(sub, k), task_grads), RandomWeightingState(
@@ -78,7 +89,7 @@ def random_weighting(seed: int = 0) -> optax.GradientTransformationExtraArgs:
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def rlw(seed: int = 0) -> optax.GradientTransformationExtraArgs:
+def rlw(seed: int = 0, *, num_tasks: int | None = None) -> optax.GradientTransformationExtraArgs:
     r"""Random loss weighting (RLW): the loss-level statement of ``random_weighting``.
 
     Lin et al. (2022) weight the task LOSSES with ``w = softmax(z)``,
@@ -90,6 +101,8 @@ def rlw(seed: int = 0) -> optax.GradientTransformationExtraArgs:
 
     Args:
       seed: seeds the key in the state that draws each step's weights.
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``, as ``random_weighting``.
@@ -106,4 +119,6 @@ def rlw(seed: int = 0) -> optax.GradientTransformationExtraArgs:
       Litmus Test for Multi-Task Learning*, TMLR 2022,
       https://arxiv.org/abs/2111.10603.
     """
-    return random_weighting(seed)
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "rlw")
+    return random_weighting(seed, num_tasks=num_tasks)

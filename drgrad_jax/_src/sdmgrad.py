@@ -7,9 +7,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.projections import projection_simplex
 
-from drgrad_jax._src.min_norm import project_simplex
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine, gramian
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    gramian,
+    require_num_tasks,
+)
 
 
 class SDMGradState(NamedTuple):
@@ -58,7 +64,7 @@ def sdmgrad_weights(
         w, velocity = carry
         grad = a @ (w + lam * pref)
         velocity = mom * velocity + grad  # starts at zero: the first step is plain SGD
-        return project_simplex(w - lr * velocity), velocity
+        return projection_simplex(w - lr * velocity), velocity
 
     w, _ = jax.lax.fori_loop(0, n_iter, body, (w, jnp.zeros_like(w)))
     return w, (w + lam * pref) / (1.0 + lam)
@@ -70,7 +76,7 @@ def sdmgrad(
     momentum: jax.typing.ArrayLike = 0.5,
     pref_vector: jax.typing.ArrayLike | None = None,
     *,
-    num_tasks: int,
+    num_tasks: int | None = None,
     n_iter: int = 20,
 ) -> optax.GradientTransformationExtraArgs:
     r"""SDMGrad: a min-norm direction pulled towards a preferred (mean) direction.
@@ -123,8 +129,7 @@ def sdmgrad(
       Provable Stochastic Algorithms*, NeurIPS 2023,
       https://arxiv.org/abs/2305.18409.
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    require_num_tasks(num_tasks, "sdmgrad")
     if isinstance(n_iter, int) and n_iter < 1:
         raise ValueError(f"n_iter must be a positive int; got {n_iter!r}.")
     if isinstance(lam, (int, float)) and lam < 0:

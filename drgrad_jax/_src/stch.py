@@ -9,7 +9,12 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.loss_weighting import _losses_arg
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    require_num_tasks,
+)
 
 
 class STCHState(NamedTuple):
@@ -41,6 +46,8 @@ def stch(
     mu: jax.typing.ArrayLike = 0.1,
     preference: jax.typing.ArrayLike | None = None,
     ideal: jax.typing.ArrayLike | None = None,
+    *,
+    num_tasks: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Smooth Tchebycheff scalarization (STCH): descend a smoothed worst weighted loss.
 
@@ -67,6 +74,8 @@ def stch(
       preference: ``[K]`` preference ``lambda`` (on the simplex in the paper), or
         ``None`` for ``1/K``.
       ideal: ``[K]`` ideal point ``z*``, or ``None`` for zeros.
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` requires the
@@ -83,6 +92,8 @@ def stch(
       Lin, Zhang, Chen, Zhang & Zhang, *Smooth Tchebycheff Scalarization for
       Multi-Objective Optimization*, ICML 2024, https://arxiv.org/abs/2402.19078.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "stch")
     if isinstance(mu, (int, float)) and mu <= 0:
         raise ValueError(f"mu must be > 0; got {mu}.")
     for name, value in (("preference", preference), ("ideal", ideal)):
@@ -94,7 +105,7 @@ def stch(
         return STCHState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(task_grads, state, params=None, **extra_args):
-        k = check_task_grads(task_grads)
+        k = check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
         losses = _losses_arg(extra_args, k, "stch")
         for name, value in (("preference", preference), ("ideal", ideal)):

@@ -70,15 +70,67 @@ def check_task_grads(task_grads, num_tasks: int | None = None, *, name: str = "t
             found = shape[0]
         elif shape[0] != found:
             raise ValueError(
-                f"{name}{_path_str(path)} has task-axis length {shape[0]} but other leaves have "
-                f"{found}; every leaf must share the leading task axis."
+                f"{name}{_path_str(path)} has task-axis length {shape[0]} but "
+                f"{name}{_path_str(leaves[0][0])} has {found}; every leaf must share the "
+                f"leading task axis.{_stack_hint(task_grads) or _CHAIN}"
             )
     if num_tasks is not None and found != num_tasks:
         raise ValueError(
             f"{name} has task-axis length {found} but num_tasks={num_tasks} was declared "
-            f"(first leaf shape {jnp.shape(leaves[0][1])})."
+            f"(leaf {name}{_path_str(leaves[0][0])} has shape {jnp.shape(leaves[0][1])})."
+            f"{_stack_hint(task_grads)}"
         )
     return int(found)
+
+
+_STACK = (
+    " A list of K per-task gradient pytrees must be stacked into one pytree with a leading "
+    "task axis: task_grads = jax.tree.map(lambda *g: jnp.stack(g), *grads); or build it with "
+    "per_task_grads(loss_fn, params, ...)."
+)
+
+
+def _stack_hint(task_grads, params=None) -> str:
+    """The fix for a list or tuple of per-task gradient pytrees, when that is what was given."""
+    if not isinstance(task_grads, (list, tuple)) or len(task_grads) < 2:
+        return ""
+    structs = {jax.tree_util.tree_structure(g) for g in task_grads}
+    if len(structs) != 1:
+        return ""
+    if params is not None and structs != {jax.tree_util.tree_structure(params)}:
+        return ""
+    return _STACK
+
+
+_CHAIN = (
+    " A multi-task transform needs per-task gradients [num_tasks, *param_shape] "
+    "(per_task_grads, or jax.jacrev of the vector of task losses). If another optimizer runs "
+    "before it in optax.chain, put the multi-task transform first: "
+    "optax.chain(pcgrad(), optax.adam(1e-3)), not optax.chain(optax.adam(1e-3), pcgrad()). "
+    "optax.MultiSteps cannot wrap it either (its accumulator has the params' shapes): "
+    "accumulate the task-axis gradients over micro-batches and apply it once "
+    "(docs/drgrad.md, *Using the transformations*)."
+)
+
+
+def require_num_tasks(num_tasks, method: str) -> int:
+    """Validates the ``num_tasks`` of a transformation whose state is sized in ``init``.
+
+    ``init`` sees only the parameters, so a method that keeps per-task state
+    cannot infer ``K`` from the gradients; every such method asks for it with
+    this one message. Methods without per-task state infer ``K`` instead.
+    """
+    if num_tasks is None:
+        raise ValueError(
+            f"{method} keeps per-task state that init sizes before any gradient is seen, "
+            f"so it needs num_tasks: pass {method}(..., num_tasks=K) with K the length of "
+            "the task axis."
+        )
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(
+            f"num_tasks must be a positive int (the length of the task axis); got {num_tasks!r}."
+        )
+    return num_tasks
 
 
 def check_matches_params(task_grads, params, *, name: str = "task_grads") -> None:
@@ -90,8 +142,18 @@ def check_matches_params(task_grads, params, *, name: str = "task_grads") -> Non
     if g_struct != p_struct:
         raise ValueError(
             f"{name} and params have different tree structures: {g_struct} vs {p_struct}."
+            f"{_stack_hint(task_grads, params)}"
         )
-    for (path, g), p in zip(_leaves_with_paths(task_grads), jax.tree_util.tree_leaves(params)):
+    pairs = list(zip(_leaves_with_paths(task_grads), jax.tree_util.tree_leaves(params)))
+    if all(jnp.shape(g) == jnp.shape(p) for (_, g), p in pairs):
+        # Every leaf has exactly the params' shape: a summed gradient, or the output
+        # of an optimizer chained before the multi-task transform.
+        path = pairs[0][0][0]
+        raise ValueError(
+            f"{name} has the params' shapes ({name}{_path_str(path)}: "
+            f"{jnp.shape(pairs[0][1])}), not a leading task axis.{_CHAIN}"
+        )
+    for (path, g), p in pairs:
         if tuple(jnp.shape(g)[1:]) != tuple(jnp.shape(p)):
             raise ValueError(
                 f"{name}{_path_str(path)} has shape {jnp.shape(g)}; expected "
@@ -206,7 +268,9 @@ def _gramian_one_pass(flat: jax.Array, width: int = 1024) -> jax.Array:
     return full
 
 
-def gramian_weighting(weights_fn: Callable[[jax.Array], jax.Array], state_cls):
+def gramian_weighting(
+    weights_fn: Callable[[jax.Array], jax.Array], state_cls, num_tasks: int | None = None
+):
     """An optax transformation whose update is ``sum_k w_k g_k`` with ``w = weights_fn(G G^T)``.
 
     The shared body of every method that only needs the K x K Gramian (MGDA,
@@ -216,6 +280,7 @@ def gramian_weighting(weights_fn: Callable[[jax.Array], jax.Array], state_cls):
     Args:
       weights_fn: maps the ``[K, K]`` float32 Gramian to ``[K]`` task weights.
       state_cls: a NamedTuple class with a single int32 ``count`` field.
+      num_tasks: optional ``K`` the task axis is checked against.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; extra arguments are ignored.
@@ -227,7 +292,7 @@ def gramian_weighting(weights_fn: Callable[[jax.Array], jax.Array], state_cls):
 
     def update_fn(task_grads, state, params=None, **extra_args):
         del extra_args
-        check_task_grads(task_grads)
+        check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
         weights = weights_fn(gramian(task_grads))
         return combine(weights, task_grads), state_cls(count=optax.safe_increment(state.count))
@@ -273,6 +338,14 @@ def per_task_grads(
     summed gradient in row 0 of its task axis (other rows zero). That layout
     keeps the sum over tasks exact but not the rows, so never feed it to a method
     that compares tasks on shared leaves (PCGrad, MGDA, ...).
+
+    The result goes straight to the multi-task transformation, which must come
+    FIRST in ``optax.chain`` (``optax.chain(pcgrad(), optax.adam(1e-3))``). The
+    reverse order is refused when the update reaching the transformation has
+    the params' shapes, but cannot be detected when it is given these task-axis
+    gradients: Adam's moments then broadcast over the task axis and the update
+    is silently wrong. For micro-batches, average the task-axis gradients and
+    apply the transformation once (docs/drgrad.md, *Using the transformations*).
 
     Args:
       loss_fn: ``loss_fn(params, *args) -> losses[K]`` or ``(losses, aux)``.

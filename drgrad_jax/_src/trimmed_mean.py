@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads
+from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, require_num_tasks
 
 
 class TrimmedMeanState(NamedTuple):
@@ -17,7 +17,9 @@ class TrimmedMeanState(NamedTuple):
     count: jax.Array
 
 
-def trimmed_mean(trim_number: int) -> optax.GradientTransformationExtraArgs:
+def trimmed_mean(
+    trim_number: int, *, num_tasks: int | None = None
+) -> optax.GradientTransformationExtraArgs:
     r"""Coordinate-wise trimmed mean: drop the extremes of every coordinate, average the rest.
 
     Yin et al. (2018), Definition 2: for every coordinate ``j``, sort the K task
@@ -39,6 +41,8 @@ def trimmed_mean(trim_number: int) -> optax.GradientTransformationExtraArgs:
     Args:
       trim_number: ``b >= 0``, values removed at each end of every coordinate
         (static; needs ``K >= 2b + 1``).
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
@@ -61,6 +65,8 @@ def trimmed_mean(trim_number: int) -> optax.GradientTransformationExtraArgs:
       Towards Optimal Statistical Rates*, ICML 2018,
       https://arxiv.org/abs/1803.01498.
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "trimmed_mean")
     if not isinstance(trim_number, int) or isinstance(trim_number, bool) or trim_number < 0:
         raise ValueError(f"trim_number must be a non-negative int; got {trim_number!r}.")
 
@@ -70,7 +76,7 @@ def trimmed_mean(trim_number: int) -> optax.GradientTransformationExtraArgs:
 
     def update_fn(task_grads, state, params=None, **extra_args):
         del extra_args
-        k = check_task_grads(task_grads)
+        k = check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
         if k < 2 * trim_number + 1:
             raise ValueError(

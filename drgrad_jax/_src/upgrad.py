@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.min_norm import box_qp_weights
-from drgrad_jax._src.task_grads import gramian_weighting
+from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
 class UPGradState(NamedTuple):
@@ -33,7 +33,7 @@ def upgrad_weights(gram: jax.typing.ArrayLike) -> jax.Array:
     return jnp.sum(jax.vmap(lambda u: box_qp_weights(gram, u))(lowers), axis=0)
 
 
-def upgrad() -> optax.GradientTransformationExtraArgs:
+def upgrad(*, num_tasks: int | None = None) -> optax.GradientTransformationExtraArgs:
     r"""Unconflicting projection of gradients (UPGrad, Jacobian descent).
 
     Quinton & Rey (2024), Eq. (5) and Prop. 1: each task gradient is projected
@@ -56,6 +56,10 @@ def upgrad() -> optax.GradientTransformationExtraArgs:
     give a zero update; zero task gradients impose no constraint and contribute
     zero. The scale is that of the mean gradient.
 
+    Args:
+      num_tasks: optional ``K``, the length of the task axis; inferred from the
+        gradients when ``None``, checked against them when given.
+
     Returns:
       An ``optax.GradientTransformationExtraArgs`` mapping per-task gradients
       (leaves ``[K, *param_shape]``) to a params-shaped update; extra keyword
@@ -72,5 +76,7 @@ def upgrad() -> optax.GradientTransformationExtraArgs:
       Quinton & Rey, *Jacobian Descent for Multi-Objective Optimization*, 2024,
       https://arxiv.org/abs/2406.16232 (TorchJD).
     """
+    if num_tasks is not None:
+        require_num_tasks(num_tasks, "upgrad")
 
-    return gramian_weighting(upgrad_weights, UPGradState)
+    return gramian_weighting(upgrad_weights, UPGradState, num_tasks=num_tasks)
