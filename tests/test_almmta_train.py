@@ -82,8 +82,13 @@ def _leaves_close_to_scale(a, b, ulps=256):
 @pytest.fixture(scope="module")
 def data():
     d = random_journeys(jax.random.key(0), 4 * B, MODEL, upload_rate=0.5)
+    # Positive inverse-propensity weights in [0.2, 3) in an irregular order (golden-ratio
+    # steps), so that their sizes matter to every loss and update compared below and
+    # every batch of B holds both small and large ones.
+    ipw = 0.2 + 2.8 * ((np.arange(d.ipw.shape[0]) * 0.6180339887) % 1.0)
+    ipw = jnp.asarray(ipw, jnp.float32)
     # Make some proxy targets clear positives so the contrastive term is active.
-    return d._replace(yp=jnp.where(d.yp_mask[..., None], 0.3 + 0.7 * d.yp, 0.0))
+    return d._replace(yp=jnp.where(d.yp_mask[..., None], 0.3 + 0.7 * d.yp, 0.0), ipw=ipw)
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +226,27 @@ def test_simultaneous_k1_equals_hand_composed_two_optimizer_update(
     _leaves_close(new.adv_params, adv)
     assert float(metrics.adversary_weight) > 0
     assert float(metrics.contrastive_loss) > 0
+
+
+def _weighted_bce_np(logits, y, w):
+    """Self-normalized IPW binary cross-entropy (docs/almmta.md, *Losses and objective*)."""
+    z, y, w = (np.asarray(a, np.float64) for a in (logits, y, w))
+    p = 1.0 / (1.0 + np.exp(-z))
+    bce = -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
+    return float(np.sum(w * bce) / np.sum(w))
+
+
+def test_first_step_outcome_loss_is_the_weighted_bce_by_hand(trainer, start, batch):
+    w = np.asarray(batch.ipw)
+    assert w.min() > 0 and w.max() / w.min() > 3  # sizes that matter
+    m = trainer.model(start)
+    enc = m.encode(batch)
+    logits = m.outcome_logit(enc.mediator, enc.treatment, enc.s)
+    want = _weighted_bce_np(logits, batch.y, w)
+    _, metrics = trainer.step(start, batch)
+    np.testing.assert_allclose(float(metrics.outcome_loss), want, rtol=1e-5)
+    # The unweighted mean is far from it: the check sees the weights.
+    assert abs(_weighted_bce_np(logits, batch.y, np.ones_like(w)) - want) > 1e-2
 
 
 def test_grl_step_equals_simultaneous_k1(data, start, batch, hand_composed):
@@ -427,11 +453,15 @@ def test_make_train_vmaps_over_seeds(trainer, data):
     for leaf in jax.tree.leaves((states.params, states.adv_params, steps, evals)):
         assert np.all(np.isfinite(np.asarray(leaf)))
     assert not np.allclose(steps.outcome_loss[0], steps.outcome_loss[1])
-    # Seed 0 of the vmapped program follows the same run done alone (up to float
-    # reassociation in the batched kernels, amplified over the steps).
-    alone, (alone_steps, _) = trainer.run_epochs(trainer.init(keys[0]), 1)
-    np.testing.assert_allclose(steps.outcome_loss[0], alone_steps.outcome_loss, rtol=1e-3)
-    _leaves_close(jax.tree.map(lambda a: a[0], states.params), alone.params, rtol=0, atol=2e-3)
+    # Seed 0 of the vmapped program follows the same run done alone up to float32
+    # reassociation in the batched kernels: with clipped SGD and dropout off the
+    # measured gap after these steps is ~1e-7 on parameters, ~6e-8 on losses
+    # (docs/testing.md, *Conformance tolerances*).
+    # The reference is the same configuration (the ``trainer`` fixture runs two
+    # epochs, which stretches the adversary's λ schedule: a 2.4e-4 gap).
+    alone, (alone_steps, _) = train.run_epochs(train.init(keys[0]), 1)
+    np.testing.assert_allclose(steps.outcome_loss[0], alone_steps.outcome_loss, rtol=1e-6)
+    _leaves_close(jax.tree.map(lambda a: a[0], states.params), alone.params, rtol=0, atol=1e-6)
 
 
 def test_bad_configs_raise(data):

@@ -11,6 +11,7 @@
 | single-class AUC | NaN (the single-class rule), parameters untouched |
 """
 
+import dataclasses
 import zipfile
 
 import jax
@@ -276,6 +277,80 @@ def test_checkpoint_from_another_config(trainer, state, data, tmp_path):
         sgd.restore(tmp_path / "ckpt")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         trainer.restore(tmp_path / "absent")
+
+
+# Each field of the checkpoint's signature changed alone from ``_config()``. The
+# signature records every TrainConfig field but these two, which change neither the
+# state nor the trajectory (``optimizer`` only as "default" or "given").
+UNSIGNED = {"eval_size", "skip_nonfinite"}
+CHANGED = {
+    "mode": "simultaneous",
+    "adversary_steps": 2,
+    "alpha": 0.5,
+    "beta": 0.2,
+    "lambda_max": 0.1,
+    "warmup_steps": 3,
+    "learning_rate": 2e-3,
+    "lr_warmup_steps": 2,
+    "weight_decay": 1e-4,
+    "clip_norm": 1.0,
+    "batch_size": BATCH // 2,
+    "num_epochs": 2,
+    "temperature": 0.2,
+    "queue_size": 12,
+    "momentum": 0.9,
+    "proxy_on_negatives": True,
+    "balancer": "drgrad",
+}
+
+
+def _changed(field):
+    """(the config with ``field`` changed, the value the message prints for it)."""
+    base = _config()
+    if field == "model":
+        model = dataclasses.replace(base.model, dropout=0.5)
+        return dataclasses.replace(base, model=model), "'dropout': 0.5"
+    if field == "optimizer":
+        return _config(optimizer=default_optimizer()), "'default', here 'given'"
+    if field == "generator_adv_loss":  # the GRL mode has only neg_bce
+        cfg = _config(mode="simultaneous", generator_adv_loss="confusion")
+        return cfg, "'neg_bce', here 'confusion'"
+    value = CHANGED[field]
+    return _config(**{field: value}), f"{getattr(base, field)!r}, here {value!r}"
+
+
+@pytest.fixture(scope="module")
+def saved(trainer, state, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "ckpt"
+    trainer.save(path, state)
+    return path
+
+
+SIGNED = sorted(f.name for f in dataclasses.fields(TrainConfig) if f.name not in UNSIGNED)
+
+
+def test_every_signed_field_is_tried():
+    assert set(SIGNED) == set(CHANGED) | {"model", "optimizer", "generator_adv_loss"}
+
+
+@pytest.mark.parametrize("field", SIGNED)
+def test_checkpoint_of_another_config_field_is_refused(data, saved, field):
+    # Building a trainer traces shapes only, and a refused restore stops before
+    # reading any array: nothing here compiles a step.
+    cfg, values = _changed(field)
+    with pytest.raises(ValueError, match="different configuration") as err:
+        make_train(cfg, data).restore(saved)
+    name = "model" if field == "model" else f"config.{field}"
+    lines = [x.strip() for x in str(err.value).splitlines()]
+    line = next((x for x in lines if x.startswith(name + ":")), None)
+    assert line is not None, str(err.value)
+    assert values in line
+
+
+def test_checkpoint_of_other_data_is_refused(saved):
+    more = jax.tree.map(np.asarray, random_journeys(jax.random.key(0), 5 * BATCH, _config().model))
+    with pytest.raises(ValueError, match="config.num_train: checkpoint 32, here 40"):
+        make_train(_config(), more).restore(saved)
 
 
 # ----------------------------------------------------------- single-class AUC

@@ -157,6 +157,32 @@ def test_causalmta_trains_with_journey_weights(data):
     assert all(np.all(np.isfinite(v)) for v in leaves)
 
 
+def test_causalmta_first_step_loss_is_the_weighted_bce_by_hand(data):
+    # One batch of all 48 journeys: the first step sees every row (in some order,
+    # which the sums below do not depend on).
+    cfg = dataclasses.replace(CFG, batch_size=48, num_epochs=1)
+    w = np.asarray(
+        bl.journey_balancing_weights(
+            data.x, bl.channel_bags(data, 1, 3), jax.random.key(0), steps=50
+        )
+    )
+    assert w.min() > 0 and w.max() / w.min() > 1.5  # weights whose sizes matter
+    weighted = data._replace(ipw=jnp.asarray(w))
+    trainer = bl.make_baseline_train(lambda r: bl.CausalMTAPredictor(cfg, rngs=r), cfg, weighted)
+    state = trainer.init(jax.random.key(0))
+    model = trainer.model(state)
+    z = np.asarray(model(weighted), np.float64)
+    y = np.asarray(data.y, np.float64)
+    bce = np.logaddexp(0.0, z) - y * z  # -y log σ(z) - (1 - y) log(1 - σ(z))
+    outcome = np.sum(w * bce) / np.sum(w)  # self-normalized (docs/almmta.md)
+    # The channel classifier's term is checked on its own above.
+    want = float(model.outcome_weight()) * outcome + float(model.aux_loss(weighted))
+    _, losses = trainer.run(state, 1)
+    np.testing.assert_allclose(float(np.ravel(losses)[0]), want, rtol=1e-5)
+    unweighted = float(model.outcome_weight()) * np.mean(bce) + float(model.aux_loss(weighted))
+    assert abs(unweighted - want) > 1e-4  # the check sees the weights
+
+
 def test_proxy_direct_reads_the_label_through_the_proxy(data):
     cfg = dataclasses.replace(CFG, num_epochs=20, learning_rate=2e-2)
     run = jax.jit(bl.make_baseline_train(lambda r: bl.ProxyDirect(cfg, rngs=r), cfg, data))(

@@ -570,13 +570,15 @@ class Trainer:
             diffs.append(
                 f"{p}: checkpoint shape {tuple(a[p][0])} {a[p][1]}, here {tuple(b[p][0])} {b[p][1]}"
             )
+        # A model change that keeps every shape (an activation, a dropout rate) is
+        # refused as well, not only one that shows in the arrays.
+        if saved["config"].get("model") != mine["config"].get("model"):
+            diffs.insert(
+                0,
+                f"model: checkpoint {saved['config'].get('model')}, "
+                f"here {mine['config'].get('model')}",
+            )
         if diffs:
-            if saved["config"].get("model") != mine["config"].get("model"):
-                diffs.insert(
-                    0,
-                    f"model: checkpoint {saved['config'].get('model')}, "
-                    f"here {mine['config'].get('model')}",
-                )
             raise ValueError(
                 f"checkpoint {path} was written by a different configuration:\n  "
                 + "\n  ".join(diffs)
