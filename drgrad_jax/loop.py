@@ -16,6 +16,7 @@ from drgrad_jax._src.loop import (
     Recipe,
     Trainer,
     batch_order,
+    config_signature,
     is_finite,
     keep_if_finite,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Recipe",
     "Trainer",
     "batch_order",
+    "config_signature",
     "is_finite",
     "keep_if_finite",
 ]

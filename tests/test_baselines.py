@@ -129,6 +129,18 @@ def test_one_compiled_loop_trains_on_data_passed_as_an_argument(data):
     assert not np.allclose(shared(key).losses, own.losses)  # the argument is used
 
 
+def test_checkpoint_of_another_baseline_config_is_refused(data, tmp_path):
+    """Same network shapes, another learning rate: refused, naming the field."""
+    fn = lambda c: lambda r: bl.LogisticMTA(c, rngs=r)
+    trainer = bl.make_baseline_train(fn(CFG), CFG, data)
+    trainer.save(tmp_path / "ckpt", trainer.init(jax.random.key(0)))
+    other = dataclasses.replace(CFG, learning_rate=CFG.learning_rate * 2)
+    with pytest.raises(ValueError, match="learning_rate"):
+        bl.make_baseline_train(fn(other), other, data).restore(tmp_path / "ckpt")
+    restored = trainer.restore(tmp_path / "ckpt")  # the same config restores
+    assert int(restored.step) == 0
+
+
 def test_attribute_baseline_compiles_once_per_structure(data):
     before = bl._attribute_module._cache_size()
     outs = []

@@ -475,7 +475,10 @@ def make_baseline_train(
         record=lambda state, mean_loss, _: mean_loss,
         result=lambda state, history: BaselineRun(graphdef, state.params, history),
         unpack=lambda d: (d, None),
-        signature={"model": type(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0)))).__name__},
+        signature={
+            "model": type(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0)))).__name__,
+            "baseline": loop.config_signature(config),
+        },
         model=lambda state: nnx.merge(graphdef, state.params),
     )
     return loop.Trainer(

@@ -229,18 +229,6 @@ def _check_data(data: JourneyBatch, config: TrainConfig, name: str) -> int:
     return n
 
 
-def _signature(config: TrainConfig) -> dict:
-    """The configuration as JSON (the checkpoint's record of what wrote it)."""
-    fields = {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(config)
-        if f.name not in ("model", "optimizer", "eval_size", "skip_nonfinite")
-    }
-    fields["model"] = dataclasses.asdict(config.model)
-    fields["optimizer"] = "default" if config.optimizer is None else "given"
-    return fields
-
-
 def make_train(
     config: TrainConfig,
     data: JourneyBatch,
@@ -316,7 +304,7 @@ def make_train(
         order_key=lambda state: jax.random.fold_in(state.rng, 1),
         unpack=lambda d: (d, eval_batch),
         state_sharding=placement,
-        signature=_signature(config),
+        signature=loop.config_signature(config, exclude=("eval_size", "skip_nonfinite")),
         model=lambda state: nnx.merge(graphdef, state.adv_params, state.params),
     )
     return loop.Trainer(

@@ -203,6 +203,36 @@ def _state_kinds(tree: Any) -> list[str]:
     return out
 
 
+def config_signature(config: Any, *, exclude: tuple[str, ...] = ()) -> dict:
+    """A frozen-dataclass configuration as the JSON a checkpoint records.
+
+    Every field except those in ``exclude``; nested dataclasses (a model
+    configuration) become dicts, and a field holding an optax transformation
+    (``optimizer``) is recorded as ``"given"`` (``"default"`` when ``None``),
+    since a function has no stable description.
+
+    Example:
+      >>> import dataclasses
+      >>> @dataclasses.dataclass(frozen=True)
+      ... class C:
+      ...     lr: float = 0.1
+      ...     optimizer: object = None
+      >>> config_signature(C())
+      {'lr': 0.1, 'optimizer': 'default'}
+    """
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.name in exclude:
+            continue
+        value = getattr(config, f.name)
+        if f.name == "optimizer":
+            value = "default" if value is None else "given"
+        elif dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        out[f.name] = value
+    return _jsonable(out)
+
+
 def _jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
