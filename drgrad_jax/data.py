@@ -7,13 +7,11 @@ Example:
   (100, 2)
 """
 
+from drgrad_jax._src.census import CENSUS_COLUMNS, CENSUS_TASKS, load_census_income
 from drgrad_jax._src.data import (
-    CENSUS_COLUMNS,
-    CENSUS_TASKS,
     MultiTaskData,
     Split,
     drgrad_synthetic,
-    load_census_income,
     mmoe_synthetic,
 )
 

@@ -245,7 +245,7 @@ def test_corrupt_criteo_file(tmp_path):
         ("not a readable|corrupt", lambda p: p.write_bytes(raw[: len(raw) // 2])),
         ("missing arrays", lambda p: np.savez(p, offsets=np.array([0]))),
         ("binary", lambda p: _write_criteo(p, label=np.array([0, 2, 0], np.int8))),
-        ("campaign ids", lambda p: _write_criteo(p, campaign=np.full(10, 12, np.int16))),
+        ("campaign must be < 10", lambda p: _write_criteo(p, campaign=np.full(10, 12, np.int16))),
         ("must start at 0", lambda p: _write_criteo(p, offsets=np.array([0, 3, 7, 11]))),
     ]
     for i, (match, write) in enumerate(cases):

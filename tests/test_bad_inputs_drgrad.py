@@ -266,12 +266,14 @@ def test_corrupt_census_files(tmp_path):
     path = _census_dir(tmp_path, "cut", "\n".join(cut))
     with pytest.raises(ValueError, match=r"census-income\.test:4: found \d+ comma-separated"):
         data.load_census_income(path)
-    # A non-numeric value in a continuous column: the column is named.
+    # A non-numeric value in a continuous column: the file, line and column are named.
     values = lines[2].split(",")
     values[0] = " forty"
     garbled = lines[:2] + [",".join(values)] + lines[3:]
     path = _census_dir(tmp_path, "garbled", "\n".join(garbled))
-    with pytest.raises(ValueError, match=r"column 1 \(age\) is not numeric"):
+    with pytest.raises(
+        ValueError, match=r"census-income\.test:3: column 1 \(age\) is not a finite"
+    ):
         data.load_census_income(path)
     path = _census_dir(tmp_path, "empty", "")
     with pytest.raises(ValueError, match="holds no rows"):

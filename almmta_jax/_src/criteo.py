@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from almmta_jax._src.data import JourneyBatch, check_offsets, ragged_to_batch
+from almmta_jax._src.fields import check_binary, check_ids
 from almmta_jax._src.shards import open_npz, read_npz_array
 
 CRITEO_TOUCH_FIELDS = ("campaign",)
@@ -100,9 +101,12 @@ def load_criteo_flat(path, split: Literal["train", "test"] = "train") -> dict[st
     for k in ("user", "label"):
         if out[k].shape != (n,):
             raise ValueError(f"{p}: {k} has shape {out[k].shape}; expected ({n},) from offsets.")
-    c = out["campaign"]
-    if c.size and (c.min() < 0 or c.max() >= CRITEO_VOCAB_SIZES[0]):
-        raise ValueError(f"{p}: campaign ids must lie in 0..9, found {c.min()}..{c.max()}.")
+    try:
+        check_ids("campaign", out["campaign"], upper=CRITEO_VOCAB_SIZES[0])
+        check_ids("user", out["user"])
+        check_binary("label", out["label"])
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{p}: {err}") from err
     return out
 
 
@@ -213,7 +217,7 @@ def load_criteo_attribution(
     try:
         return ragged_to_batch(
             offsets=off,
-            touch_ids=flat["campaign"].astype(np.int32),
+            touch_ids=flat["campaign"].astype(np.int64),
             timestamp=ts,
             y=flat["label"],
             max_len=max_len,
@@ -242,6 +246,9 @@ _RAW_COLUMNS = (
     "cpo",
     "time_since_last_click",
 ) + tuple(f"cat{i}" for i in range(1, 10))
+_ID_COLUMNS = ("timestamp", "uid", "campaign", "conversion_id", "click") + tuple(
+    f"cat{i}" for i in range(1, 10)
+)
 _KEEP = ("timestamp", "uid", "campaign", "conversion_id", "click", "cost", "cpo") + tuple(
     f"cat{i}" for i in range(1, 10)
 )
@@ -284,9 +291,19 @@ def _raw_chunks(path: pathlib.Path, columns: tuple[str, ...], chunk_rows: int):
                     f"{path}: malformed rows between lines {line_no + 1} and "
                     f"{line_no + len(lines)} ({err})."
                 ) from err
-            line_no += len(lines)
             if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{path}: non-finite values before line {line_no}.")
+                r, c = np.argwhere(~np.isfinite(arr))[0]
+                raise ValueError(
+                    f"{path}:{line_no + 1 + r}: column {columns[c]} is not finite ({arr[r, c]})."
+                )
+            for i, c in enumerate(columns):
+                frac = np.flatnonzero(arr[:, i] != np.round(arr[:, i]))
+                if c in _ID_COLUMNS and frac.size:
+                    raise ValueError(
+                        f"{path}:{line_no + 1 + frac[0]}: column {c} must hold integer ids; "
+                        f"found {arr[frac[0], i]!r}."
+                    )
+            line_no += len(lines)
             yield {c: arr[:, i] for i, c in enumerate(columns)}
 
 

@@ -25,6 +25,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from almmta_jax._src.fields import check_binary, check_ids
+
 SECONDS_PER_HOUR = 3600.0
 
 
@@ -99,7 +101,8 @@ def validate_journeys(batch: JourneyBatch, *, allow_padding_rows: bool = False) 
     Raises:
       TypeError: a field is not a JourneyBatch, or has the wrong dtype kind.
       ValueError: inconsistent shapes, an empty journey, a non-binary outcome,
-        proxy outside [0, 1], non-finite features, negative ids or weights, or a
+        proxy outside [0, 1], non-finite features, negative weights, ids that are
+        negative or beyond int32 (the first bad row named), or a
         ``yp_mask`` that is not ``touch_mask & (y == 1)``.
     """
     if not isinstance(batch, JourneyBatch):
@@ -150,12 +153,7 @@ def validate_journeys(batch: JourneyBatch, *, allow_padding_rows: bool = False) 
         )
     if allow_padding_rows and np.any(batch.ipw[~real] != 0):
         raise ValueError("all-padding rows must carry ipw == 0.")
-    y = batch.y
-    if not np.all((y == 0) | (y == 1)):
-        bad = np.flatnonzero((y != 0) & (y != 1))
-        raise ValueError(
-            f"y must be binary (0/1); found {bad.size} other values, e.g. {y[bad[:5]].tolist()}."
-        )
+    y = check_binary("y", batch.y)
     for name in ("x", "tfeat", "yp", "ipw"):
         if not np.all(np.isfinite(getattr(batch, name))):
             raise ValueError(f"{name} contains NaN or infinite values.")
@@ -163,8 +161,8 @@ def validate_journeys(batch: JourneyBatch, *, allow_padding_rows: bool = False) 
         raise ValueError("yp (the proxy y') must lie in [0, 1].")
     if np.any(batch.ipw < 0):
         raise ValueError("ipw must be >= 0.")
-    if np.any(batch.touch_ids < 0):
-        raise ValueError("touch_ids must be >= 0.")
+    check_ids("touch_ids", batch.touch_ids)
+    check_ids("user_id", batch.user_id)
     if not np.array_equal(batch.yp_mask, mask & (y == 1)[:, None]):
         raise ValueError("yp_mask must equal touch_mask & (y == 1)[:, None].")
     if batch.propensity is not None:
@@ -342,6 +340,7 @@ def ragged_to_batch(
         )
     if not np.issubdtype(ids.dtype, np.integer):
         raise TypeError(f"touch_ids has dtype {ids.dtype}; expected integers.")
+    ids = check_ids("touch_ids", ids)  # before the int32 cast below
     if not np.all(np.isfinite(timestamp.astype(np.float64))):
         raise ValueError("timestamp contains NaN or infinite values.")
     tsf = timestamp.astype(np.float64)
@@ -357,10 +356,7 @@ def ragged_to_batch(
     y = np.asarray(y)
     if y.shape != (n,):
         raise ValueError(f"y has shape {y.shape}; expected ({n},) from offsets.")
-    if not np.all((y == 0) | (y == 1)):
-        vals = np.unique(y[(y != 0) & (y != 1)])[:5]
-        raise ValueError(f"y must be binary (0/1); found values {vals.tolist()}.")
-    yf = y.astype(np.float32)
+    yf = check_binary("y", y).astype(np.float32)
 
     gap = np.zeros(T)
     gap[1:] = np.where(same, step, 0.0)
@@ -394,6 +390,7 @@ def ragged_to_batch(
     uid = np.zeros(n, np.int32) if user_id is None else np.asarray(user_id)
     if uid.shape != (n,):
         raise ValueError(f"user_id has shape {uid.shape}; expected ({n},).")
+    uid = check_ids("user_id", uid)
     w = np.ones(n, np.float32) if ipw is None else np.asarray(ipw, np.float32)
     if w.shape != (n,):
         raise ValueError(f"ipw has shape {w.shape}; expected ({n},).")

@@ -16,8 +16,10 @@ import jax
 import numpy as np
 
 from almmta_jax._src.data import JourneyBatch, as_numpy, ragged_to_batch, validate_journeys
+from almmta_jax._src.fields import check_ids, check_keys
 
 _RAGGED_REQUIRED = ("offsets", "touch_ids", "timestamp")
+_RAGGED_OPTIONAL = ("y", "label", "x", "user_id", "user", "yp", "ipw", "propensity", "end_time")
 
 
 def open_npz(path) -> Any:
@@ -40,7 +42,18 @@ def read_npz_array(data, key, path):
         raise ValueError(f"{path}: array {key!r} is corrupt ({err}).") from err
 
 
-def load_journey_npz(path, *, max_len: int = 20) -> JourneyBatch:
+def _check_vocab(batch: JourneyBatch, vocab_sizes, path) -> None:
+    ids = batch.touch_ids
+    if len(vocab_sizes) != ids.shape[2]:
+        raise ValueError(
+            f"{path}: touch_ids has {ids.shape[2]} fields but vocab_sizes declares "
+            f"{len(vocab_sizes)}."
+        )
+    for f, v in enumerate(vocab_sizes):
+        check_ids(f"{path}: touch_ids field {f}", ids[..., f], upper=v)
+
+
+def load_journey_npz(path, *, max_len: int = 20, vocab_sizes=None) -> JourneyBatch:
     """Loads one ``.npz`` shard of journeys into a validated ``JourneyBatch``.
 
     Two layouts are accepted:
@@ -56,26 +69,49 @@ def load_journey_npz(path, *, max_len: int = 20) -> JourneyBatch:
       ``end_time`` ``[n]``. Journeys longer than ``max_len`` keep their most
       recent ``max_len`` touches (see ``ragged_to_batch``).
 
+    An array name that is not one of these but is a close spelling of one
+    (``user_ids`` for ``user_id``) is refused with the suggestion, rather than
+    silently ignored.
+
     Args:
       path: the ``.npz`` file.
       max_len: padded length for the ragged layout.
+      vocab_sizes: the declared number of ids of each touch id field (the
+        model's ``ModelConfig.vocab_sizes``); when given, every touch id must
+        lie in ``[0, vocab_sizes[f])``. The embedding folds larger ids with
+        ``mod``, so pass it to catch ids from a different vocabulary. Off
+        (None) by default.
 
     Returns:
       A validated ``JourneyBatch`` of NumPy arrays.
 
     Raises:
       FileNotFoundError: missing file.
-      ValueError: unreadable/corrupt file, missing arrays, or invalid journeys.
+      ValueError: unreadable/corrupt file, missing arrays, an unknown array
+        named like a known one, or invalid journeys (ids out of range, labels
+        not 0/1, NaN); every message starts with the file.
     """
+    batch = _load_journey_npz(path, max_len)
+    if vocab_sizes is not None:
+        _check_vocab(batch, tuple(vocab_sizes), path)
+    return batch
+
+
+def _load_journey_npz(path, max_len):
     data = open_npz(path)
     with data:
         keys = set(data.files)
         if "touch_mask" in keys:
+            check_keys(keys, JourneyBatch._fields, path)
             missing = [f for f in JourneyBatch._fields[:9] if f not in keys]
             if missing:
                 raise ValueError(f"{path}: padded layout is missing arrays {missing}.")
             arrays = {f: read_npz_array(data, f, path) for f in JourneyBatch._fields if f in keys}
-            return validate_journeys(JourneyBatch(**arrays))
+            try:
+                return validate_journeys(JourneyBatch(**arrays))
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"{path}: {err}") from err
+        check_keys(keys, _RAGGED_REQUIRED + _RAGGED_OPTIONAL, path)
         missing = [k for k in _RAGGED_REQUIRED if k not in keys]
         if not ({"y", "label"} & keys):
             missing.append("y (or label)")
@@ -202,6 +238,7 @@ class NpzShards(Sequence):
         max_len: int = 20,
         process_index: int | None = None,
         process_count: int | None = None,
+        vocab_sizes=None,
     ):
         self.paths = host_shard_paths(
             paths, process_index=process_index, process_count=process_count
@@ -210,9 +247,10 @@ class NpzShards(Sequence):
         if missing:
             raise FileNotFoundError(f"journey shards not found: {missing[:5]}")
         self.max_len = int(max_len)
+        self.vocab_sizes = vocab_sizes
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i):
-        return load_journey_npz(self.paths[i], max_len=self.max_len)
+        return load_journey_npz(self.paths[i], max_len=self.max_len, vocab_sizes=self.vocab_sizes)

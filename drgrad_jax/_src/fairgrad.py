@@ -150,8 +150,11 @@ def fairgrad(
         raise ValueError(f"alpha must be >= 0; got {alpha}.")
     if isinstance(max_iters, int) and max_iters < 1:
         raise ValueError(f"max_iters must be a positive int; got {max_iters!r}.")
+    # M w = w ** (-1 / alpha) gives w(c M) = c ** (-alpha / (1 + alpha)) w(M).
+    power = -jnp.asarray(alpha, jnp.float32) / (1.0 + jnp.asarray(alpha, jnp.float32))
     return gramian_weighting(
         lambda gram: fairgrad_weights(gram, alpha, eps=eps, max_iters=max_iters),
         FairGradState,
         num_tasks=num_tasks,
+        scale_power=power,
     )

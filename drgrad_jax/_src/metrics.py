@@ -38,7 +38,22 @@ def _check_binary(labels: jax.Array) -> None:
         )
 
 
+def _host_ranks(scores):
+    """Dense float32 ranks of concrete float64 scores (NaN kept), so float32 keeps their order.
+
+    Exact for fewer than 2**24 distinct scores; beyond that the ranks round.
+    """
+    if isinstance(scores, jax.core.Tracer) or np.asarray(scores).dtype != np.float64:
+        return scores
+    s = np.asarray(scores)
+    finite = ~np.isnan(s)
+    ranks = np.full(s.shape, np.nan, np.float32)
+    ranks[finite] = np.unique(s[finite], return_inverse=True)[1].reshape(-1)
+    return ranks
+
+
 def _validate(labels, scores, weights):
+    scores = _host_ranks(scores)
     labels = _as_vector(labels, "labels")
     n = labels.shape[0]
     if n == 0:
@@ -51,6 +66,9 @@ def _validate(labels, scores, weights):
         weights = jnp.ones((n,), jnp.float32)
     else:
         weights = _as_vector(weights, "weights", n).astype(jnp.float32)
+        if not isinstance(weights, jax.core.Tracer) and bool(jnp.any(weights < 0)):
+            i = int(jnp.argmax(weights < 0))
+            raise ValueError(f"weights must be >= 0; weights[{i}] = {float(weights[i])}.")
     pos = labels.astype(jnp.float32) > 0.5
     return pos, scores, weights
 
@@ -117,13 +135,17 @@ def auc(labels, scores, weights=None) -> jax.Array:
         probabilities give the same AUC).
       weights: optional ``[n]`` non-negative example weights.
 
+    Concrete float64 scores are replaced by their ranks on the host before the
+    float32 computation, so scores differing by 1e-9 are not ties (exact below
+    2**24 distinct scores). Under a trace scores are compared in float32.
+
     Returns:
       A float32 scalar in ``[0, 1]``; NaN when one class has zero total weight
       (the single-class rule) or when a score is NaN.
 
     Raises:
-      ValueError: shapes are not matching vectors, ``labels`` is empty, or
-        concrete labels are not binary.
+      ValueError: shapes are not matching vectors, ``labels`` is empty,
+        concrete labels are not binary, or a concrete weight is negative.
 
     Example:
       >>> import jax.numpy as jnp

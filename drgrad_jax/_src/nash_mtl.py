@@ -122,4 +122,6 @@ def nash_mtl(
             gram, eps=eps, max_iters=max_iters, normalize_gramian=normalize_gramian
         )
 
-    return gramian_weighting(weights_fn, NashMTLState, num_tasks=num_tasks)
+    # alpha for c M is alpha / sqrt(c) (the normalised variant is scale free).
+    power = 0.0 if normalize_gramian else -0.5
+    return gramian_weighting(weights_fn, NashMTLState, num_tasks=num_tasks, scale_power=power)

@@ -82,9 +82,14 @@ def cosine(dot, norm_a, norm_b, eps=EPS):
 
 
 def norm_scale(norm_primary, norm_other, gamma, eps=EPS):
-    """Eq. R1's scale [clip(||g1'|| / ||other||, 0, 1)]^gamma; 0 when ||other|| = 0."""
+    """Eq. R1's scale [clip(||g1'|| / ||other||, 0, 1)]^gamma; 0 when ||other|| = 0.
+
+    NaN when gamma is not > 0 (e.g. a schedule reaching 0, a negative value or
+    NaN at run time), so the step is non-finite and the training guard skips it.
+    """
     ratio = jnp.clip(norm_primary / jnp.maximum(norm_other, eps), 0.0, 1.0)
-    return jnp.where(norm_other > 0, ratio**gamma, 0.0)
+    scale = jnp.where(norm_other > 0, ratio**gamma, 0.0)
+    return jnp.where(jnp.asarray(gamma) > 0, scale, jnp.nan)
 
 
 def route(g_dedicated, g_shared, g_aux, *, gamma=1.0, pairing="consistent", eps=EPS):

@@ -269,7 +269,11 @@ def _gramian_one_pass(flat: jax.Array, width: int = 1024) -> jax.Array:
 
 
 def gramian_weighting(
-    weights_fn: Callable[[jax.Array], jax.Array], state_cls, num_tasks: int | None = None
+    weights_fn: Callable[[jax.Array], jax.Array],
+    state_cls,
+    num_tasks: int | None = None,
+    *,
+    scale_power=0.0,
 ):
     """An optax transformation whose update is ``sum_k w_k g_k`` with ``w = weights_fn(G G^T)``.
 
@@ -277,10 +281,19 @@ def gramian_weighting(
     IMTL-G, UPGrad, Aligned-MTL, Nash-MTL, CAGrad): validate the per-task gradients,
     form the Gramian leaf by leaf, solve for the task weights, combine.
 
+    The Gramian is formed from the task gradients divided by ``s``, the power of
+    two nearest their largest absolute entry (an exact rescaling), so a float32
+    Gramian neither overflows nor underflows for any finite gradients (norms
+    1e-20 and 1e20 together give a finite update). The weights are mapped back
+    with ``w(G) = s ** (2 * scale_power) * weights_fn(G / s**2)``, which is exact
+    when ``weights_fn(c M) = c ** scale_power * weights_fn(M)``.
+
     Args:
       weights_fn: maps the ``[K, K]`` float32 Gramian to ``[K]`` task weights.
       state_cls: a NamedTuple class with a single int32 ``count`` field.
       num_tasks: optional ``K`` the task axis is checked against.
+      scale_power: the homogeneity degree of ``weights_fn`` in the Gramian (0 for
+        scale-free weights such as MGDA's; -1/2 for Nash-MTL).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; extra arguments are ignored.
@@ -294,7 +307,12 @@ def gramian_weighting(
         del extra_args
         check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
-        weights = weights_fn(gramian(task_grads))
+        top = jnp.max(jnp.stack([jnp.max(jnp.abs(g)) for g in jax.tree.leaves(task_grads)]))
+        top = top.astype(jnp.float32)
+        ok = jnp.isfinite(top) & (top > 0)
+        s = jnp.where(ok, jnp.exp2(jnp.round(jnp.log2(jnp.where(ok, top, 1.0)))), 1.0)
+        scaled = jax.tree.map(lambda g: g / s.astype(g.dtype), task_grads)
+        weights = weights_fn(gramian(scaled)) * s ** (2 * jnp.asarray(scale_power, jnp.float32))
         return combine(weights, task_grads), state_cls(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -75,6 +75,20 @@ def parse_roles(towers: Mapping[str, object], allowed: tuple[str, ...], factory:
     return roles
 
 
+def _check_disjoint(roles, factory: str) -> None:
+    """Raises if two roles' prefixes can select the same leaf (equal or nested paths)."""
+    items = [(f"{kind}:{i}", pre) for (kind, i), pres in roles.items() for pre in pres]
+    for a, (role_a, pa) in enumerate(items):
+        for role_b, pb in items[a + 1 :]:
+            if role_a != role_b and (
+                pa == pb or pb.startswith(pa + "/") or pa.startswith(pb + "/")
+            ):
+                raise ValueError(
+                    f"{factory}: towers roles {role_a} ({pa!r}) and {role_b} ({pb!r}) select "
+                    "overlapping leaves; each leaf must belong to one role."
+                )
+
+
 def static_num_tasks(num_tasks):
     """``num_tasks`` as a Python int (or None), with a clear error otherwise."""
     if num_tasks is None:
@@ -312,6 +326,7 @@ def drgrad(
     _check_hyperparams(space, pairing, updater, gamma, ema_decay, temperature)
     num_tasks = static_num_tasks(num_tasks)
     roles = parse_roles(towers, ("dedicated", "shared", "aux"), "drgrad")
+    _check_disjoint(roles, "drgrad")
     primaries = _paper_primaries(roles, space, pairing, num_tasks)
 
     def aux_tasks_for(k_tasks):

@@ -1,0 +1,91 @@
+"""Domain checks for id and label fields, run on the host before any narrowing cast.
+
+Every check names the field and the first offending row, so a loader can prefix
+the file and report exactly where a value is outside its domain.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+import numpy as np
+
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def _first(bad: np.ndarray) -> str:
+    rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
+    return f"row {int(rows[0])} ({rows.size} such rows)"
+
+
+def check_ids(name: str, values, *, upper: int | None = None) -> np.ndarray:
+    """Checks integer ids and returns them as int64, ready to be narrowed to int32.
+
+    Args:
+      name: the field name used in errors.
+      values: an array of ids; floats are accepted only when integer-valued.
+      upper: exclusive upper bound (a declared vocabulary size); ``2**31 - 1``
+        (the int32 range) when None.
+
+    Returns:
+      ``values`` as an int64 array.
+
+    Raises:
+      TypeError: ``values`` is neither integer nor floating point.
+      ValueError: a non-finite or fractional value, a negative id, or an id at or
+        above ``upper`` (or beyond int32); the first offending row is named.
+    """
+    a = np.asarray(values)
+    if a.size == 0:
+        return a.astype(np.int64)
+    if np.issubdtype(a.dtype, np.floating):
+        bad = ~np.isfinite(a) | (a != np.round(a))
+        if bad.any():
+            v = a[bad].flat[0]
+            raise ValueError(f"{name} must hold integer ids; {_first(bad)} holds {v!r}.")
+    elif not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} has dtype {a.dtype}; expected integers.")
+    if (a < 0).any():
+        bad = a < 0
+        v = a[bad].flat[0]
+        raise ValueError(f"{name} must be >= 0; {_first(bad)} holds {v}.")
+    top = INT32_MAX + 1 if upper is None else int(upper)
+    if (a >= top).any():
+        bad = a >= top
+        v = a[bad].flat[0]
+        what = "the int32 range" if upper is None else f"the declared vocabulary size {top}"
+        raise ValueError(f"{name} must be < {top} ({what}); {_first(bad)} holds {v}.")
+    return a.astype(np.int64)
+
+
+def check_binary(name: str, values) -> np.ndarray:
+    """Checks a 0/1 label array (NaN refused) and returns it; names the first bad row."""
+    a = np.asarray(values)
+    bad = ~((a == 0) | (a == 1))
+    if bad.any():
+        raise ValueError(f"{name} must be binary (0/1); {_first(bad)} holds {a[bad].flat[0]!r}.")
+    return a
+
+
+def check_keys(keys: Iterable[str], known: Iterable[str], path) -> None:
+    """Refuses an unknown array name that is a close spelling of a known one.
+
+    Args:
+      keys: the array names found in a file.
+      known: every name the reader understands (required and optional).
+      path: the file, for the message.
+
+    Raises:
+      ValueError: naming the unknown array and the known name it resembles.
+    """
+    known = list(known)
+    lower = {k.lower(): k for k in known}
+    for key in sorted(set(keys) - set(known)):
+        close = difflib.get_close_matches(key.lower(), list(lower), n=1, cutoff=0.75)
+        if close:
+            close = [lower[close[0]]]
+            raise ValueError(
+                f"{path}: unknown array {key!r}; did you mean {close[0]!r}? Rename it (an "
+                "unrecognised optional array would otherwise be ignored)."
+            )
