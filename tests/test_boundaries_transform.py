@@ -82,15 +82,14 @@ def test_drgrad_aux_role_beyond_declared_num_tasks_is_refused_at_construction():
 def test_drgrad_with_one_auxiliary_task_still_steps():
     """The smallest accepted configuration runs (the refusal is not too broad)."""
     params = {"t1a": jnp.ones(2), "t1b": jnp.ones(2), "t2": jnp.ones(2)}
-    for towers, kw, k in [
-        ({"dedicated": "t1a", "shared": "t1b", "aux:1": "t2"}, {}, 2),
-        ({"dedicated": "t1a", "shared": "t1b"}, {"space": "activations", "num_tasks": 2}, 2),
+    grads = jax.tree.map(lambda p: jnp.stack([p, -p]), params)
+    for towers, kw in [
+        ({"dedicated": "t1a", "shared": "t1b", "aux:1": "t2"}, {}),
+        ({"dedicated": "t1a", "shared": "t1b"}, {"space": "activations", "num_tasks": 2}),
     ]:
         tx = drgrad(towers, **kw)
-        grads = jax.tree.map(lambda p: jnp.stack([p] * k), params)
-        if kw.get("space") == "activations":
-            grads = {n: grads[n] for n in ("t1a", "t1b")}
-        updates, _ = tx.update(grads, tx.init(params))
+        g = {n: grads[n] for n in ("t1a", "t1b")} if kw.get("space") else grads
+        updates, _ = tx.update(g, tx.init(params))
         assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(updates))
 
 
