@@ -249,6 +249,11 @@ def make_train(
     journeys of ``eval_data`` (or of ``data``). ``jax.jit(jax.vmap(trainer))(keys)``
     trains several seeds in one program.
 
+    The journeys (and ``eval_data``) are validated once on the host, their ids
+    against ``config.model``: touch ids below ``vocab_sizes`` for every field
+    the model does not hash, user ids below ``num_users`` when it embeds them;
+    ``Trainer.step`` applies the same id check to each streamed batch.
+
     With a ``mesh`` every step is data-parallel: the batch's journeys are split
     over the mesh's first axis and the state is placed by ``state_sharding``
     (replicated, or with the id embedding tables split along their vocabulary

@@ -63,7 +63,7 @@ class Recipe:
       unpack: ``unpack(data) -> (train_data, eval_data)`` for the optional
         ``data`` argument of ``trainer(key, data)`` (default: a pair).
       check_batch: host-side check of a streamed batch before ``Trainer.step``
-        (shapes), or ``None``.
+        (shapes; ALM-MTA also checks id ranges), or ``None``.
       state_sharding: ``state_sharding(abstract_state, mesh) -> shardings`` or
         ``None`` (replicate every leaf).
       signature: JSON-able description of the configuration, stored in every
@@ -515,9 +515,9 @@ class Trainer:
     def step(self, state, batch):
         """One guarded step on a given batch (a streamed input); returns ``(state, metrics)``.
 
-        The batch's shapes are checked on the host first (when the package
-        gives a check); its values are not (a non-finite step is skipped and
-        counted).
+        The batch is checked on the host first when the package gives a check
+        (shapes; ALM-MTA's ids against the model's vocabularies); non-finite
+        values are not (a non-finite step is skipped and counted).
         """
         if self.recipe.check_batch is not None:
             self.recipe.check_batch(batch)
