@@ -185,3 +185,94 @@ def test_generated_misspelled_names_are_reported(tmp_path, key, edit):
         ValueError, match=rf"gen\.npz: unknown array '{wrong}'; did you mean '{key}'"
     ):
         data.load_journey_npz(path)
+
+
+# --- ids entering without a file: make_train and the streamed Trainer.step ----------------
+
+
+def _train_setup(**model_kw):
+    import jax
+
+    from almmta_jax import TrainConfig
+    from almmta_jax.testing import random_journeys
+    from tests.almmta_tiny import tiny_model
+
+    model = tiny_model(**model_kw)
+    cfg = TrainConfig(model, batch_size=8, num_epochs=1, queue_size=8, warmup_steps=0)
+    journeys = jax.tree.map(np.asarray, random_journeys(jax.random.key(0), 16, model))
+    return cfg, journeys
+
+
+def _with(journeys, **arrays):
+    return journeys._replace(**arrays)
+
+
+def _bad_touch(journeys, field, value):
+    ids = journeys.touch_ids.copy()
+    ids[5, 0, field] = value  # the first touch of every journey is valid
+    return _with(journeys, touch_ids=ids)
+
+
+def test_make_train_refuses_touch_ids_beyond_the_declared_vocabulary():
+    from almmta_jax import make_train
+
+    cfg, journeys = _train_setup()  # vocab_sizes=(7, 3)
+    with pytest.raises(
+        ValueError,
+        match=r"data\.touch_ids\[\.\.\., 1\] \(config\.vocab_sizes\[1\]\) must be < 3 "
+        r"\(the declared vocabulary size 3\); row 5 \(1 such rows\) holds 3",
+    ):
+        make_train(cfg, _bad_touch(journeys, 1, 3))
+    with pytest.raises(ValueError, match=r"data: touch_ids must be >= 0; row 5"):
+        make_train(cfg, _bad_touch(journeys, 0, -1))
+    with pytest.raises(ValueError, match=r"eval_data\.touch_ids\[\.\.\., 0\] .* < 7"):
+        make_train(cfg, journeys, _bad_touch(journeys, 0, 7))
+    make_train(cfg, _bad_touch(journeys, 1, 2))  # the largest id in the vocabulary
+
+
+def test_padding_touches_and_hashed_fields_are_not_held_to_the_vocabulary():
+    from almmta_jax import make_train
+
+    cfg, journeys = _train_setup()
+    ids, mask = journeys.touch_ids.copy(), journeys.touch_mask
+    ids[~mask] = 99  # padding is never embedded
+    make_train(cfg, _with(journeys, touch_ids=ids))
+    # hash_buckets=4 < 7: field 0 is folded by design; field 1 (vocab 3) is not.
+    hashed, journeys = _train_setup(hash_buckets=4)
+    make_train(hashed, _bad_touch(journeys, 0, 1000))
+    with pytest.raises(ValueError, match=r"touch_ids\[\.\.\., 1\].*must be < 3"):
+        make_train(hashed, _bad_touch(journeys, 1, 3))
+
+
+def test_make_train_refuses_user_ids_at_or_beyond_num_users():
+    from almmta_jax import make_train
+
+    cfg, journeys = _train_setup()  # num_users=6
+    uid = journeys.user_id.copy()
+    uid[3] = 6
+    with pytest.raises(
+        ValueError,
+        match=r"data\.user_id \(config\.num_users\) must be < 6 .*; row 3 \(1 such rows\) holds 6",
+    ):
+        make_train(cfg, _with(journeys, user_id=uid))
+    no_users, journeys = _train_setup(num_users=0)  # user ids unused: not checked
+    make_train(no_users, _with(journeys, user_id=uid))
+
+
+def test_streamed_step_checks_the_batch_ids_on_the_host():
+    import jax
+
+    from almmta_jax import make_train
+
+    cfg, journeys = _train_setup()
+    trainer = make_train(cfg, journeys)
+    state = trainer.init(jax.random.key(0))
+    first = jax.tree.map(lambda a: a[:8], journeys)
+    with pytest.raises(ValueError, match=r"batch\.touch_ids\[\.\.\., 0\] .* must be < 7 .*row 5"):
+        trainer.step(state, _bad_touch(first, 0, 7))
+    uid = first.user_id.copy()
+    uid[2] = 10
+    with pytest.raises(ValueError, match=r"batch\.user_id \(config\.num_users\) .* row 2"):
+        trainer.step(state, _with(first, user_id=uid))
+    state, _ = trainer.step(state, first)
+    assert int(state.step) == 1

@@ -1,4 +1,5 @@
-"""DRGrad configurations that cannot be right: overlapping tower roles, gamma out of domain."""
+"""DRGrad configurations that cannot be right: overlapping tower roles, gamma out of domain,
+no auxiliary task."""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drgrad_jax._src import routing
+from drgrad_jax._src.released import drgrad_released
 from drgrad_jax._src.transform import drgrad
 
 
@@ -53,6 +55,50 @@ def test_gamma_in_domain_matches_the_definition():
     _, _, diag = _route(1.5)
     want = min(np.linalg.norm(a) / np.linalg.norm(b), 1.0) ** 1.5
     np.testing.assert_allclose(float(diag.lam_shared), want, rtol=1e-5)
+
+
+NO_AUX = "routes between a primary task and at least one auxiliary task"
+
+
+@pytest.mark.parametrize(
+    "towers,kwargs",
+    [
+        ({"dedicated": "t1a", "shared": "t1b"}, {}),
+        ({"dedicated": "t1a", "shared": "t1b"}, {"num_tasks": 1}),
+        ({"dedicated": "t1a", "shared": "t1b"}, {"num_tasks": 2, "pairing": "as_printed"}),
+        ({"dedicated": "v1", "shared": "vs"}, {"space": "activations", "num_tasks": 1}),
+    ],
+)
+def test_drgrad_without_an_auxiliary_task_is_refused_at_construction(towers, kwargs):
+    with pytest.raises(ValueError, match=NO_AUX):
+        drgrad(towers, **kwargs)
+
+
+def test_drgrad_aux_role_beyond_declared_num_tasks_is_refused_at_construction():
+    with pytest.raises(ValueError, match="towers role aux:1 refers to task 1 .* length 1"):
+        drgrad({"dedicated": "t1a", "shared": "t1b", "aux:1": "t2"}, num_tasks=1)
+
+
+def test_drgrad_with_one_auxiliary_task_still_steps():
+    """The smallest accepted configuration runs (the refusal is not too broad)."""
+    params = {"t1a": jnp.ones(2), "t1b": jnp.ones(2), "t2": jnp.ones(2)}
+    grads = jax.tree.map(lambda p: jnp.stack([p, -p]), params)
+    for towers, kw in [
+        ({"dedicated": "t1a", "shared": "t1b", "aux:1": "t2"}, {}),
+        ({"dedicated": "t1a", "shared": "t1b"}, {"space": "activations", "num_tasks": 2}),
+    ]:
+        tx = drgrad(towers, **kw)
+        g = {n: grads[n] for n in ("t1a", "t1b")} if kw.get("space") else grads
+        updates, _ = tx.update(g, tx.init(params))
+        assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(updates))
+
+
+def test_drgrad_released_with_one_task_is_refused_at_construction():
+    with pytest.raises(ValueError, match=r"two task heads; towers names 'head:1' but num_tasks=1"):
+        drgrad_released({"head:0": "a", "head:1": "b"}, num_tasks=1)
+    with pytest.raises(ValueError, match="exactly two roles"):
+        drgrad_released({"head:0": "a"})
+    drgrad_released({"head:0": "a", "head:1": "b"}, num_tasks=2)
 
 
 CASES = {"n": 0}

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 import drgrad_jax
-from drgrad_jax import data, models
+from drgrad_jax import data, models, parallel
 
 SEED = 7
 
@@ -188,3 +188,95 @@ def test_run_past_the_end_and_bad_arguments(trainer):
         trainer.run(state, -1)
     with pytest.raises(TypeError, match="state must be a TrainState"):
         trainer.run({"step": 0}, 1)
+
+
+# --- damaged checkpoints and other device counts ----------------------------------------
+
+
+def _data_files(path):
+    return sorted(p for p in (path / "state").rglob("*") if p.is_file() and p.parent.name == "d")
+
+
+def _delete_every_data_file(path):
+    for p in _data_files(path):
+        p.unlink()
+
+
+def _delete_the_data_file_holding_arrays(path):
+    # OCDBT may leave unreferenced per-process files behind; state/d holds the merged data.
+    for p in (path / "state" / "d").iterdir():
+        p.unlink()
+
+
+DAMAGE = {
+    "tree metadata": (
+        lambda p: (p / "state" / "_METADATA").unlink(),
+        "missing the tree metadata state/_METADATA",
+    ),
+    "signature": (
+        lambda p: (p / "meta" / "metadata").unlink(),
+        "missing the configuration signature meta/metadata",
+    ),
+    "array index": (
+        lambda p: (p / "state" / "manifest.ocdbt").unlink(),
+        "missing the array index state/manifest.ocdbt",
+    ),
+    "signature and tree metadata": (
+        lambda p: [(p / "meta" / "metadata").unlink(), (p / "state" / "_METADATA").unlink()],
+        "missing the configuration signature meta/metadata; the tree metadata state/_METADATA",
+    ),
+    "garbled signature": (
+        lambda p: (p / "meta" / "metadata").write_text('{"config": {}}'),
+        "meta/metadata lacks config, state, state_kinds",
+    ),
+    "truncated tree metadata": (
+        lambda p: (p / "state" / "_METADATA").write_text('{"tree_metadata": {'),
+        "the tree metadata state/_METADATA is unreadable",
+    ),
+    "every data file": (_delete_every_data_file, "could not be read.*missing or corrupt"),
+    "the index's data file": (
+        _delete_the_data_file_holding_arrays,
+        r"array \d{5} \(.*\) could not be read from state/d/[0-9a-f]+; a data file",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_checkpoint_is_reported_as_damaged_naming_what_is_missing(
+    trainer, saved, tmp_path, damage
+):
+    import shutil
+
+    path = tmp_path / "ckpt"
+    shutil.copytree(saved, path)
+    spoil, match = DAMAGE[damage]
+    spoil(path)
+    with pytest.raises(ValueError, match=rf"damaged checkpoint at {path}: .*{match}") as err:
+        trainer.restore(path)
+    assert "different configuration" not in str(err.value)
+
+
+def test_intact_checkpoint_restores_exactly(trainer, saved):
+    _assert_identical(trainer.restore(saved), trainer.init(jax.random.key(0)))
+
+
+@pytest.fixture(scope="module")
+def meshed(synth):
+    return drgrad_jax.make_train(_config(synth), synth, mesh=parallel.make_mesh(8))
+
+
+def test_checkpoint_moves_between_one_device_and_an_eight_device_mesh(
+    trainer, meshed, saved, tmp_path
+):
+    """Written without a mesh, restored on 8 devices, and the reverse: same values."""
+    want = trainer.init(jax.random.key(0))
+    on_mesh = meshed.restore(saved)
+    _assert_identical(on_mesh, want)
+    assert all(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(on_mesh))
+    meshed.save(tmp_path / "from_mesh", meshed.init(jax.random.key(3)))
+    back = trainer.restore(tmp_path / "from_mesh")
+    _assert_identical(back, trainer.init(jax.random.key(3)))
+    assert all(len(x.sharding.device_set) == 1 for x in jax.tree.leaves(back))
+    # The restored state steps on its new placement.
+    state, _ = trainer.run(back, 1)
+    assert int(state.step) == 1

@@ -89,3 +89,40 @@ def check_keys(keys: Iterable[str], known: Iterable[str], path) -> None:
                 f"{path}: unknown array {key!r}; did you mean {close[0]!r}? Rename it (an "
                 "unrecognised optional array would otherwise be ignored)."
             )
+
+
+def check_model_ids(batch, config, name: str) -> None:
+    """Checks a batch's ids against the model's declared vocabularies, on the host.
+
+    Ids of the wrong shape are left to the trace-time shape check. Touch ids at
+    valid touches must lie below ``config.vocab_sizes[f]`` for every
+    field f the model does not hash (``hash_buckets`` at or above the
+    vocabulary); a hashed field only needs ids in the int32 range. User ids must
+    lie below ``config.num_users`` when the model embeds them
+    (``num_users > 0``). Padding touches are not checked.
+
+    Args:
+      batch: a ``JourneyBatch`` with concrete (host or device) arrays.
+      config: the ``ModelConfig`` the batch is fed to.
+      name: what the batch is called in errors (``"data"``, ``"batch"``).
+
+    Raises:
+      ValueError: an id outside its declared vocabulary; the message names the
+        field and the first offending row (journey).
+    """
+    ids = np.asarray(batch.touch_ids)
+    mask = np.asarray(batch.touch_mask).astype(bool)
+    if ids.ndim != 3 or ids.shape[-1] != len(config.vocab_sizes) or mask.shape != ids.shape[:2]:
+        return  # a shape error, reported with both shapes when the step is traced
+    cap = getattr(config, "hash_buckets", None)
+    for f, vocab in enumerate(config.vocab_sizes):
+        hashed = cap is not None and int(cap) < int(vocab)
+        field = np.where(mask, ids[..., f], 0)
+        upper = None if hashed else int(vocab)
+        check_ids(f"{name}.touch_ids[..., {f}] (config.vocab_sizes[{f}])", field, upper=upper)
+    if config.num_users > 0:
+        check_ids(
+            f"{name}.user_id (config.num_users)",
+            np.asarray(batch.user_id),
+            upper=int(config.num_users),
+        )

@@ -23,6 +23,7 @@ from almmta_jax._src.adversary import adversary_weight, split_model
 from almmta_jax._src.balancing import head_balancer
 from almmta_jax._src.contrastive import positives
 from almmta_jax._src.data import JourneyBatch, validate_journeys
+from almmta_jax._src.fields import check_model_ids
 from almmta_jax._src.networks import ALMMTA, ModelConfig
 from almmta_jax._src.optimizer import default_optimizer
 from almmta_jax._src.parallel import state_sharding
@@ -223,6 +224,7 @@ def _check_data(data: JourneyBatch, config: TrainConfig, name: str) -> int:
         validate_journeys(data)
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
+    check_model_ids(data, config.model, name)
     n = int(np.shape(data.y)[0])
     if n < config.batch_size:
         raise ValueError(f"{name} holds {n} journeys; fewer than batch_size={config.batch_size}.")
@@ -246,6 +248,11 @@ def make_train(
     every epoch the held-out metrics are computed on the first ``eval_size``
     journeys of ``eval_data`` (or of ``data``). ``jax.jit(jax.vmap(trainer))(keys)``
     trains several seeds in one program.
+
+    The journeys (and ``eval_data``) are validated once on the host, their ids
+    against ``config.model``: touch ids below ``vocab_sizes`` for every field
+    the model does not hash, user ids below ``num_users`` when it embeds them;
+    ``Trainer.step`` applies the same id check to each streamed batch.
 
     With a ``mesh`` every step is data-parallel: the batch's journeys are split
     over the mesh's first axis and the state is placed by ``state_sharding``
@@ -292,6 +299,8 @@ def make_train(
     graphdef = split_model(nnx.eval_shape(lambda: ALMMTA(config.model, rngs=nnx.Rngs(0))))[0]
     raw_step = make_step(config, graphdef)
     eval_src = data if eval_data is None else eval_data
+    if eval_data is not None and isinstance(eval_data, JourneyBatch):
+        check_model_ids(eval_data, config.model, "eval_data")
     m_eval = min(config.eval_size, int(np.shape(eval_src.y)[0]))
     eval_batch = jax.tree.map(lambda a: jnp.asarray(a)[:m_eval], eval_src)
     placement = lambda state, mesh: state_sharding(
@@ -303,6 +312,11 @@ def make_train(
         evaluate=make_evaluate(config, graphdef),
         order_key=lambda state: jax.random.fold_in(state.rng, 1),
         unpack=lambda d: (d, eval_batch),
+        check_batch=lambda batch: (
+            check_model_ids(batch, config.model, "batch")
+            if isinstance(batch, JourneyBatch)
+            else None
+        ),
         state_sharding=placement,
         signature=loop.config_signature(config, exclude=("eval_size", "skip_nonfinite")),
         model=lambda state: nnx.merge(graphdef, state.adv_params, state.params),

@@ -29,7 +29,9 @@ skipped ones included) and ``skipped``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -61,7 +63,7 @@ class Recipe:
       unpack: ``unpack(data) -> (train_data, eval_data)`` for the optional
         ``data`` argument of ``trainer(key, data)`` (default: a pair).
       check_batch: host-side check of a streamed batch before ``Trainer.step``
-        (shapes), or ``None``.
+        (shapes; ALM-MTA also checks id ranges), or ``None``.
       state_sharding: ``state_sharding(abstract_state, mesh) -> shardings`` or
         ``None`` (replicate every leaf).
       signature: JSON-able description of the configuration, stored in every
@@ -168,6 +170,30 @@ def _mean_where(ok: jax.Array, metrics: Any) -> Any:
         return jnp.where(n_ok > 0, total / jnp.maximum(n_ok, 1), jnp.nan).astype(m.dtype)
 
     return jax.tree.map(mean, metrics)
+
+
+# What ``Trainer.save`` writes: any of the parts marks a (possibly damaged) checkpoint;
+# each file is needed to read it back.
+_CHECKPOINT_PARTS = ("_CHECKPOINT_METADATA", "meta", "state")
+_CHECKPOINT_FILES = {
+    "meta/metadata": "the configuration signature",
+    "state/_METADATA": "the tree metadata",
+    "state/manifest.ocdbt": "the array index",
+}
+_SIGNATURE_KEYS = ("config", "state", "state_kinds")
+
+
+def _unreadable_arrays(path: str, saved: dict, error: str) -> str:
+    """The message for arrays that fail to read although the metadata is intact."""
+    what = "the arrays"
+    key = re.search(r"\b(\d{5})/", error)
+    if key and int(key.group(1)) < len(saved["state"]):
+        what = f"array {key.group(1)} ({saved['state'][int(key.group(1))][0]})"
+    msg = f"damaged checkpoint at {path}: the metadata is intact but {what} could not be read"
+    data = re.search(r'local file "([^"]*/d/[0-9a-f]+)"', error)
+    if data:
+        msg += f" from {os.path.relpath(data.group(1), path)}"
+    return msg + "; a data file under state/ is missing or corrupt."
 
 
 def _is_key(x) -> bool:
@@ -489,9 +515,9 @@ class Trainer:
     def step(self, state, batch):
         """One guarded step on a given batch (a streamed input); returns ``(state, metrics)``.
 
-        The batch's shapes are checked on the host first (when the package
-        gives a check); its values are not (a non-finite step is skipped and
-        counted).
+        The batch is checked on the host first when the package gives a check
+        (shapes; ALM-MTA's ids against the model's vocabularies); non-finite
+        values are not (a non-finite step is skipped and counted).
         """
         if self.recipe.check_batch is not None:
             self.recipe.check_batch(batch)
@@ -542,11 +568,20 @@ class Trainer:
     def restore(self, path: str | os.PathLike):
         """Reads a checkpoint written by ``save`` for this same configuration.
 
+        The arrays are read onto one device and then placed as this trainer
+        places its state, so a checkpoint written with or without a mesh (of any
+        number of devices) restores into a trainer with or without one.
+
         Raises:
           FileNotFoundError: no checkpoint at ``path``.
-          ValueError: the checkpoint was written by a different configuration;
-            the message names what differs (configuration fields, the optimizer
-            or transform states, the state's arrays and their shapes).
+          ValueError: ``damaged checkpoint at <path>: ...`` when a part of the
+            checkpoint is missing or unreadable (the message names it: the
+            configuration signature ``meta/metadata``, the tree metadata
+            ``state/_METADATA``, the array index ``state/manifest.ocdbt``, or a
+            data file under ``state/``); otherwise, the checkpoint was written by
+            a different configuration, and the message names what differs
+            (configuration fields, the optimizer or transform states, the
+            state's arrays and their shapes).
         """
         import orbax.checkpoint as ocp
 
@@ -554,25 +589,67 @@ class Trainer:
         if not os.path.isdir(path):
             raise FileNotFoundError(f"no checkpoint directory at {path}.")
         ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-        try:
-            saved = ckptr.restore(path, ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        except Exception as e:  # orbax raises several types for a missing/garbled item
-            raise ValueError(f"{path} is not a {self.name} checkpoint: {e}") from None
+        saved = self._read_intact_metadata(path, ckptr, ocp)
         template = jax.eval_shape(self.recipe.init, jax.random.key(0))
         self._check_signature(path, saved, template)
         leaves = jax.tree.leaves(template)
-        abstract = {
-            f"{i:05d}": jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x
-            for i, x in enumerate(leaves)
-        }
-        got = ckptr.restore(
-            path, ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-        ).state
+        # One device, whatever the writer's mesh was; ``_place`` then shards it.
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = {}
+        for i, x in enumerate(leaves):
+            x = jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x
+            abstract[f"{i:05d}"] = jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one)
+        try:
+            got = ckptr.restore(
+                path, ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+            ).state
+        except Exception as e:  # tensorstore reports a missing chunk as a bare Exception
+            raise ValueError(_unreadable_arrays(path, saved, str(e))) from None
         out = []
         for i, x in enumerate(leaves):
             value = jnp.asarray(got[f"{i:05d}"])
             out.append(jax.random.wrap_key_data(value) if _is_key(x) else value)
         return self._place(jax.tree.unflatten(jax.tree.structure(template), out))
+
+    def _read_intact_metadata(self, path: str, ckptr, ocp) -> dict:
+        """The saved signature, after checking that every metadata file is present and whole."""
+        if not any(os.path.exists(os.path.join(path, p)) for p in _CHECKPOINT_PARTS):
+            raise ValueError(
+                f"{path} is not a {self.name} checkpoint: it holds none of "
+                f"{', '.join(_CHECKPOINT_PARTS)}."
+            )
+        missing = [
+            f"{what} {rel}"
+            for rel, what in _CHECKPOINT_FILES.items()
+            if not os.path.isfile(os.path.join(path, rel))
+        ]
+        if missing:
+            raise ValueError(f"damaged checkpoint at {path}: missing {'; '.join(missing)}.")
+
+        def damaged(what):
+            return ValueError(f"damaged checkpoint at {path}: {what}.")
+
+        try:
+            saved = ckptr.restore(path, ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        except Exception as e:  # orbax raises several types for a garbled item
+            raise damaged(
+                f"the configuration signature meta/metadata is unreadable ({e})"
+            ) from None
+        if not isinstance(saved, dict) or any(k not in saved for k in _SIGNATURE_KEYS):
+            raise damaged(
+                f"the configuration signature meta/metadata lacks {', '.join(_SIGNATURE_KEYS)}"
+            )
+        try:
+            with open(os.path.join(path, "state", "_METADATA")) as f:
+                tree = json.load(f)["tree_metadata"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise damaged(f"the tree metadata state/_METADATA is unreadable ({e!r})") from None
+        if len(tree) != len(saved["state"]):
+            raise damaged(
+                f"the tree metadata state/_METADATA lists {len(tree)} arrays but the "
+                f"configuration signature records {len(saved['state'])}"
+            )
+        return saved
 
     def _check_signature(self, path: str, saved: dict, template) -> None:
         mine = self._signature(template)

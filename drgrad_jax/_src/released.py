@@ -45,7 +45,8 @@ def drgrad_released(
       ``lam_aux`` [w_ba]). Unknown extra arguments to ``update`` are ignored.
 
     Raises:
-      ValueError: roles other than exactly two ``"head:<task>"``; at trace
+      ValueError: roles other than exactly two ``"head:<task>"``, or a head
+        beyond a declared ``num_tasks`` (one task has no pair to route); at trace
         time, a task axis that disagrees with ``num_tasks`` or the roles, heads
         of unequal shapes, non-floating gradients.
 
@@ -74,6 +75,11 @@ def drgrad_released(
             f"drgrad_released needs exactly two roles 'head:<task>'; got {sorted(roles)}."
         )
     a, b = heads
+    if num_tasks is not None and b >= num_tasks:
+        raise ValueError(
+            "drgrad_released routes between two task heads; towers names 'head:"
+            f"{b}' but num_tasks={num_tasks}."
+        )
 
     def init_fn(params):
         del params

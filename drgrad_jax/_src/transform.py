@@ -189,8 +189,22 @@ def _paper_primaries(roles, space, pairing, num_tasks):
             "space='activations' reads auxiliary gradients from the 'shared' representation; "
             "remove the 'aux:<j>' roles."
         )
+    n_aux = sum(kind == "aux" for kind, _ in roles)
+    if space == "params" and n_aux == 0:
+        raise ValueError(
+            "drgrad routes between a primary task and at least one auxiliary task; towers "
+            "names no 'aux:<j>' role. Add the auxiliary towers, or train a single task "
+            "without drgrad."
+        )
+    if space == "activations" and num_tasks is not None and num_tasks <= len(primaries):
+        raise ValueError(
+            "drgrad routes between a primary task and at least one auxiliary task; "
+            f"num_tasks={num_tasks} leaves no auxiliary task besides the primary tasks "
+            f"{primaries}."
+        )
+    if num_tasks is not None:
+        check_role_tasks(roles, num_tasks)
     if space == "params" and pairing == "as_printed":
-        n_aux = sum(kind == "aux" for kind, _ in roles)
         if n_aux != 1:
             raise ValueError(
                 f"pairing='as_printed' needs exactly one auxiliary tower; got {n_aux}."
@@ -300,7 +314,9 @@ def drgrad(
       ``DRGradState``. Unknown extra arguments to ``update`` are ignored.
 
     Raises:
-      ValueError: bad hyperparameters here; at trace time, a task axis that
+      ValueError: bad hyperparameters or towers here (among them no auxiliary
+        task: no ``"aux:<j>"`` role, or ``num_tasks`` 1 in activations space); at
+        trace time, a task axis that
         disagrees with ``num_tasks`` or the roles, missing or empty towers,
         towers of unequal shapes (params space), non-floating gradients.
 
@@ -413,8 +429,10 @@ def mixing_weights(opt_state) -> jax.Array | None:
 
     Example:
       >>> import jax.numpy as jnp, optax
-      >>> tx = optax.chain(optax.clip(1.0), drgrad({"dedicated": "a", "shared": "b"}))
-      >>> mixing_weights(tx.init({"a": jnp.ones(2), "b": jnp.ones(2)})).tolist()
+      >>> towers = {"dedicated": "a", "shared": "b", "aux:1": "c"}
+      >>> tx = optax.chain(optax.clip(1.0), drgrad(towers))
+      >>> params = {"a": jnp.ones(2), "b": jnp.ones(2), "c": jnp.ones(2)}
+      >>> mixing_weights(tx.init(params)).tolist()
       [0.5, 0.5]
     """
     state = find_drgrad_state(opt_state)
