@@ -17,7 +17,7 @@ Several hosts (one process per host, all running the same program)::
     parallel.initialize_multihost()            # jax.distributed.initialize
     mesh = parallel.make_mesh()                # the GLOBAL mesh over jax.devices()
     i, n = jax.process_index(), jax.process_count()
-    local = read_files(files[i::n])            # each host reads its own shard
+    local = load_shards(files[i::n])           # each host reads its own shard
     batch = parallel.host_local_to_global(local, mesh)
 """
 
