@@ -195,6 +195,13 @@ def _check_binary_outcome(outcome):
             raise ValueError("outcome must hold only 0 and 1 with normalize='sklift'.")
 
 
+def _sklift(scores, outcome, treatment, kind):
+    """scikit-uplift's score of one curve kind, after the shared input checks."""
+    args = _check_unit_inputs(scores, outcome, treatment)
+    _check_binary_outcome(args[1])
+    return _sklift_score(*args, kind)
+
+
 def auuc(scores, outcome, treatment, *, normalize: str = "causalml") -> jax.Array:
     """Normalized area under the uplift (cumulative gain) curve.
 
@@ -240,9 +247,7 @@ def auuc(scores, outcome, treatment, *, normalize: str = "causalml") -> jax.Arra
       https://github.com/maks-sh/scikit-uplift.
     """
     if _check_normalize(normalize) == "sklift":
-        args = _check_unit_inputs(scores, outcome, treatment)
-        _check_binary_outcome(args[1])
-        return _sklift_score(*args, "gain")
+        return _sklift(scores, outcome, treatment, "gain")
     return _normalized_mean(uplift_curve(scores, outcome, treatment))
 
 
@@ -282,9 +287,7 @@ def qini_score(scores, outcome, treatment, *, normalize: str = "causalml") -> ja
       1.0
     """
     if _check_normalize(normalize) == "sklift":
-        args = _check_unit_inputs(scores, outcome, treatment)
-        _check_binary_outcome(args[1])
-        return _sklift_score(*args, "qini")
+        return _sklift(scores, outcome, treatment, "qini")
     q = qini_curve(scores, outcome, treatment)
     n = q.shape[0] - 1
     random = q[-1] * jnp.arange(n + 1, dtype=jnp.float32) / n
