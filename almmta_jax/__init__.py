@@ -51,6 +51,7 @@ from almmta_jax._src.step import TrainState as TrainState
 from almmta_jax._src.step import make_step as make_step
 from almmta_jax._src.train import EvalMetrics as EvalMetrics
 from almmta_jax._src.train import TrainConfig as TrainConfig
+from almmta_jax._src.train import auto_batch_size as auto_batch_size
 from almmta_jax._src.train import make_train as make_train
 
 # --- evaluation -----------------------------------------------------------------
@@ -93,6 +94,7 @@ __all__: list[str] = [
     "adversary_loss",
     "adversary_weight",
     "attribute",
+    "auto_batch_size",
     "balance_heads",
     "build_reference_pool",
     "cluster_counts",

@@ -63,7 +63,8 @@ class BaselineConfig:
         built from the four fields below (as ALM-MTA), its warm-up capped at a
         tenth of the run.
       learning_rate, weight_decay, clip_norm, lr_warmup_steps: the default
-        optimizer ``clip_by_global_norm → adamw`` with a linear warm-up.
+        optimizer ``clip_by_global_norm → adamw`` with a linear warm-up
+        (capped at a tenth of the run, ``default_optimizer``).
       batch_size, num_epochs: the loop.
       grl_weight: gradient-reversal weight of the CausalMTA channel classifier.
       channel_loss_weight: γ, weight of the channel-classification loss
@@ -395,10 +396,10 @@ class BaselineRun(NamedTuple):
 def _baseline_optimizer(config: BaselineConfig, total_steps: int) -> optax.GradientTransformation:
     if config.optimizer is not None:
         return config.optimizer
-    # Short runs (tests, quick benchmarks) cap the warm-up at a tenth of the run.
     return default_optimizer(
         config.learning_rate,
-        warmup_steps=max(min(config.lr_warmup_steps, total_steps // 10), 1),
+        warmup_steps=config.lr_warmup_steps,
+        total_steps=total_steps,
         weight_decay=config.weight_decay,
         clip_norm=config.clip_norm,
     )

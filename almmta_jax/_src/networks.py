@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from almmta_jax._src.data import JourneyBatch
@@ -89,6 +90,64 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+
+    @classmethod
+    def from_batch(cls, *batches: JourneyBatch, **sizes) -> ModelConfig:
+        """The ``ModelConfig`` whose data fields are read from journeys.
+
+        ``vocab_sizes`` (per id field, the largest id at a real touch plus one),
+        ``d_x``, ``max_len``, ``num_proxy`` and ``num_users`` (the largest user id
+        plus one; 0 when every id is 0) come from the batches; pass every split
+        the model will see (training and evaluation), so that all their ids
+        fit. The network sizes keep their defaults unless given in ``sizes``,
+        which may also override a data field (e.g. a larger ``vocab_sizes``
+        for ids not seen yet).
+
+        Args:
+          *batches: one or more ``JourneyBatch`` es with the same ``d_x``,
+            ``max_len``, id fields and proxy channels.
+          **sizes: any other ``ModelConfig`` field.
+
+        Returns:
+          A ``ModelConfig``.
+
+        Example:
+          >>> from almmta_jax.data import ragged_to_batch
+          >>> b = ragged_to_batch(offsets=[0, 2, 5], touch_ids=[3, 1, 4, 1, 5],
+          ...     timestamp=[0, 3600, 0, 7200, 10800], y=[0, 1], max_len=4)
+          >>> c = ModelConfig.from_batch(b, d_model=16)
+          >>> c.vocab_sizes, c.d_x, c.max_len, c.num_users, c.d_model
+          ((6,), 1, 4, 0, 16)
+        """
+        if not batches or not all(isinstance(b, JourneyBatch) for b in batches):
+            got = [type(b).__name__ for b in batches]
+            raise TypeError(f"from_batch takes one or more JourneyBatch es, got {got}.")
+        shapes = {
+            (b.x.shape[-1], b.touch_ids.shape[-2], b.touch_ids.shape[-1], b.yp.shape[-1])
+            for b in batches
+        }
+        if len(shapes) != 1:
+            raise ValueError(
+                "from_batch: the batches disagree on (d_x, max_len, id fields, proxy "
+                f"channels): {sorted(shapes)}."
+            )
+        ((d_x, max_len, fields, num_proxy),) = shapes
+        vocab = [1] * fields
+        top_user = 0
+        for b in batches:
+            ids = np.where(np.asarray(b.touch_mask)[..., None], np.asarray(b.touch_ids), 0)
+            if ids.size:
+                vocab = [max(v, int(m) + 1) for v, m in zip(vocab, ids.reshape(-1, fields).max(0))]
+            if np.size(b.user_id):
+                top_user = max(top_user, int(np.max(b.user_id)))
+        found = dict(
+            vocab_sizes=tuple(vocab),
+            d_x=int(d_x),
+            max_len=int(max_len),
+            num_proxy=int(num_proxy),
+            num_users=top_user + 1 if top_user > 0 else 0,
+        )
+        return cls(**{**found, **sizes})
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:

@@ -55,10 +55,13 @@ class TrainConfig:
         own state), or ``None`` for ``default_optimizer`` built from the four
         fields below.
       learning_rate: peak learning rate of the default optimizer.
-      lr_warmup_steps: linear learning-rate warm-up of the default optimizer.
+      lr_warmup_steps: linear learning-rate warm-up of the default optimizer,
+        capped at a tenth of the planned run (``default_optimizer``).
       weight_decay: AdamW weight decay (the "stability" L2) of the default optimizer.
       clip_norm: global-norm clipping of each player's gradient (default optimizer).
-      batch_size: journeys per step.
+      batch_size: journeys per step, or ``None`` (the default) for
+        ``auto_batch_size`` of the training data: the paper's 512 on large
+        data, smaller on a small data set so that an epoch has at least 25 steps.
       num_epochs: passes over the training data.
       temperature: InfoNCE temperature ``T_c``.
       queue_size: negative-queue length ``Q``.
@@ -90,7 +93,7 @@ class TrainConfig:
     lr_warmup_steps: int = 500
     weight_decay: float = 1e-5
     clip_norm: float = 5.0
-    batch_size: int = 512
+    batch_size: int | None = None
     num_epochs: int = 10
     temperature: float = 0.1
     queue_size: int = 4096
@@ -124,6 +127,8 @@ class TrainConfig:
         if self.balancer not in BALANCERS:
             raise ValueError(f"balancer must be one of {BALANCERS}, got {self.balancer!r}.")
         for name in ("adversary_steps", "batch_size", "num_epochs", "queue_size"):
+            if name == "batch_size" and self.batch_size is None:
+                continue
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         for name in ("alpha", "beta", "lambda_max", "weight_decay"):
@@ -134,13 +139,18 @@ class TrainConfig:
         if self.temperature <= 0 or self.learning_rate <= 0 or self.clip_norm <= 0:
             raise ValueError("temperature, learning_rate and clip_norm must be > 0.")
 
-    def resolved_optimizer(self) -> optax.GradientTransformation:
-        """``optimizer``, or ``default_optimizer`` from this config's fields when it is None."""
+    def resolved_optimizer(self, total_steps: int | None = None) -> optax.GradientTransformation:
+        """``optimizer``, or ``default_optimizer`` from this config's fields when it is None.
+
+        ``total_steps`` (the planned run length, which ``make_train`` passes)
+        caps the default warm-up at a tenth of the run.
+        """
         if self.optimizer is not None:
             return self.optimizer
         return default_optimizer(
             self.learning_rate,
             warmup_steps=self.lr_warmup_steps,
+            total_steps=total_steps,
             weight_decay=self.weight_decay,
             clip_norm=self.clip_norm,
         )
@@ -217,6 +227,35 @@ def make_evaluate(config: TrainConfig, graphdef):
     return evaluate
 
 
+def auto_batch_size(num_journeys: int, *, largest: int = 512, min_steps: int = 25) -> int:
+    """The default batch size of ``make_train`` for ``num_journeys`` training journeys.
+
+    The paper's batch of 512 journeys suits its 20k-user worlds; on a small
+    data set it leaves a handful of steps per epoch and the run does not
+    learn. The default is therefore the largest power of two that gives at
+    least ``min_steps`` steps per epoch, between 32 and ``largest``, and never
+    more than the data (docs/almmta.md, *Optimization defaults*).
+
+    Args:
+      num_journeys: N, the number of training journeys.
+      largest: the cap (the paper's batch size).
+      min_steps: the fewest steps per epoch wanted.
+
+    Returns:
+      The batch size, an int.
+
+    Example:
+      >>> auto_batch_size(1_600), auto_batch_size(16_000), auto_batch_size(10)
+      (64, 512, 10)
+    """
+    if num_journeys < 1:
+        raise ValueError(f"num_journeys must be >= 1, got {num_journeys}.")
+    size = 32
+    while size * 2 <= min(largest, num_journeys // min_steps):
+        size *= 2
+    return min(size, num_journeys)
+
+
 def _check_data(data: JourneyBatch, config: TrainConfig, name: str) -> int:
     if not isinstance(data, JourneyBatch):
         raise TypeError(f"{name} must be a JourneyBatch, got {type(data).__name__}.")
@@ -226,7 +265,7 @@ def _check_data(data: JourneyBatch, config: TrainConfig, name: str) -> int:
         raise ValueError(f"{name}: {e}") from None
     check_model_ids(data, config.model, name)
     n = int(np.shape(data.y)[0])
-    if n < config.batch_size:
+    if config.batch_size is not None and n < config.batch_size:
         raise ValueError(f"{name} holds {n} journeys; fewer than batch_size={config.batch_size}.")
     return n
 
@@ -292,12 +331,14 @@ def make_train(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}.")
     n = _check_data(data, config, "data")
+    if config.batch_size is None:
+        config = dataclasses.replace(config, batch_size=auto_batch_size(n))
     steps_per_epoch = n // config.batch_size
     total_steps = steps_per_epoch * config.num_epochs
     warmup = steps_per_epoch if config.warmup_steps is None else config.warmup_steps
     schedule = lambda step: adversary_weight(step, config.lambda_max, warmup, total_steps)
     graphdef = split_model(nnx.eval_shape(lambda: ALMMTA(config.model, rngs=nnx.Rngs(0))))[0]
-    raw_step = make_step(config, graphdef)
+    raw_step = make_step(config, graphdef, config.resolved_optimizer(total_steps))
     eval_src = data if eval_data is None else eval_data
     if eval_data is not None and isinstance(eval_data, JourneyBatch):
         check_model_ids(eval_data, config.model, "eval_data")
