@@ -1,5 +1,7 @@
 """Common misuses of the multi-task transformations get an error that says the fix."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -126,3 +128,72 @@ def test_num_tasks_is_optional_and_checked_where_it_can_be_inferred(name):
         tx.update(_task_grads(k + 1), tx.init(PARAMS), PARAMS, losses=jnp.ones(k + 1))
     with pytest.raises(ValueError, match="num_tasks must be a positive int"):
         factory(*args, num_tasks=0)
+
+
+# ----------------------------------------------------------------------------
+# make_train: shared_grads="summed" with a method that compares tasks.
+# ----------------------------------------------------------------------------
+
+
+def _tiny_data():
+    from drgrad_jax import data
+
+    return data.mmoe_synthetic(64, 32, 32, dim=4, num_sines=0, seed=0)
+
+
+def _mmoe(d):
+    import functools
+
+    from drgrad_jax import models
+
+    return functools.partial(
+        models.MMoE, d.vocab_sizes, d.num_dense, d.num_tasks, num_experts=2, expert_hidden=(4,)
+    )
+
+
+@pytest.mark.parametrize(
+    "make_tx, state",
+    [
+        (dj.pcgrad, "PCGradState"),
+        (dj.mgda, "MGDAState"),
+        (dj.cagrad, "CAGradState"),
+        (lambda: optax.chain(dj.pcgrad(), optax.identity()), "PCGradState"),
+    ],
+)
+def test_summed_shared_grads_with_a_comparing_method_says_use_per_task(make_tx, state):
+    d = _tiny_data()
+    config = dj.TrainConfig(_mmoe(d), mtl_transform=make_tx(), shared_grads="summed", batch_size=16)
+    with pytest.raises(
+        ValueError,
+        match=rf"shared_grads='summed' keeps only the task sum .*\({state}\) compares the tasks"
+        r".*Use shared_grads='per_task'",
+    ):
+        dj.make_train(config, d)
+    # The advice works as written.
+    dj.make_train(dataclasses.replace(config, shared_grads="per_task"), d)
+
+
+def test_summed_shared_grads_with_unequal_linear_weights_says_use_task_weights():
+    d = _tiny_data()
+    config = dj.TrainConfig(
+        _mmoe(d),
+        mtl_transform=dj.linear_scalarization(jnp.array([1.0, 0.5])),
+        shared_grads="summed",
+        batch_size=16,
+    )
+    with pytest.raises(
+        ValueError, match=r"weights the tasks unequally \(\[1\.0, 0\.5\]\).*task_weights"
+    ):
+        dj.make_train(config, d)
+    fixed = dataclasses.replace(
+        config, mtl_transform=dj.linear_scalarization(), task_weights=(1.0, 0.5)
+    )
+    dj.make_train(fixed, d)
+
+
+@pytest.mark.parametrize("make_tx", [dj.linear_scalarization, dj.mean, lambda: None])
+def test_summed_shared_grads_with_a_summing_method_is_accepted(make_tx):
+    d = _tiny_data()
+    dj.make_train(
+        dj.TrainConfig(_mmoe(d), mtl_transform=make_tx(), shared_grads="summed", batch_size=16), d
+    )
