@@ -197,3 +197,37 @@ def test_summed_shared_grads_with_a_summing_method_is_accepted(make_tx):
     dj.make_train(
         dj.TrainConfig(_mmoe(d), mtl_transform=make_tx(), shared_grads="summed", batch_size=16), d
     )
+
+
+# ----------------------------------------------------------------------------
+# almmta_jax.attribute / build_reference_pool given the run instead of the network.
+# ----------------------------------------------------------------------------
+
+
+def test_attribute_given_the_trainer_or_its_state_says_pass_trainer_model():
+    import almmta_jax as am
+    from almmta_jax.testing import random_journeys
+    from tests.almmta_tiny import tiny_model
+
+    config = am.TrainConfig(tiny_model(), batch_size=4, num_epochs=1, queue_size=8)
+    journeys = random_journeys(jax.random.key(0), 8, config.model)
+    trainer = am.make_train(config, journeys)
+    state = trainer.init(jax.random.key(1))
+    advice = r"pass the trained network, trainer\.model\(state\)"
+    with pytest.raises(
+        TypeError, match=rf"attribute takes the trained ALMMTA network, not the Trainer: {advice}"
+    ):
+        am.attribute(trainer, journeys)
+    with pytest.raises(TypeError, match=rf"not a TrainState: {advice}"):
+        am.attribute(state, journeys)
+    with pytest.raises(TypeError, match=rf"model must be an ALMMTA network; got dict\. .*{advice}"):
+        am.attribute({"params": 1}, journeys)
+    clusters = journeys.touch_ids[..., 0]
+    with pytest.raises(
+        TypeError, match=rf"build_reference_pool takes .* not the Trainer: {advice}"
+    ):
+        am.build_reference_pool(trainer, journeys, clusters)
+    # The advice works as written.
+    model = trainer.model(state)
+    assert am.attribute(model, journeys).uplift.shape == journeys.touch_mask.shape
+    am.build_reference_pool(model, journeys, clusters)
