@@ -32,12 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm import tqdm
 
-from drgrad_jax._src import loop, metrics, networks
+from drgrad_jax._src import loop, metrics, networks, progress
 from drgrad_jax._src.data import MultiTaskData, Split
-from drgrad_jax._src.linear_scalarization import LinearScalarizationState, MeanState
+from drgrad_jax._src.shared_sum import check_summed_shared_grads
 from drgrad_jax._src.task_grads import per_task_grads, per_task_rep_grads
-from drgrad_jax._src.transform import DRGradState, mixing_weights
+from drgrad_jax._src.transform import mixing_weights
 
 SPACES = ("params", "activations")
 
@@ -74,7 +75,12 @@ class TrainConfig:
         MGDA, ...; docs/drgrad.md, *Using the transformations*).
       eval_batch_size: evaluation chunk size (bounds memory on large splits).
       log_every: print one line per seed every this many epochs (0: silent).
-      name: prefix of the printed lines.
+      name: prefix of the printed lines and label of the progress bar.
+      progress: show a progress bar (steps, loss, held-out AUC, ETA) on
+        standard error, updated once per epoch (or per ``Trainer.run`` call);
+        ``None`` (default): on in an interactive session, off under pytest or
+        with ``DRGRAD_PROGRESS=0`` (``loop.progress_enabled``; docs/drgrad.md,
+        *Progress*).
       skip_nonfinite: when a step's task losses or combined gradient hold a
         NaN/Inf, leave the parameters and optimizer state unchanged and count
         the step in ``TrainState.skipped`` / ``TrainResult.skipped`` instead of
@@ -98,6 +104,7 @@ class TrainConfig:
     log_every: int = 0
     name: str = "train"
     skip_nonfinite: bool = True
+    progress: bool | None = None
 
 
 class TrainResult(NamedTuple):
@@ -326,67 +333,6 @@ def _probe_model(config: TrainConfig, data: MultiTaskData, train: Split):
     return abstract
 
 
-def _state_types(tree) -> set[type]:
-    """The classes of the library's transform states inside an optimizer state (chains, wrappers)."""
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        if type(tree).__module__.startswith("drgrad_jax."):
-            return {type(tree)}  # a method's own state; its fields are its business
-        return set().union(*(_state_types(x) for x in tree))
-    if isinstance(tree, (tuple, list)):
-        return set().union(*(_state_types(x) for x in tree))
-    if isinstance(tree, dict):
-        return set().union(*(_state_types(x) for x in tree.values()))
-    return set()
-
-
-def _check_shared_grads(config: TrainConfig, abstract, num_tasks: int) -> None:
-    """Refuses ``shared_grads="summed"`` with a transform that compares tasks on shared leaves.
-
-    ``"summed"`` puts each shared leaf's task-summed gradient in row 0 of its
-    task axis (docs/drgrad.md, *Using the transformations*): exact for rules
-    that only sum the tasks on shared leaves (``drgrad`` in parameter space, an
-    equal-weight ``linear_scalarization`` or ``mean``), wrong for every other.
-    """
-    if config.shared_grads != "summed" or config.mtl_transform is None:
-        return
-    if config.space != "params":
-        return  # the representation path never reads shared_grads
-    params = nnx.to_pure_dict(nnx.state(abstract))
-    kinds = _state_types(jax.eval_shape(config.mtl_transform.init, params))
-    ours = {t for t in kinds if t.__module__.startswith("drgrad_jax.")}
-    comparing = sorted(
-        t.__name__ for t in ours - {DRGradState, LinearScalarizationState, MeanState}
-    )
-    fix = (
-        "Use shared_grads='per_task' (the default: one row per task on shared parameters) "
-        "with this transform; 'summed' suits only drgrad in parameter space and an "
-        "equal-weight linear_scalarization or mean."
-    )
-    if comparing:
-        raise ValueError(
-            f"config.shared_grads='summed' keeps only the task sum of the shared parameters' "
-            f"gradients (in row 0, the other rows zero), but config.mtl_transform "
-            f"({', '.join(comparing)}) compares the tasks' gradients on shared parameters, so "
-            f"its update would be wrong. {fix}"
-        )
-    if LinearScalarizationState in kinds and DRGradState not in kinds:
-        tx = config.mtl_transform
-        eye = {"w": jnp.eye(num_tasks)}
-        try:
-            w = np.asarray(tx.update(eye, tx.init({"w": jnp.zeros(num_tasks)}))[0]["w"])
-        except (ValueError, TypeError, KeyError):  # not a lone fixed weighting: nothing to read
-            return
-        if not np.allclose(w, w[0]):
-            raise ValueError(
-                f"config.shared_grads='summed' keeps only the task sum of the shared parameters' "
-                f"gradients, but config.mtl_transform weights the tasks unequally "
-                f"({np.round(w, 4).tolist()}), which needs each task's own gradient. Put the "
-                f"weights in config.task_weights (they scale the losses before the sum, so "
-                f"'summed' stays exact) with linear_scalarization(), or use "
-                f"shared_grads='per_task'."
-            )
-
-
 def _losses(config: TrainConfig, graphdef, num_tasks: int):
     """``(loss_fn, trunk_fn, heads_fn)``: the weighted per-task BCE and its two halves."""
     alpha = jnp.asarray(config.task_weights or (1.0,) * num_tasks, jnp.float32)
@@ -503,19 +449,30 @@ def _printer(config: TrainConfig, steps_per_epoch: int):
     """The progress hook printing one line every ``log_every`` epochs (and the last)."""
 
     def log_line(step, record):
+        if not isinstance(record, tuple):  # a ``Trainer.run`` chunk: no evaluation to print
+            return
         epoch = int(step) // steps_per_epoch - 1
         if (epoch + 1) % config.log_every and epoch + 1 != config.num_epochs:
             return
         train_loss, val_auc, test_auc, _, _, mu, _ = record
         fmt = lambda xs: " ".join(f"{float(x):.4f}" for x in np.asarray(xs))
         mu_txt = "" if np.isnan(np.asarray(mu)).all() else f" mu {fmt(mu)}"
-        print(
-            f"[{config.name}] epoch {epoch + 1}/{config.num_epochs} loss {fmt(train_loss)} "
-            f"val AUC {fmt(val_auc)} test AUC {fmt(test_auc)}{mu_txt}",
-            flush=True,
-        )
+        with tqdm.external_write_mode():  # above a progress bar, when one shows
+            print(
+                f"[{config.name}] epoch {epoch + 1}/{config.num_epochs} loss {fmt(train_loss)} "
+                f"val AUC {fmt(val_auc)} test AUC {fmt(test_auc)}{mu_txt}",
+                flush=True,
+            )
 
     return log_line
+
+
+def _progress_text(record) -> str:
+    """The text beside the progress bar: the task losses, and the validation AUCs per epoch."""
+    fmt = lambda xs: " ".join(f"{float(x):.4f}" for x in np.ravel(xs))
+    if isinstance(record, tuple):  # an epoch's record: (train_loss, val_auc, ...)
+        return f"loss {fmt(record[0])} val AUC {fmt(record[1])}"
+    return f"loss {fmt(record)}"  # a ``Trainer.run`` chunk's mean task losses
 
 
 def make_train(
@@ -584,7 +541,10 @@ def make_train(
     _check_mesh_arg(mesh)
     train, val, test = device_splits(data)
     abstract = _probe_model(config, data, train)
-    _check_shared_grads(config, abstract, data.num_tasks)
+    if config.shared_grads == "summed" and config.space == "params":
+        check_summed_shared_grads(
+            config.mtl_transform, nnx.to_pure_dict(nnx.state(abstract)), data.num_tasks
+        )
     graphdef, _ = nnx.split(abstract)
     step, init = _gradient_step(config, graphdef, abstract, data.num_tasks)
     steps_per_epoch = data.train.num_examples // config.batch_size
@@ -616,6 +576,13 @@ def make_train(
         num_epochs=config.num_epochs,
         mesh=mesh,
         skip_nonfinite=config.skip_nonfinite,
-        progress=_printer(config, steps_per_epoch) if config.log_every else None,
+        progress=progress.chain_hooks(
+            _printer(config, steps_per_epoch) if config.log_every else None,
+            progress.ProgressBar(
+                steps_per_epoch * config.num_epochs, _progress_text, name=config.name
+            )
+            if progress.progress_enabled(config.progress)
+            else None,
+        ),
         name="drgrad_jax",
     )
