@@ -153,13 +153,21 @@ def chain_hooks(*hooks: Callable[[Any, Any], None] | None) -> Callable[[Any, Any
 
 
 def progress_rows(
-    rows: Iterable[Any], *, desc: str, total: int | None = None, enabled: bool | None = None
+    rows: Iterable[Any],
+    *,
+    desc: str,
+    total: int | None = None,
+    enabled: bool | None = None,
+    leave: bool = True,
+    unit: str = "row",
 ) -> Iterator[Any]:
     """``rows`` with an ``i/N`` bar and ETA on standard error (a table's rows, a sweep's runs).
 
     While the bar shows, lines printed to standard output go through
     ``tqdm.write``, so they land above the bar and standard output stays a
-    clean table when it is redirected. Shown by ``progress_enabled(enabled)``.
+    clean table when it is redirected. Shown by ``progress_enabled(enabled)``;
+    ``leave=False`` erases the bar when done (an inner loop); ``unit`` names
+    what is counted (a notebook's hand-written loop counts ``"step"`` s).
 
     Example:
       >>> list(progress_rows(["a", "b"], desc="rows", enabled=False))
@@ -172,6 +180,14 @@ def progress_rows(
     from tqdm.contrib import DummyTqdmFile
 
     with contextlib.redirect_stdout(DummyTqdmFile(sys.stdout)):
-        bar = tqdm(rows, desc=desc, total=total, unit="row", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(
+            rows,
+            desc=desc,
+            total=total,
+            unit=unit,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=leave,
+        )
         with bar:
             yield from bar
