@@ -35,8 +35,10 @@ def _bar_states(text: str) -> list[str]:
 # ----------------------------------------------------------------------------
 
 
-def test_progress_is_off_under_pytest_by_default():
+def test_progress_is_off_under_pytest_by_default(monkeypatch):
+    monkeypatch.delenv("DRGRAD_PROGRESS", raising=False)
     assert loop.progress_enabled() is False
+    assert loop.progress_enabled(file=_Stream(True)) is False  # even on a terminal
     assert loop.progress_enabled(True) is True
 
 

@@ -134,6 +134,7 @@ class ProgressBar:
             bar.refresh()
         if step >= self.total_steps:
             bar.close()
+            bar.fp.flush()  # the closing newline now, before what is printed next
             self._bar, self._finished_at = None, step
 
 
@@ -191,3 +192,4 @@ def progress_rows(
         )
         with bar:
             yield from bar
+        bar.fp.flush()  # the closing newline now, before what is printed next
