@@ -1,5 +1,6 @@
 """Progress of long runs: the on/off rule, the tqdm bar fed per chunk, both trainers, host rows."""
 
+import dataclasses
 import functools
 import io
 import re
@@ -174,3 +175,21 @@ def test_rows_show_i_of_n_on_stderr_and_keep_stdout_a_table(capsys):
 def test_rows_are_quiet_by_default_in_tests(capsys):
     assert list(loop.progress_rows(range(3), desc="rows")) == [0, 1, 2]
     assert capsys.readouterr().err == ""
+
+
+def test_progress_is_not_part_of_the_checkpoint_signature():
+    config = am.TrainConfig(tiny_model(), batch_size=4, num_epochs=1, queue_size=8)
+    journeys = am.testing.random_journeys(jax.random.key(0), 8, config.model)
+    signatures = [
+        am.make_train(dataclasses.replace(config, progress=p), journeys).recipe.signature
+        for p in (None, True, False)
+    ]
+    assert signatures[0] == signatures[1] == signatures[2]
+    base = am.BaselineConfig((7, 3), d_x=3, max_len=5, batch_size=4, num_epochs=1, hidden=8)
+    signatures = [
+        am.make_baseline_train(
+            lambda r: am.LogisticMTA(base, rngs=r), dataclasses.replace(base, progress=p), journeys
+        ).recipe.signature
+        for p in (None, True)
+    ]
+    assert signatures[0] == signatures[1]
