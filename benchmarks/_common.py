@@ -19,7 +19,9 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
-def rows(items: Iterable[Any], desc: str, *, leave: bool = True) -> Iterator[Any]:
+def rows(
+    items: Iterable[Any], desc: str, *, leave: bool = True, unit: str = "row"
+) -> Iterator[Any]:
     """``items`` with an ``i/N`` bar and ETA on standard error (``loop.progress_rows``).
 
     Shown in an interactive session, hidden under pytest or with
@@ -27,7 +29,7 @@ def rows(items: Iterable[Any], desc: str, *, leave: bool = True) -> Iterator[Any
     tables on standard output stay clean.
     """
     items = list(items)
-    return loop.progress_rows(items, desc=desc, total=len(items), leave=leave)
+    return loop.progress_rows(items, desc=desc, total=len(items), leave=leave, unit=unit)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -125,7 +127,7 @@ def time_paired(steps: dict, *, rounds: int, baseline: str = "plain") -> dict[st
         out[name]["times_s"].append(elapsed)
         return elapsed
 
-    for r in rows(range(rounds), "timing rounds", leave=False):
+    for r in rows(range(rounds), "timing rounds", leave=False, unit="round"):
         for name in steps:
             if name == baseline:
                 continue
