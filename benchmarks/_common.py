@@ -8,12 +8,28 @@ import os
 import pathlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import jax
 
+from drgrad_jax import loop
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def rows(
+    items: Iterable[Any], desc: str, *, leave: bool = True, unit: str = "row"
+) -> Iterator[Any]:
+    """``items`` with an ``i/N`` bar and ETA on standard error (``loop.progress_rows``).
+
+    Shown in an interactive session, hidden under pytest or with
+    ``DRGRAD_PROGRESS=0``; lines printed meanwhile pass above the bar, so the
+    tables on standard output stay clean.
+    """
+    items = list(items)
+    return loop.progress_rows(items, desc=desc, total=len(items), leave=leave, unit=unit)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -111,7 +127,7 @@ def time_paired(steps: dict, *, rounds: int, baseline: str = "plain") -> dict[st
         out[name]["times_s"].append(elapsed)
         return elapsed
 
-    for r in range(rounds):
+    for r in rows(range(rounds), "timing rounds", leave=False, unit="round"):
         for name in steps:
             if name == baseline:
                 continue

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     e_prop = metrics.exposure_propensity(history[train.user_id], e_train, history[test.user_id])
 
     results = {}
-    for name in methods:
+    for name in _common.rows(methods, "almmta_criteo methods"):
         t0 = time.perf_counter()
         if name.startswith("alm_mta"):
             mc = ModelConfig(

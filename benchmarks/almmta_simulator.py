@@ -433,7 +433,7 @@ def run_world(
         world.sim.delta_x[world.rct_rows],
     )
     results[TRUTH], curves[TRUTH] = truth, g
-    for name in methods:
+    for name in _common.rows(methods, f"[{label} s{seed}] methods", leave=False):
         t0 = time.perf_counter()
         u, p, u_rct, extra = runner.run(name, world, seed)
         res, g = world.score(u, p, u_rct)
@@ -791,7 +791,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_seed, validation, curves = {}, {}, None
     for label, (cfg, ms) in configs.items():
         per_seed[label], validation[label] = [], []
-        for seed in seeds:
+        for seed in _common.rows(seeds, f"[{label}] seeds"):
             res, c, val = run_world(cfg, sizes, ms, runner, seed, label)
             per_seed[label].append(res)
             validation[label].append(val)

@@ -277,7 +277,10 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [m for m in rows if m.name in wanted]
     kw = dict(seeds=seeds, epochs=epochs, batch_size=256 if q else 512, lrs=lrs)
     cache = pathlib.Path(args.cache) if args.cache else None
-    results = {m.name: cached_run(m, d, kw, cache, d.description) for m in rows}
+    results = {
+        m.name: cached_run(m, d, kw, cache, d.description)
+        for m in _common.rows(rows, "drgrad_census methods")
+    }
 
     drg = results.get("DRGrad (paper mode)")
     tests = {}

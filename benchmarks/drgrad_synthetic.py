@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
         d = data.drgrad_synthetic(setting, n_train, n_eval, n_eval, dim=dim, num_users=20)
         print(f"\n[{setting}] {d.description}")
         ms = methods(d, sizes)
-        table[setting] = {m.name: run_method(m, d, **kw) for m in ms}
+        table[setting] = {m.name: run_method(m, d, **kw) for m in _common.rows(ms, setting)}
         traces = {
             m.name: gradient_trace(m, d, steps=100 if q else 1500, batch_size=batch, lr=lrs[0])
             for m in ms
@@ -339,12 +339,14 @@ def main(argv: list[str] | None = None) -> dict:
         d = data.drgrad_synthetic("cooperate", n_train, n_eval, n_eval, dim=dim, correlation=corr)
         print(f"\n[sweep p={corr}]")
         ms = [m for m in methods(d, sizes) if m.name in ("MMoE", "DRGrad")]
-        sweep[str(corr)] = {m.name: run_method(m, d, **kw) for m in ms}
+        sweep[str(corr)] = {m.name: run_method(m, d, **kw) for m in _common.rows(ms, f"p={corr}")}
 
     d = data.drgrad_synthetic("personalized", n_train, n_eval, n_eval, dim=dim, num_users=20)
     print(f"\n[personalized] {d.description}")
     ms = [m for m in methods(d, sizes, ppnet="single") if m.name != "Split-MMoE"]
-    table["personalized"] = {m.name: run_method(m, d, **kw) for m in ms}
+    table["personalized"] = {
+        m.name: run_method(m, d, **kw) for m in _common.rows(ms, "personalized")
+    }
 
     duration = time.perf_counter() - start_all
     md = markdown_table2(table)

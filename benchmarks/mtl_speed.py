@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     ratios, ratios_of_minima, medians, minima, compiles = {}, {}, {}, {}, {}
     ok = True
-    for k in args.tasks:
+    for k in _common.rows(args.tasks, "mtl_speed task counts"):
         model, steps = build(k, batch, only)
         print(f"[mtl_speed] K={k}: {models.param_count(model):,} parameters, {len(steps)} steps")
         paired = _common.time_paired(steps, rounds=rounds)

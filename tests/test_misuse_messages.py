@@ -1,5 +1,7 @@
 """Common misuses of the multi-task transformations get an error that says the fix."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -126,3 +128,106 @@ def test_num_tasks_is_optional_and_checked_where_it_can_be_inferred(name):
         tx.update(_task_grads(k + 1), tx.init(PARAMS), PARAMS, losses=jnp.ones(k + 1))
     with pytest.raises(ValueError, match="num_tasks must be a positive int"):
         factory(*args, num_tasks=0)
+
+
+# ----------------------------------------------------------------------------
+# make_train: shared_grads="summed" with a method that compares tasks.
+# ----------------------------------------------------------------------------
+
+
+def _tiny_data():
+    from drgrad_jax import data
+
+    return data.mmoe_synthetic(64, 32, 32, dim=4, num_sines=0, seed=0)
+
+
+def _mmoe(d):
+    import functools
+
+    from drgrad_jax import models
+
+    return functools.partial(
+        models.MMoE, d.vocab_sizes, d.num_dense, d.num_tasks, num_experts=2, expert_hidden=(4,)
+    )
+
+
+@pytest.mark.parametrize(
+    "make_tx, state",
+    [
+        (dj.pcgrad, "PCGradState"),
+        (dj.mgda, "MGDAState"),
+        (dj.cagrad, "CAGradState"),
+        (lambda: optax.chain(dj.pcgrad(), optax.identity()), "PCGradState"),
+    ],
+)
+def test_summed_shared_grads_with_a_comparing_method_says_use_per_task(make_tx, state):
+    d = _tiny_data()
+    config = dj.TrainConfig(_mmoe(d), mtl_transform=make_tx(), shared_grads="summed", batch_size=16)
+    with pytest.raises(
+        ValueError,
+        match=rf"shared_grads='summed' keeps only the task sum .*\({state}\) compares the tasks"
+        r".*Use shared_grads='per_task'",
+    ):
+        dj.make_train(config, d)
+    # The advice works as written.
+    dj.make_train(dataclasses.replace(config, shared_grads="per_task"), d)
+
+
+def test_summed_shared_grads_with_unequal_linear_weights_says_use_task_weights():
+    d = _tiny_data()
+    config = dj.TrainConfig(
+        _mmoe(d),
+        mtl_transform=dj.linear_scalarization(jnp.array([1.0, 0.5])),
+        shared_grads="summed",
+        batch_size=16,
+    )
+    with pytest.raises(
+        ValueError, match=r"weights the tasks unequally \(\[1\.0, 0\.5\]\).*task_weights"
+    ):
+        dj.make_train(config, d)
+    fixed = dataclasses.replace(
+        config, mtl_transform=dj.linear_scalarization(), task_weights=(1.0, 0.5)
+    )
+    dj.make_train(fixed, d)
+
+
+@pytest.mark.parametrize("make_tx", [dj.linear_scalarization, dj.mean, lambda: None])
+def test_summed_shared_grads_with_a_summing_method_is_accepted(make_tx):
+    d = _tiny_data()
+    dj.make_train(
+        dj.TrainConfig(_mmoe(d), mtl_transform=make_tx(), shared_grads="summed", batch_size=16), d
+    )
+
+
+# ----------------------------------------------------------------------------
+# almmta_jax.attribute / build_reference_pool given the run instead of the network.
+# ----------------------------------------------------------------------------
+
+
+def test_attribute_given_the_trainer_or_its_state_says_pass_trainer_model():
+    import almmta_jax as am
+    from almmta_jax.testing import random_journeys
+    from tests.almmta_tiny import tiny_model
+
+    config = am.TrainConfig(tiny_model(), batch_size=4, num_epochs=1, queue_size=8)
+    journeys = random_journeys(jax.random.key(0), 8, config.model)
+    trainer = am.make_train(config, journeys)
+    state = trainer.init(jax.random.key(1))
+    advice = r"pass the trained network, trainer\.model\(state\)"
+    with pytest.raises(
+        TypeError, match=rf"attribute takes the trained ALMMTA network, not the Trainer: {advice}"
+    ):
+        am.attribute(trainer, journeys)
+    with pytest.raises(TypeError, match=rf"not a TrainState: {advice}"):
+        am.attribute(state, journeys)
+    with pytest.raises(TypeError, match=rf"model must be an ALMMTA network; got dict\. .*{advice}"):
+        am.attribute({"params": 1}, journeys)
+    clusters = journeys.touch_ids[..., 0]
+    with pytest.raises(
+        TypeError, match=rf"build_reference_pool takes .* not the Trainer: {advice}"
+    ):
+        am.build_reference_pool(trainer, journeys, clusters)
+    # The advice works as written.
+    model = trainer.model(state)
+    assert am.attribute(model, journeys).uplift.shape == journeys.touch_mask.shape
+    am.build_reference_pool(model, journeys, clusters)

@@ -20,6 +20,10 @@ def test_checkpointing_is_a_runtime_dependency():
     assert "orbax-checkpoint" in _runtime_deps()
 
 
+def test_the_progress_bar_is_a_runtime_dependency():
+    assert "tqdm" in _runtime_deps()
+
+
 def test_every_runtime_dependency_is_imported_by_the_packages():
     sources = "\n".join(
         p.read_text() for pkg in ("drgrad_jax", "almmta_jax") for p in (ROOT / pkg).rglob("*.py")

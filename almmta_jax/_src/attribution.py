@@ -21,7 +21,7 @@ from flax import nnx
 
 from almmta_jax._src import frontdoor as fd
 from almmta_jax._src.data import JourneyBatch
-from almmta_jax._src.networks import check_batch
+from almmta_jax._src.networks import check_batch, check_model
 
 METHODS = ("deletion", "shapley")
 
@@ -191,7 +191,9 @@ def attribute(
     (no dropout).
 
     Args:
-      model: a trained ``ALMMTA`` module.
+      model: a trained ``ALMMTA`` module; from a ``Trainer``, pass
+        ``trainer.model(state)`` (a ``Trainer`` or ``TrainState`` is refused
+        with that advice).
       batch: a ``JourneyBatch`` (targets are not read).
       method: ``"deletion"`` or ``"shapley"``.
       normalize: also return per-journey shares of the positive credit.
@@ -226,6 +228,7 @@ def attribute(
       Castro, Gómez & Tejada, "Polynomial calculation of the Shapley value based
       on sampling", Computers & Operations Research 36(5), 2009.
     """
+    check_model(model, "attribute")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if frontdoor not in fd.FRONTDOOR_MODES:

@@ -69,6 +69,7 @@ class BaselineConfig:
       grl_weight: gradient-reversal weight of the CausalMTA channel classifier.
       channel_loss_weight: γ, weight of the channel-classification loss
         (CausalMTA: γ = δ = 0.5, with δ the outcome weight).
+      progress: show a progress bar (steps, loss, ETA), as ``TrainConfig.progress``.
     """
 
     vocab_sizes: tuple[int, ...]
@@ -88,6 +89,7 @@ class BaselineConfig:
     num_epochs: int = 10
     grl_weight: float = 1.0
     channel_loss_weight: float = 0.5
+    progress: bool | None = None
 
     def __post_init__(self):
         if not self.vocab_sizes or any(int(v) < 1 for v in self.vocab_sizes):
@@ -478,7 +480,7 @@ def make_baseline_train(
         unpack=lambda d: (d, None),
         signature={
             "model": type(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0)))).__name__,
-            "baseline": loop.config_signature(config),
+            "baseline": loop.config_signature(config, exclude=("progress",)),
         },
         model=lambda state: nnx.merge(graphdef, state.params),
     )
@@ -489,6 +491,13 @@ def make_baseline_train(
         config=config,
         batch_size=config.batch_size,
         num_epochs=config.num_epochs,
+        progress=loop.ProgressBar(
+            (n // config.batch_size) * config.num_epochs,
+            lambda loss: f"loss {float(loss):.4f}",
+            name=type(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0)))).__name__,
+        )
+        if loop.progress_enabled(config.progress)
+        else None,
         name="almmta_jax baseline",
     )
 

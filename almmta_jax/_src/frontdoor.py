@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from almmta_jax._src.data import JourneyBatch
+from almmta_jax._src.networks import check_model
 
 FRONTDOOR_MODES = ("ipw_simple", "explicit")
 POOL_WEIGHTS = ("uniform", "propensity")
@@ -101,6 +102,7 @@ def build_reference_pool(model, batch: JourneyBatch, clusters: jax.Array) -> Ref
     Returns:
       A ``ReferencePool``.
     """
+    check_model(model, "build_reference_pool")
     if jnp.shape(clusters) != jnp.shape(batch.touch_mask):
         raise ValueError(
             f"clusters has shape {jnp.shape(clusters)}; expected {jnp.shape(batch.touch_mask)}."

@@ -31,6 +31,7 @@ import numpy as np
 from flax import nnx
 
 from almmta_jax._src.data import JourneyBatch
+from drgrad_jax import loop
 from drgrad_jax.models import MLP
 
 ENCODERS = ("attention", "gru")
@@ -435,6 +436,32 @@ class ALMMTA(nnx.Module):
 def normalize(v: jax.Array, eps: float = 1e-12) -> jax.Array:
     """``v / ||v||`` along the last axis (``||v||^2`` floored at ``eps``)."""
     return v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v * v, axis=-1, keepdims=True), eps))
+
+
+def check_model(model, fn: str) -> None:
+    """Checks that ``fn``'s ``model`` argument is a network, saying how to get one from a run.
+
+    Raises:
+      TypeError: ``model`` is a ``Trainer``, a ``TrainState`` or anything else
+        that is not an ``nnx.Module`` with a ``ModelConfig``; the message says
+        to pass ``trainer.model(state)``.
+    """
+    if isinstance(model, nnx.Module) and isinstance(getattr(model, "config", None), ModelConfig):
+        return
+    how = (
+        "pass the trained network, trainer.model(state), e.g. "
+        f"state, _ = trainer(key); {fn}(trainer.model(state), batch)"
+    )
+    if isinstance(model, loop.Trainer):
+        raise TypeError(f"{fn} takes the trained ALMMTA network, not the Trainer: {how}.")
+    if isinstance(model, tuple) and "params" in getattr(model, "_fields", ()):
+        raise TypeError(
+            f"{fn} takes the trained ALMMTA network, not a {type(model).__name__}: {how}."
+        )
+    raise TypeError(
+        f"{fn}'s model must be an ALMMTA network; got {type(model).__name__}. "
+        f"After training, {how}."
+    )
 
 
 def check_batch(batch: JourneyBatch, config: ModelConfig) -> None:

@@ -78,6 +78,10 @@ class TrainConfig:
         counter advances, ``state.skipped`` counts the step, the step's metrics
         show the non-finite loss, and parameters never become NaN.
         ``make_step`` itself stays unguarded.
+      progress: show a progress bar (steps, outcome loss, held-out AUC, ETA) on
+        standard error, updated once per epoch (or per ``Trainer.run`` call);
+        ``None`` (default): on in an interactive session, off under pytest or
+        with ``DRGRAD_PROGRESS=0`` (``drgrad_jax.loop.progress_enabled``).
     """
 
     model: ModelConfig
@@ -102,6 +106,7 @@ class TrainConfig:
     balancer: str = "none"
     eval_size: int = 4096
     skip_nonfinite: bool = True
+    progress: bool | None = None
 
     def __post_init__(self):
         if not isinstance(self.model, ModelConfig):
@@ -256,6 +261,13 @@ def auto_batch_size(num_journeys: int, *, largest: int = 512, min_steps: int = 2
     return min(size, num_journeys)
 
 
+def _progress_text(record) -> str:
+    """The text beside the progress bar: the step losses, and the held-out AUC per epoch."""
+    steps, evals = record if type(record) is tuple else (record, None)
+    text = f"L_y {float(steps.outcome_loss):.4f} L_adv {float(steps.adversary_loss):.4f}"
+    return text if evals is None else f"{text} AUC {float(evals.outcome_auc):.4f}"
+
+
 def _check_data(data: JourneyBatch, config: TrainConfig, name: str) -> int:
     if not isinstance(data, JourneyBatch):
         raise TypeError(f"{name} must be a JourneyBatch, got {type(data).__name__}.")
@@ -359,7 +371,9 @@ def make_train(
             else None
         ),
         state_sharding=placement,
-        signature=loop.config_signature(config, exclude=("eval_size", "skip_nonfinite")),
+        signature=loop.config_signature(
+            config, exclude=("eval_size", "skip_nonfinite", "progress")
+        ),
         model=lambda state: nnx.merge(graphdef, state.adv_params, state.params),
     )
     return loop.Trainer(
@@ -371,5 +385,8 @@ def make_train(
         num_epochs=config.num_epochs,
         mesh=mesh,
         skip_nonfinite=config.skip_nonfinite,
+        progress=loop.ProgressBar(total_steps, _progress_text, name="almmta")
+        if loop.progress_enabled(config.progress)
+        else None,
         name="almmta_jax",
     )

@@ -32,9 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm import tqdm
 
-from drgrad_jax._src import loop, metrics, networks
+from drgrad_jax._src import loop, metrics, networks, progress
 from drgrad_jax._src.data import MultiTaskData, Split
+from drgrad_jax._src.shared_sum import check_summed_shared_grads
 from drgrad_jax._src.task_grads import per_task_grads, per_task_rep_grads
 from drgrad_jax._src.transform import mixing_weights
 
@@ -68,10 +70,17 @@ class TrainConfig:
         argument of ``per_task_grads``. ``"summed"`` costs one backward pass
         but only keeps the task SUM of shared leaves; use it only with
         transforms that never compare tasks on shared leaves (``drgrad`` in
-        parameter space, ``linear_scalarization``).
+        parameter space, an equal-weight ``linear_scalarization`` or ``mean``).
+        ``make_train`` refuses it with the library's other methods (PCGrad,
+        MGDA, ...; docs/drgrad.md, *Using the transformations*).
       eval_batch_size: evaluation chunk size (bounds memory on large splits).
       log_every: print one line per seed every this many epochs (0: silent).
-      name: prefix of the printed lines.
+      name: prefix of the printed lines and label of the progress bar.
+      progress: show a progress bar (steps, loss, held-out AUC, ETA) on
+        standard error, updated once per epoch (or per ``Trainer.run`` call);
+        ``None`` (default): on in an interactive session, off under pytest or
+        with ``DRGRAD_PROGRESS=0`` (``loop.progress_enabled``; docs/drgrad.md,
+        *Progress*).
       skip_nonfinite: when a step's task losses or combined gradient hold a
         NaN/Inf, leave the parameters and optimizer state unchanged and count
         the step in ``TrainState.skipped`` / ``TrainResult.skipped`` instead of
@@ -95,6 +104,7 @@ class TrainConfig:
     log_every: int = 0
     name: str = "train"
     skip_nonfinite: bool = True
+    progress: bool | None = None
 
 
 class TrainResult(NamedTuple):
@@ -439,19 +449,30 @@ def _printer(config: TrainConfig, steps_per_epoch: int):
     """The progress hook printing one line every ``log_every`` epochs (and the last)."""
 
     def log_line(step, record):
+        if not isinstance(record, tuple):  # a ``Trainer.run`` chunk: no evaluation to print
+            return
         epoch = int(step) // steps_per_epoch - 1
         if (epoch + 1) % config.log_every and epoch + 1 != config.num_epochs:
             return
         train_loss, val_auc, test_auc, _, _, mu, _ = record
         fmt = lambda xs: " ".join(f"{float(x):.4f}" for x in np.asarray(xs))
         mu_txt = "" if np.isnan(np.asarray(mu)).all() else f" mu {fmt(mu)}"
-        print(
-            f"[{config.name}] epoch {epoch + 1}/{config.num_epochs} loss {fmt(train_loss)} "
-            f"val AUC {fmt(val_auc)} test AUC {fmt(test_auc)}{mu_txt}",
-            flush=True,
-        )
+        with tqdm.external_write_mode():  # above a progress bar, when one shows
+            print(
+                f"[{config.name}] epoch {epoch + 1}/{config.num_epochs} loss {fmt(train_loss)} "
+                f"val AUC {fmt(val_auc)} test AUC {fmt(test_auc)}{mu_txt}",
+                flush=True,
+            )
 
     return log_line
+
+
+def _progress_text(record) -> str:
+    """The text beside the progress bar: the task losses, and the validation AUCs per epoch."""
+    fmt = lambda xs: " ".join(f"{float(x):.4f}" for x in np.ravel(xs))
+    if isinstance(record, tuple):  # an epoch's record: (train_loss, val_auc, ...)
+        return f"loss {fmt(record[0])} val AUC {fmt(record[1])}"
+    return f"loss {fmt(record)}"  # a ``Trainer.run`` chunk's mean task losses
 
 
 def make_train(
@@ -520,6 +541,10 @@ def make_train(
     _check_mesh_arg(mesh)
     train, val, test = device_splits(data)
     abstract = _probe_model(config, data, train)
+    if config.shared_grads == "summed" and config.space == "params":
+        check_summed_shared_grads(
+            config.mtl_transform, nnx.to_pure_dict(nnx.state(abstract)), data.num_tasks
+        )
     graphdef, _ = nnx.split(abstract)
     step, init = _gradient_step(config, graphdef, abstract, data.num_tasks)
     steps_per_epoch = data.train.num_examples // config.batch_size
@@ -551,6 +576,13 @@ def make_train(
         num_epochs=config.num_epochs,
         mesh=mesh,
         skip_nonfinite=config.skip_nonfinite,
-        progress=_printer(config, steps_per_epoch) if config.log_every else None,
+        progress=progress.chain_hooks(
+            _printer(config, steps_per_epoch) if config.log_every else None,
+            progress.ProgressBar(
+                steps_per_epoch * config.num_epochs, _progress_text, name=config.name
+            )
+            if progress.progress_enabled(config.progress)
+            else None,
+        ),
         name="drgrad_jax",
     )
