@@ -320,6 +320,7 @@ def make_train(
         state_sharding=placement,
         signature=loop.config_signature(config, exclude=("eval_size", "skip_nonfinite")),
         model=lambda state: nnx.merge(graphdef, state.adv_params, state.params),
+        fixed_length="the adversary weight ramps over total_steps",
     )
     return loop.Trainer(
         recipe,
