@@ -36,7 +36,7 @@ from flax import nnx
 from drgrad_jax._src import loop, metrics, networks
 from drgrad_jax._src.data import MultiTaskData, Split
 from drgrad_jax._src.task_grads import per_task_grads, per_task_rep_grads
-from drgrad_jax._src.transform import mixing_weights
+from drgrad_jax._src.transform import find_drgrad_state, mixing_weights
 
 SPACES = ("params", "activations")
 
@@ -54,8 +54,12 @@ class TrainConfig:
         gradients ``[K, ...]`` (DRGrad, PCGrad, ...), or ``None`` for the plain
         summed-loss gradient.
       space: ``"params"`` (per-task parameter gradients) or ``"activations"``
-        (per-task gradients at the model's ``trunk`` representations, finished
-        with one trunk VJP; needs ``mtl_transform``).
+        (per-task gradients at a representation, finished with one trunk VJP;
+        needs ``mtl_transform``). At ``"activations"`` a ``drgrad`` transform
+        routes at the model's ``drgrad_trunk`` (v1, v_s) when it has one; every
+        other transform acts at the model's shared representation, ``trunk``
+        (MGDA-UB), which must hold a tensor read by more than one task (see
+        docs/drgrad.md, *Shared representation*).
       batch_size: training minibatch size (the last partial batch of each
         epoch is dropped).
       num_epochs: passes over the training split.
@@ -316,14 +320,55 @@ def _probe_model(config: TrainConfig, data: MultiTaskData, train: Split):
             f"the model returns logits of shape {out.shape} for a batch of 2; expected "
             f"(2, {k}) for the data's {k} tasks {data.task_names}."
         )
-    if config.space == "activations" and not (
-        hasattr(abstract, "trunk") and hasattr(abstract, "heads")
-    ):
-        raise ValueError("config.space='activations' needs a model with trunk() and heads().")
+    if config.space == "activations":
+        names = _representation(config, abstract)
+        _check_shared_layer(config, train, names, k)
     return abstract
 
 
-def _losses(config: TrainConfig, graphdef, num_tasks: int):
+def _representation(config: TrainConfig, abstract) -> tuple[str, str]:
+    """The model's ``(trunk, heads)`` method names the activations path cuts at."""
+    params = nnx.to_pure_dict(nnx.state(abstract))
+    is_drgrad = find_drgrad_state(jax.eval_shape(config.mtl_transform.init, params)) is not None
+    if is_drgrad and hasattr(abstract, "drgrad_trunk"):
+        return "drgrad_trunk", "drgrad_heads"
+    if not (hasattr(abstract, "trunk") and hasattr(abstract, "heads")):
+        raise ValueError(
+            f"config.space='activations' needs a model that declares its shared representation "
+            f"with trunk() and heads(); {type(abstract).__name__} has "
+            f"{'no trunk()' if not hasattr(abstract, 'trunk') else 'no heads()'} "
+            "(docs/drgrad.md, *Shared representation*)."
+        )
+    return "trunk", "heads"
+
+
+def _check_shared_layer(config: TrainConfig, train: Split, names, num_tasks: int) -> None:
+    """Refuses a representation where no tensor is read by two tasks (on a few rows, once)."""
+    if num_tasks < 2:
+        return
+    model = config.model(rngs=nnx.Rngs(0))
+    probe = jax.tree.map(lambda a: None if a is None else a[:8], train)
+    trunk, heads = (getattr(model, n) for n in names)
+    reps = trunk(probe.cat, probe.dense, probe.user)
+    _, vjp = jax.vjp(lambda r: jnp.sum(heads(r), axis=0), reps)
+    cotangents = jax.vmap(vjp)(jnp.eye(num_tasks))[0]
+    flat = jnp.concatenate(
+        [jnp.abs(c.reshape(num_tasks, -1)) for c in jax.tree.leaves(cotangents)], axis=1
+    )
+    overlap = flat @ flat.T
+    if not bool(jnp.any(overlap[~np.eye(num_tasks, dtype=bool)] > 0)):
+        name = type(model).__name__
+        raise ValueError(
+            f"config.space='activations': no tensor of {name}.{names[0]}() is read by more "
+            "than one task, so the per-task gradients there are orthogonal by construction "
+            "(each is zero wherever another is not): a method that compares tasks has nothing "
+            "to compare (PCGrad never projects, MGDA only reweights by inverse norms). Return "
+            f"the layer the tasks share from {names[0]}() (docs/drgrad.md, *Shared "
+            "representation*), or use space='params'."
+        )
+
+
+def _losses(config: TrainConfig, graphdef, num_tasks: int, names=("trunk", "heads")):
     """``(loss_fn, trunk_fn, heads_fn)``: the weighted per-task BCE and its two halves."""
     alpha = jnp.asarray(config.task_weights or (1.0,) * num_tasks, jnp.float32)
     pos_w = jnp.asarray(config.pos_weights or (1.0,) * num_tasks, jnp.float32)
@@ -339,17 +384,21 @@ def _losses(config: TrainConfig, graphdef, num_tasks: int):
 
     def trunk_fn(params, batch, mu):
         del mu
-        return nnx.merge(graphdef, params).trunk(batch.cat, batch.dense, batch.user)
+        trunk = getattr(nnx.merge(graphdef, params), names[0])
+        return trunk(batch.cat, batch.dense, batch.user)
 
     def heads_fn(params, reps, batch, mu):
-        return task_losses(nnx.merge(graphdef, params).heads(reps, mu=mu), batch.labels)
+        heads = getattr(nnx.merge(graphdef, params), names[1])
+        return task_losses(heads(reps, mu=mu), batch.labels)
 
     return loss_fn, trunk_fn, heads_fn
 
 
 def _gradient_step(config: TrainConfig, graphdef, abstract, num_tasks: int):
     """``step(state, batch) -> (state, losses[K])``: the unguarded multi-task step."""
-    loss_fn, trunk_fn, heads_fn = _losses(config, graphdef, num_tasks)
+    activations = config.space == "activations"
+    names = _representation(config, abstract) if activations else ("trunk", "heads")
+    loss_fn, trunk_fn, heads_fn = _losses(config, graphdef, num_tasks, names)
     labels_of = None
     if config.mtl_transform is not None and config.space == "params" and config.use_task_of:
         if hasattr(abstract, "task_owner"):
@@ -464,9 +513,10 @@ def make_train(
     * ``mtl_transform is None``: ``g = grad(sum_k alpha_k L_k)``;
     * ``space="params"``: ``losses, G = per_task_grads(L, params, task_of=...)``,
       ``g, s = mtl_transform.update(G, s, params, losses=losses)``;
-    * ``space="activations"``: per-task cotangents at ``model.trunk``'s
-      representations go through ``mtl_transform`` and the result is pulled
-      back through the trunk once (``RepGrads.finish``);
+    * ``space="activations"``: per-task cotangents at the model's shared
+      representation (``model.trunk``; DRGrad's v1 / v_s, ``drgrad_trunk``,
+      for a ``drgrad`` transform) go through ``mtl_transform`` and the result
+      is pulled back through the trunk once (``RepGrads.finish``);
 
     then ``updates, s = optimizer.update(g, s, params)``. A model with a
     ``mu`` input (``SplitMMoE``) reads the DRGrad updater's weights from the
@@ -498,8 +548,9 @@ def make_train(
 
     Raises:
       ValueError / TypeError: a bad config or data (non-finite values, wrong
-        shapes), a model whose output is not ``[B, num_tasks]``, or a batch
-        size not divisible by the mesh (checked here, before any compilation).
+        shapes), a model whose output is not ``[B, num_tasks]``, a batch size
+        not divisible by the mesh (checked here, before any compilation), or
+        ``space="activations"`` on a representation no two tasks read.
 
     Example:
       >>> import functools, jax, optax
