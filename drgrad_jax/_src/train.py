@@ -166,15 +166,63 @@ def device_splits(data: MultiTaskData) -> tuple[Split, Split, Split]:
     return put(data.train), put(data.val), put(data.test)
 
 
-def select_by_validation(result: TrainResult, task: int = 0):
-    """Epoch with the best validation AUC on ``task`` and the test AUCs there.
+def select_by_validation(
+    result: TrainResult, rule: int | str | Callable[[jax.Array], jax.Array] = "mean"
+):
+    """The epoch with the best validation score under ``rule``, and the test AUCs there.
+
+    A multi-task model chosen on one task's validation AUC can hide a seesaw
+    (the other tasks at their worst), so the default scores an epoch by the
+    mean of the tasks' validation AUCs. Tasks whose AUC is NaN (a single class
+    in the split) are left out of the mean; an epoch with no finite score is
+    never chosen over one with a score.
 
     Works on a single run (``[E, K]``) or a seed batch (``[S, E, K]``).
 
+    Args:
+      result: a ``TrainResult``.
+      rule: ``"mean"`` (default): the mean validation AUC over tasks; an int
+        ``k``: task ``k``'s validation AUC alone (e.g. a primary task); or a
+        callable ``rule(val_auc[..., E, K]) -> score[..., E]``, higher is
+        better.
+
     Returns:
       ``(epoch, test_auc)`` with ``epoch`` ``[...]`` int and ``test_auc`` ``[..., K]``.
+
+    Raises:
+      ValueError: an unknown rule, a task index out of range, or a callable
+        whose score does not have the shape ``val_auc.shape[:-1]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> val = jnp.array([[0.9, 0.5], [0.8, 0.7]])  # [epochs, tasks]
+      >>> r = TrainResult(None, None, val, val + 0.01, None, None, None, None)
+      >>> int(select_by_validation(r)[0]), int(select_by_validation(r, rule=0)[0])
+      (1, 0)
+      >>> int(select_by_validation(r, rule=lambda v: v.min(axis=-1))[0])
+      1
     """
-    val = jnp.nan_to_num(result.val_auc[..., task], nan=-1.0)
+    val_auc = jnp.asarray(result.val_auc)
+    k = val_auc.shape[-1]
+    if callable(rule):
+        score = jnp.asarray(rule(val_auc))
+        if score.shape != val_auc.shape[:-1]:
+            raise ValueError(
+                f"rule(val_auc) has shape {score.shape}; expected {val_auc.shape[:-1]} "
+                "(one score per epoch)."
+            )
+    elif isinstance(rule, str) and rule == "mean":
+        finite = jnp.isfinite(val_auc)
+        total = jnp.sum(jnp.where(finite, val_auc, 0.0), axis=-1)
+        count = jnp.sum(finite, axis=-1)
+        score = jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
+    elif isinstance(rule, (int, np.integer)) and not isinstance(rule, bool):
+        if not 0 <= rule < k:
+            raise ValueError(f"rule={rule} is not a task index in [0, {k}).")
+        score = val_auc[..., int(rule)]
+    else:
+        raise ValueError(f"rule must be 'mean', a task index or a callable; got {rule!r}.")
+    val = jnp.nan_to_num(score, nan=-1.0)
     epoch = jnp.argmax(val, axis=-1)
     test = jnp.take_along_axis(result.test_auc, epoch[..., None, None], axis=-2)[..., 0, :]
     return epoch, test
