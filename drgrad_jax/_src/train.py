@@ -411,8 +411,8 @@ def _check_shared_layer(config: TrainConfig, train: Split, names, num_tasks: int
             "than one task, so the per-task gradients there are orthogonal by construction "
             "(each is zero wherever another is not): a method that compares tasks has nothing "
             "to compare (PCGrad never projects, MGDA only reweights by inverse norms). Return "
-            f"the layer the tasks share from {names[0]}() (docs/drgrad.md, *Shared "
-            "representation*), or use space='params'."
+            f"the layer the tasks share from {names[0]}() "
+            "(docs/drgrad.md, *Shared representation*), or use space='params'."
         )
 
 
