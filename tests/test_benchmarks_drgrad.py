@@ -152,7 +152,8 @@ def test_mtl_speed_rep_rows_cut_at_the_models_shared_representation():
     _, steps = mtl_speed.build(2, 16, ["linear_scalarization", "pcgrad"])
     (plain, plain_args), (summed, summed_args) = steps["plain"], steps["linear_scalarization_rep"]
     want, got = plain(*plain_args)[0], summed(*summed_args)[0]
+    # One Adam step (lr 1e-3): agreement to 1% of a step, since Adam rescales near-zero gradients.
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     pcgrad, pcgrad_args = steps["pcgrad_rep"]
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(pcgrad(*pcgrad_args)[0]))
