@@ -8,11 +8,13 @@ step paired with a plain step run right next to it, at two levels:
   model's task labels: one forward pass, one backward pass for the towers and
   gates (task-exclusive) and K backward passes for the shared experts (one
   vmapped VJP); the method then combines the per-task gradients of all leaves.
-* ``<method>_K<k>_rep``: representation level (MGDA-UB). The shared
-  representation is the expert outputs ``[B, E, d]``; ``per_task_rep_grads``
-  gives the K cotangents there (one backward pass through each task's own
-  gate and tower, given as K separate heads), the method combines them, and
-  ONE VJP pulls the result back through the experts.
+* ``<method>_K<k>_rep``: representation level (MGDA-UB), at the model's
+  declared shared representation, the one ``TrainConfig(space="activations")``
+  uses: ``MMoE.trunk``, the gates' input and the expert outputs ``[B, E, d]``
+  (docs/drgrad.md, *Shared representation*). ``per_task_rep_grads`` gives the
+  K cotangents there (one vmapped backward pass through the gates and towers,
+  ``MMoE.heads``), the method combines them, and ONE VJP pulls the result back
+  through the experts.
 * ``floor_K<k>``: the cost any parameter-level method must pay on this model:
   the same per-task gradients, simply summed, then Adam.
 
@@ -119,23 +121,13 @@ def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0):
     def task_losses(p):
         return bce(nnx.merge(graphdef, p)(None, dense))
 
-    # Representation level: the experts are the shared trunk; gates and towers
-    # (task-exclusive) are the heads.
+    # Representation level: the model's own shared representation (trunk) and
+    # the task parts that read it (heads), as the trainer cuts it.
     def trunk_fn(p):
-        m = nnx.merge(graphdef, p)
-        return m.experts(m.encoder(None, dense))
+        return nnx.merge(graphdef, p).trunk(None, dense)
 
-    def task_head(k_task):
-        def head(p, experts):
-            m = nnx.merge(graphdef, p)
-            rep = m.gates[k_task](m.encoder(None, dense), experts)
-            logits = m.towers[k_task](rep).reshape(-1)
-            return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y[:, k_task]))
-
-        return head
-
-    # One head per task: each task's VJP runs through its own gate and tower.
-    heads = [task_head(i) for i in range(k)]
+    def heads_fn(p, reps):
+        return bce(nnx.merge(graphdef, p).heads(reps))
 
     adam = optax.adam(1e-3)
 
@@ -166,7 +158,7 @@ def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0):
         @jax.jit
         def step(p, s):
             tx_state, opt_state = s
-            rg = drgrad_jax.per_task_rep_grads(trunk_fn, heads, p)
+            rg = drgrad_jax.per_task_rep_grads(trunk_fn, heads_fn, p)
             rep_update, tx_state = tx.update(rg.rep_task_grads, tx_state, rg.reps, losses=rg.losses)
             u, opt_state = adam.update(rg.finish(rep_update), opt_state, p)
             return optax.apply_updates(p, u), (tx_state, opt_state)

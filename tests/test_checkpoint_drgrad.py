@@ -87,6 +87,17 @@ def whole(trainer):
     return jax.jit(trainer)(jax.random.key(SEED))
 
 
+def test_a_finished_run_extends_from_its_checkpoint(synth, trainer, uninterrupted, tmp_path):
+    """The planned length is not part of the configuration: a longer trainer continues."""
+    trainer.save(tmp_path / "ckpt", uninterrupted)  # step 9, the end of the plan
+    longer = drgrad_jax.make_train(dataclasses.replace(_config(synth), num_epochs=5), synth)
+    restored = longer.restore(tmp_path / "ckpt")
+    assert int(restored.step) == 9
+    extended, _ = longer.run(restored, longer.total_steps - 9)
+    straight, _ = longer.run(longer.init(jax.random.key(SEED)), longer.total_steps)
+    _assert_identical(extended, straight)
+
+
 def test_step_wise_run_matches_whole_run(synth, trainer, uninterrupted, whole):
     """``train(key)`` and ``init``+``run`` visit the same batches in the same order."""
     for x, y in zip(jax.tree.leaves(whole.params), jax.tree.leaves(uninterrupted.params)):
@@ -122,7 +133,6 @@ def _activation(d, activation):
 # the two values as the message prints them). Building a trainer only traces shapes,
 # and a refused restore stops before reading any array, so nothing here compiles a step.
 CHANGED = {
-    "num_epochs": (lambda d: dataclasses.replace(_config(d), num_epochs=2), "3, here 2"),
     "batch_size": (lambda d: dataclasses.replace(_config(d), batch_size=16), "32, here 16"),
     "task_weights": (
         lambda d: dataclasses.replace(_config(d), task_weights=(1.0, 2.0)),

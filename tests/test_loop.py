@@ -1,5 +1,6 @@
 """The shared training loop on a toy recipe: batch order, guard, history, progress, seeds."""
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -143,3 +144,25 @@ def test_bad_arguments(data):
         trainer.run({"step": 0}, 1)
     with pytest.raises(ValueError, match="num_steps must be >= 0"):
         trainer.run(trainer.init(jax.random.key(0)), -1)
+
+
+def test_a_checkpoint_extends_into_a_trainer_planned_longer(data, tmp_path):
+    """``run`` stops at total_steps; restoring into a longer trainer continues the run."""
+    short, long = _trainer(data, num_epochs=2), _trainer(data, num_epochs=5)
+    done, _ = short.run(short.init(jax.random.key(4)), short.total_steps)
+    short.save(tmp_path / "ckpt", done)
+    extended, _ = long.run(long.restore(tmp_path / "ckpt"), long.total_steps - 8)
+    straight, _ = long.run(long.init(jax.random.key(4)), long.total_steps)
+    np.testing.assert_array_equal(extended.w, straight.w)
+    np.testing.assert_array_equal(extended.seen, np.full(N, 5, np.int32))
+
+
+def test_a_step_that_reads_the_planned_length_refuses_extension_and_says_why(data, tmp_path):
+    recipe = dataclasses.replace(_recipe(), fixed_length="the schedule ramps over total_steps")
+    build = lambda epochs: loop.Trainer(
+        recipe, data, data, config=None, batch_size=B, num_epochs=epochs
+    )
+    short = build(2)
+    short.save(tmp_path / "ckpt", short.init(jax.random.key(0)))
+    with pytest.raises(ValueError, match=r"num_epochs: checkpoint 2, here 5 \(the schedule"):
+        build(5).restore(tmp_path / "ckpt")

@@ -136,7 +136,7 @@ def test_split_mmoe_mu_moves_task_one_only(mix):
     np.testing.assert_allclose(default, model(cat, dense, mu=jnp.array([0.5, 0.5])), rtol=1e-6)
     assert not np.allclose(a[:, 0], b[:, 0])
     np.testing.assert_allclose(a[:, 1:], b[:, 1:], rtol=1e-6)
-    reps = model.trunk(cat, dense)
+    reps = model.drgrad_trunk(cat, dense)
     expect = models.mix_logits(
         model.tower_dedicated(reps["v1"]),
         model.tower_shared(reps["vs"]),
@@ -165,7 +165,11 @@ def test_split_mmoe_towers_identical_and_found_by_drgrad_paths():
     ]
     for prefix in towers.values():
         assert any(p.startswith(prefix + "/") for p in paths), prefix
-    assert set(model.trunk(*batch()[:2])) == {"v1", "vs"}
+    assert set(model.drgrad_trunk(*batch()[:2])) == {"v1", "vs"}
+    cat, dense, _ = batch()
+    np.testing.assert_allclose(
+        model.drgrad_heads(model.drgrad_trunk(cat, dense)), model(cat, dense), rtol=1e-6
+    )
 
 
 def test_personalized_gate_range_and_effect():
@@ -180,8 +184,8 @@ def test_personalized_gate_range_and_effect():
     # Split-MMoE with the gate: v_s depends on the user, v1 does not.
     m = models.SplitMMoE(VOCABS, NUM_DENSE, 2, ppnet="single", num_users=10, rngs=nnx.Rngs(1))
     cat, dense, user = batch()
-    r1 = m.trunk(cat, dense, user)
-    r2 = m.trunk(cat, dense, (user + 1) % 10)
+    r1 = m.drgrad_trunk(cat, dense, user)
+    r2 = m.drgrad_trunk(cat, dense, (user + 1) % 10)
     np.testing.assert_allclose(r1["v1"], r2["v1"])
     assert not np.allclose(r1["vs"], r2["vs"])
     with pytest.raises(ValueError, match="pass user ids"):

@@ -75,11 +75,42 @@ def test_histories_match_metrics_on_returned_params(five_seeds, synth):
     for k in range(2):
         want = drgrad_jax.metrics.auc(synth.test.labels[:, k], logits[:, k])
         np.testing.assert_allclose(five_seeds.test_auc[2, -1, k], want, rtol=1e-5)
-    epoch, test = drgrad_jax.select_by_validation(five_seeds)
-    assert epoch.shape == (5,) and test.shape == (5, 2)
-    best = np.argmax(np.asarray(five_seeds.val_auc[:, :, 0]), axis=1)
-    np.testing.assert_array_equal(epoch, best)
-    np.testing.assert_allclose(test, np.asarray(five_seeds.test_auc)[np.arange(5), best])
+    val = np.asarray(five_seeds.val_auc)
+    for rule, score in (
+        ("mean", val.mean(axis=2)),
+        (0, val[:, :, 0]),
+        (1, val[:, :, 1]),
+        (lambda v: v.min(axis=-1), val.min(axis=2)),
+    ):
+        epoch, test = drgrad_jax.select_by_validation(five_seeds, rule)
+        assert epoch.shape == (5,) and test.shape == (5, 2)
+        best = np.argmax(score, axis=1)
+        np.testing.assert_array_equal(epoch, best)
+        np.testing.assert_allclose(test, np.asarray(five_seeds.test_auc)[np.arange(5), best])
+    # The default is the mean of tasks.
+    default, _ = drgrad_jax.select_by_validation(five_seeds)
+    np.testing.assert_array_equal(default, np.argmax(val.mean(axis=2), axis=1))
+
+
+def test_select_by_validation_rules_and_seesaw():
+    """Task 0 alone picks the epoch where task 1 collapses; the mean of tasks does not."""
+    val = jnp.array([[0.90, 0.50], [0.88, 0.80], [0.70, 0.90]])  # [epochs, tasks]
+    test = val - 0.01
+    result = drgrad_jax.TrainResult(None, None, val, test, None, None, None, None)
+    assert int(drgrad_jax.select_by_validation(result, 0)[0]) == 0
+    epoch, auc = drgrad_jax.select_by_validation(result)
+    assert int(epoch) == 1
+    np.testing.assert_allclose(auc, test[1])
+    # A single-class task (NaN AUC) is left out of the mean.
+    with_nan = val.at[:, 1].set(jnp.nan)
+    nan_result = result._replace(val_auc=with_nan)
+    assert int(drgrad_jax.select_by_validation(nan_result)[0]) == 0
+    with pytest.raises(ValueError, match="task index"):
+        drgrad_jax.select_by_validation(result, 2)
+    with pytest.raises(ValueError, match="rule must be"):
+        drgrad_jax.select_by_validation(result, "median")
+    with pytest.raises(ValueError, match="one score per epoch"):
+        drgrad_jax.select_by_validation(result, lambda v: v)
 
 
 def test_one_full_batch_sgd_step_matches_manual_step(synth):

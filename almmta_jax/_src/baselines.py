@@ -483,6 +483,7 @@ def make_baseline_train(
             "baseline": loop.config_signature(config, exclude=("progress",)),
         },
         model=lambda state: nnx.merge(graphdef, state.params),
+        fixed_length="the learning-rate warmup is capped at a tenth of total_steps",
     )
     return loop.Trainer(
         recipe,

@@ -375,6 +375,7 @@ def make_train(
             config, exclude=("eval_size", "skip_nonfinite", "progress")
         ),
         model=lambda state: nnx.merge(graphdef, state.adv_params, state.params),
+        fixed_length="the adversary weight ramps over total_steps",
     )
     return loop.Trainer(
         recipe,

@@ -79,6 +79,10 @@ class Recipe:
       signature: JSON-able description of the configuration, stored in every
         checkpoint and compared on restore.
       model: ``model(state) -> nnx.Module``, the trained network, or ``None``.
+      fixed_length: why the step reads the planned length (e.g. a schedule
+        laid over ``total_steps``), or ``None`` when it does not: a checkpoint
+        then restores into a trainer planned for more epochs, which extends
+        the run (the batch order depends only on the key and the epoch).
     """
 
     init: Callable[[jax.Array], Any]
@@ -92,6 +96,7 @@ class Recipe:
     state_sharding: Callable[[Any, jax.sharding.Mesh], Any] | None = None
     signature: dict | None = None
     model: Callable[[Any], Any] | None = None
+    fixed_length: str | None = None
 
 
 class Compiled(NamedTuple):
@@ -196,6 +201,11 @@ class Trainer:
         state = trainer.restore(path)                 # ... later, maybe elsewhere
         state, metrics = trainer.run(state, trainer.total_steps - int(state.step))
         state, metrics = trainer.step(state, batch)   # or a streamed batch
+
+    ``run`` stops at ``total_steps``. To extend a finished run, build the
+    trainer again with more epochs and ``restore`` the checkpoint into it: the
+    planned length is not part of the checked configuration unless the
+    package's step reads it (``Recipe.fixed_length`` then says why).
 
     Batch ``b`` of epoch ``e`` is the same in every form (``batch_order``), so
     a resumed run equals an uninterrupted one bit for bit.
@@ -568,9 +578,13 @@ class Trainer:
         mine = self._signature(template)
         diffs = []
         for field, value in mine["config"].items():
+            if field == "num_epochs" and self.recipe.fixed_length is None:
+                continue  # the planned length: a longer trainer extends the run
             if field != "model" and saved["config"].get(field) != value:
+                why = f" ({self.recipe.fixed_length})" if field == "num_epochs" else ""
                 diffs.append(
                     f"config.{field}: checkpoint {saved['config'].get(field)!r}, here {value!r}"
+                    f"{why}"
                 )
         if saved["state_kinds"] != mine["state_kinds"]:
             diffs.append(

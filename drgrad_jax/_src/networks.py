@@ -9,11 +9,17 @@ with ``cat`` ``[B, F]`` int32 categorical ids (one column per field),
 (only read by a personalized gate; ``None`` otherwise). ``mu`` is the DRGrad
 updater's ``(mu', mu'')`` and is only read by ``SplitMMoE``.
 
-The split into ``trunk`` (shared computation up to the task representations)
-and ``heads`` (the task towers) lets ``per_task_rep_grads`` take per-task
-gradients at the representations. ``task_of(model)`` labels each parameter with
-the one task that reads it (or ``SHARED``) so ``per_task_grads`` only pays K
-backward passes through the shared part. Models are trained functionally:
+The split into ``trunk`` and ``heads`` is the model's *shared
+representation*: ``trunk`` computes everything the parameters shared by
+several tasks compute, and returns the tensors it hands to the task-specific
+parts (gates, towers); ``heads`` reads nothing else. Representation-level
+methods (MGDA-UB) compare the per-task gradients there
+(``per_task_rep_grads``), so at least one of those tensors is read by several
+tasks (see docs/drgrad.md, *Shared representation*). ``SplitMMoE`` also has
+DRGrad's own split at (v1, v_s), ``drgrad_trunk`` / ``drgrad_heads``.
+``task_of(model)`` labels each parameter with the one task that reads it (or
+``SHARED``) so ``per_task_grads`` only pays K backward passes through the
+shared part. Models are trained functionally:
 ``graphdef, state = nnx.split(model)``; ``params = nnx.to_pure_dict(state)``;
 ``nnx.merge(graphdef, params)`` inside a jitted step.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +68,8 @@ class SharedBottom(nnx.Module):
     ::
 
       h = f(x);  z_k = T_k(h)            (Caruana 1997; MMoE's baseline)
+
+    Shared representation (``trunk``): ``{"bottom": h}``, read by every tower.
 
     Args:
       vocab_sizes: vocabulary size of each categorical field (ids in
@@ -105,11 +114,11 @@ class SharedBottom(nnx.Module):
 
     def trunk(self, cat, dense, user=None) -> dict[str, jax.Array]:
         del user
-        return {"shared": self.bottom(self.encoder(cat, dense))}
+        return {"bottom": self.bottom(self.encoder(cat, dense))}
 
     def heads(self, reps, *, mu=None) -> jax.Array:
         del mu
-        return _stack_logits([t(reps["shared"]) for t in self.towers])
+        return _stack_logits([t(reps["bottom"]) for t in self.towers])
 
     def __call__(self, cat, dense, user=None, *, mu=None) -> jax.Array:
         return self.heads(self.trunk(cat, dense, user), mu=mu)
@@ -125,8 +134,11 @@ class MMoE(nnx.Module):
 
       f_k(x) = sum_e softmax(W_k h)_e  E_e(h);    z_k = T_k(f_k(x))      (MMoE Eq. 5-7)
 
-    ``trunk`` returns ``{"task_k": f_k}``: each representation is read by one
-    task only.
+    Shared representation (``trunk``): ``{"inputs": h, "experts": E(h)}``,
+    the gates' input and the expert outputs ``[B, E, d]``, both read by every
+    task; the gates and towers are the heads. (The mixtures ``f_k`` are each
+    read by one task only, so per-task gradients there are orthogonal by
+    construction.)
 
     Args:
       vocab_sizes: vocabulary size of each categorical field.
@@ -144,8 +156,8 @@ class MMoE(nnx.Module):
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> m = MMoE((), 3, num_tasks=3, num_experts=4, rngs=nnx.Rngs(0))
-      >>> sorted(m.trunk(None, jnp.ones((2, 3))))
-      ['task_0', 'task_1', 'task_2']
+      >>> {k: v.shape for k, v in m.trunk(None, jnp.ones((2, 3))).items()}
+      {'inputs': (2, 3), 'experts': (2, 4, 16)}
 
     References:
       Ma et al., "Modeling Task Relationships in Multi-task Learning with
@@ -187,12 +199,12 @@ class MMoE(nnx.Module):
     def trunk(self, cat, dense, user=None) -> dict[str, jax.Array]:
         del user
         h = self.encoder(cat, dense)
-        experts = self.experts(h)
-        return {f"task_{k}": g(h, experts) for k, g in enumerate(self.gates)}
+        return {"inputs": h, "experts": self.experts(h)}
 
     def heads(self, reps, *, mu=None) -> jax.Array:
         del mu
-        return _stack_logits([t(reps[f"task_{k}"]) for k, t in enumerate(self.towers)])
+        h, experts = reps["inputs"], reps["experts"]
+        return _stack_logits([t(g(h, experts)) for g, t in zip(self.gates, self.towers)])
 
     def __call__(self, cat, dense, user=None, *, mu=None) -> jax.Array:
         return self.heads(self.trunk(cat, dense, user), mu=mu)
@@ -211,6 +223,12 @@ class PLE(nnx.Module):
       f_k^l = softmax(W_k^l x_k^{l-1}) [E_k^l(x_k^{l-1}), E_s^l(x_s^{l-1})]
       f_s^l = softmax(W_s^l x_s^{l-1}) [E_1^l, ..., E_K^l, E_s^l]
       z_k   = T_k(f_k^L)
+
+    Shared representation (``trunk``): every level below the last, and the
+    last level's shared experts. ``{"shared_experts": E_s^L, "task_inputs":
+    (x_1^{L-1}, ..., x_K^{L-1})}``; with one level the task inputs are all the
+    encoder output, given once as ``"inputs"``. The last level's task experts
+    and gates and the towers are the heads.
 
     ``census_released`` builds the DRGrad authors' Census network as a PLE
     configuration.
@@ -314,28 +332,36 @@ class PLE(nnx.Module):
             [Tower(width, tower, activation=tower_act, rngs=rngs) for _ in range(k)]
         )
 
-    def trunk(self, cat, dense, user=None) -> dict[str, jax.Array]:
+    def trunk(self, cat, dense, user=None) -> dict[str, Any]:
         del user
         h = self.encoder(cat, dense)
         task_in = [h] * self.num_tasks
         shared_in = h
-        for level in range(self.num_levels):
+        last = self.num_levels - 1
+        for level in range(last):
             own = [pool(x) for pool, x in zip(self.specific_experts[level], task_in)]
             common = self.shared_experts[level](shared_in)
-            new_task_in = [
+            task_in = [
                 gate(x, jnp.concatenate([e, common], axis=1))
                 for gate, x, e in zip(self.task_gates[level], task_in, own)
             ]
-            if level < self.num_levels - 1:
-                shared_in = self.shared_gates[level](
-                    shared_in, jnp.concatenate(own + [common], axis=1)
-                )
-            task_in = new_task_in
-        return {f"task_{k}": x for k, x in enumerate(task_in)}
+            shared_in = self.shared_gates[level](shared_in, jnp.concatenate(own + [common], axis=1))
+        common = self.shared_experts[last](shared_in)
+        if last == 0:
+            return {"inputs": h, "shared_experts": common}
+        return {"task_inputs": tuple(task_in), "shared_experts": common}
 
     def heads(self, reps, *, mu=None) -> jax.Array:
         del mu
-        return _stack_logits([t(reps[f"task_{k}"]) for k, t in enumerate(self.towers)])
+        last = self.num_levels - 1
+        common = reps["shared_experts"]
+        task_in = reps.get("task_inputs") or (reps["inputs"],) * self.num_tasks
+        logits = []
+        for k, x in enumerate(task_in):
+            own = self.specific_experts[last][k](x)
+            mixed = self.task_gates[last][k](x, jnp.concatenate([own, common], axis=1))
+            logits.append(self.towers[k](mixed))
+        return _stack_logits(logits)
 
     def __call__(self, cat, dense, user=None, *, mu=None) -> jax.Array:
         return self.heads(self.trunk(cat, dense, user), mu=mu)
@@ -440,6 +466,14 @@ class SplitMMoE(nnx.Module):
     ``tower_dedicated``, ``tower_shared`` and ``aux_towers/<j>``, which is what
     ``drgrad(towers=model.drgrad_towers())`` routes between.
 
+    Two splits of the forward pass. ``drgrad_trunk`` / ``drgrad_heads`` cut at
+    DRGrad's representations ``{"v1", "vs"}`` (``space="activations"`` of
+    ``drgrad``). ``trunk`` / ``heads`` cut at the shared representation, what
+    the shared parameters (encoder, experts, shared gate, personalized gate)
+    hand to the task parts: ``{"inputs": h, "experts": E(h), "vs": v_s}``;
+    v_s is read by T1'' and every auxiliary tower, and the task-1 gate reads
+    ``h`` and the expert pool.
+
     Args:
       vocab_sizes: vocabulary size of each categorical field.
       num_dense: number of dense features.
@@ -523,10 +557,7 @@ class SplitMMoE(nnx.Module):
         self.tower_shared = tower_fn()
         self.aux_towers = nnx.Dict({str(j): tower_fn() for j in range(1, self.num_tasks)})
 
-    def trunk(self, cat, dense, user=None) -> dict[str, jax.Array]:
-        h = self.encoder(cat, dense)
-        experts = self.experts(h)
-        v1 = self.gate_dedicated(h, experts)
+    def _shared_mixture(self, h, experts, user) -> jax.Array:
         vs = self.gate_shared(h, experts)
         if self.personalized_gate is not None:
             if user is None:
@@ -534,9 +565,25 @@ class SplitMMoE(nnx.Module):
             if jnp.ndim(user) != 1 or user.shape[0] != h.shape[0]:
                 raise ValueError(f"user has shape {jnp.shape(user)}; expected [{h.shape[0]}].")
             vs = vs * self.personalized_gate(self.user_embed(user))
-        return {"v1": v1, "vs": vs}
+        return vs
+
+    def trunk(self, cat, dense, user=None) -> dict[str, jax.Array]:
+        h = self.encoder(cat, dense)
+        experts = self.experts(h)
+        return {"inputs": h, "experts": experts, "vs": self._shared_mixture(h, experts, user)}
 
     def heads(self, reps, *, mu=None) -> jax.Array:
+        v1 = self.gate_dedicated(reps["inputs"], reps["experts"])
+        return self.drgrad_heads({"v1": v1, "vs": reps["vs"]}, mu=mu)
+
+    def drgrad_trunk(self, cat, dense, user=None) -> dict[str, jax.Array]:
+        """DRGrad's representations ``{"v1": v1, "vs": v_s}`` (docs/drgrad.md, *Router space*)."""
+        h = self.encoder(cat, dense)
+        experts = self.experts(h)
+        return {"v1": self.gate_dedicated(h, experts), "vs": self._shared_mixture(h, experts, user)}
+
+    def drgrad_heads(self, reps, *, mu=None) -> jax.Array:
+        """The towers on DRGrad's representations: ``model(...) == drgrad_heads(drgrad_trunk(...))``."""
         z1 = mix_logits(
             self.tower_dedicated(reps["v1"]), self.tower_shared(reps["vs"]), mu, self.mix
         )
@@ -554,7 +601,7 @@ class SplitMMoE(nnx.Module):
         return SHARED
 
     def drgrad_towers(self, space: str = "params") -> dict[str, str]:
-        """The ``towers`` argument of ``drgrad`` for this model's params or representations."""
+        """The ``towers`` argument of ``drgrad`` for this model's params or its ``drgrad_trunk``."""
         if space == "activations":
             return {"dedicated": "v1", "shared": "vs"}
         if space != "params":

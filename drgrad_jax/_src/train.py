@@ -38,7 +38,7 @@ from drgrad_jax._src import loop, metrics, networks, progress
 from drgrad_jax._src.data import MultiTaskData, Split
 from drgrad_jax._src.shared_sum import check_summed_shared_grads
 from drgrad_jax._src.task_grads import per_task_grads, per_task_rep_grads
-from drgrad_jax._src.transform import mixing_weights
+from drgrad_jax._src.transform import find_drgrad_state, mixing_weights
 
 SPACES = ("params", "activations")
 
@@ -56,8 +56,12 @@ class TrainConfig:
         gradients ``[K, ...]`` (DRGrad, PCGrad, ...), or ``None`` for the plain
         summed-loss gradient.
       space: ``"params"`` (per-task parameter gradients) or ``"activations"``
-        (per-task gradients at the model's ``trunk`` representations, finished
-        with one trunk VJP; needs ``mtl_transform``).
+        (per-task gradients at a representation, finished with one trunk VJP;
+        needs ``mtl_transform``). At ``"activations"`` a ``drgrad`` transform
+        routes at the model's ``drgrad_trunk`` (v1, v_s) when it has one; every
+        other transform acts at the model's shared representation, ``trunk``
+        (MGDA-UB), which must hold a tensor read by more than one task (see
+        docs/drgrad.md, *Shared representation*).
       batch_size: training minibatch size (the last partial batch of each
         epoch is dropped).
       num_epochs: passes over the training split.
@@ -172,15 +176,63 @@ def device_splits(data: MultiTaskData) -> tuple[Split, Split, Split]:
     return put(data.train), put(data.val), put(data.test)
 
 
-def select_by_validation(result: TrainResult, task: int = 0):
-    """Epoch with the best validation AUC on ``task`` and the test AUCs there.
+def select_by_validation(
+    result: TrainResult, rule: int | str | Callable[[jax.Array], jax.Array] = "mean"
+):
+    """The epoch with the best validation score under ``rule``, and the test AUCs there.
+
+    A multi-task model chosen on one task's validation AUC can hide a seesaw
+    (the other tasks at their worst), so the default scores an epoch by the
+    mean of the tasks' validation AUCs. Tasks whose AUC is NaN (a single class
+    in the split) are left out of the mean; an epoch with no finite score is
+    never chosen over one with a score.
 
     Works on a single run (``[E, K]``) or a seed batch (``[S, E, K]``).
 
+    Args:
+      result: a ``TrainResult``.
+      rule: ``"mean"`` (default): the mean validation AUC over tasks; an int
+        ``k``: task ``k``'s validation AUC alone (e.g. a primary task); or a
+        callable ``rule(val_auc[..., E, K]) -> score[..., E]``, higher is
+        better.
+
     Returns:
       ``(epoch, test_auc)`` with ``epoch`` ``[...]`` int and ``test_auc`` ``[..., K]``.
+
+    Raises:
+      ValueError: an unknown rule, a task index out of range, or a callable
+        whose score does not have the shape ``val_auc.shape[:-1]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> val = jnp.array([[0.9, 0.5], [0.8, 0.7]])  # [epochs, tasks]
+      >>> r = TrainResult(None, None, val, val + 0.01, None, None, None, None)
+      >>> int(select_by_validation(r)[0]), int(select_by_validation(r, rule=0)[0])
+      (1, 0)
+      >>> int(select_by_validation(r, rule=lambda v: v.min(axis=-1))[0])
+      1
     """
-    val = jnp.nan_to_num(result.val_auc[..., task], nan=-1.0)
+    val_auc = jnp.asarray(result.val_auc)
+    k = val_auc.shape[-1]
+    if callable(rule):
+        score = jnp.asarray(rule(val_auc))
+        if score.shape != val_auc.shape[:-1]:
+            raise ValueError(
+                f"rule(val_auc) has shape {score.shape}; expected {val_auc.shape[:-1]} "
+                "(one score per epoch)."
+            )
+    elif isinstance(rule, str) and rule == "mean":
+        finite = jnp.isfinite(val_auc)
+        total = jnp.sum(jnp.where(finite, val_auc, 0.0), axis=-1)
+        count = jnp.sum(finite, axis=-1)
+        score = jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
+    elif isinstance(rule, (int, np.integer)) and not isinstance(rule, bool):
+        if not 0 <= rule < k:
+            raise ValueError(f"rule={rule} is not a task index in [0, {k}).")
+        score = val_auc[..., int(rule)]
+    else:
+        raise ValueError(f"rule must be 'mean', a task index or a callable; got {rule!r}.")
+    val = jnp.nan_to_num(score, nan=-1.0)
     epoch = jnp.argmax(val, axis=-1)
     test = jnp.take_along_axis(result.test_auc, epoch[..., None, None], axis=-2)[..., 0, :]
     return epoch, test
@@ -326,14 +378,55 @@ def _probe_model(config: TrainConfig, data: MultiTaskData, train: Split):
             f"the model returns logits of shape {out.shape} for a batch of 2; expected "
             f"(2, {k}) for the data's {k} tasks {data.task_names}."
         )
-    if config.space == "activations" and not (
-        hasattr(abstract, "trunk") and hasattr(abstract, "heads")
-    ):
-        raise ValueError("config.space='activations' needs a model with trunk() and heads().")
+    if config.space == "activations":
+        names = _representation(config, abstract)
+        _check_shared_layer(config, train, names, k)
     return abstract
 
 
-def _losses(config: TrainConfig, graphdef, num_tasks: int):
+def _representation(config: TrainConfig, abstract) -> tuple[str, str]:
+    """The model's ``(trunk, heads)`` method names the activations path cuts at."""
+    params = nnx.to_pure_dict(nnx.state(abstract))
+    is_drgrad = find_drgrad_state(jax.eval_shape(config.mtl_transform.init, params)) is not None
+    if is_drgrad and hasattr(abstract, "drgrad_trunk"):
+        return "drgrad_trunk", "drgrad_heads"
+    if not (hasattr(abstract, "trunk") and hasattr(abstract, "heads")):
+        raise ValueError(
+            f"config.space='activations' needs a model that declares its shared representation "
+            f"with trunk() and heads(); {type(abstract).__name__} has "
+            f"{'no trunk()' if not hasattr(abstract, 'trunk') else 'no heads()'} "
+            "(docs/drgrad.md, *Shared representation*)."
+        )
+    return "trunk", "heads"
+
+
+def _check_shared_layer(config: TrainConfig, train: Split, names, num_tasks: int) -> None:
+    """Refuses a representation where no tensor is read by two tasks (on a few rows, once)."""
+    if num_tasks < 2:
+        return
+    model = config.model(rngs=nnx.Rngs(0))
+    probe = jax.tree.map(lambda a: None if a is None else a[:8], train)
+    trunk, heads = (getattr(model, n) for n in names)
+    reps = trunk(probe.cat, probe.dense, probe.user)
+    _, vjp = jax.vjp(lambda r: jnp.sum(heads(r), axis=0), reps)
+    cotangents = jax.vmap(vjp)(jnp.eye(num_tasks))[0]
+    flat = jnp.concatenate(
+        [jnp.abs(c.reshape(num_tasks, -1)) for c in jax.tree.leaves(cotangents)], axis=1
+    )
+    overlap = flat @ flat.T
+    if not bool(jnp.any(overlap[~np.eye(num_tasks, dtype=bool)] > 0)):
+        name = type(model).__name__
+        raise ValueError(
+            f"config.space='activations': no tensor of {name}.{names[0]}() is read by more "
+            "than one task, so the per-task gradients there are orthogonal by construction "
+            "(each is zero wherever another is not): a method that compares tasks has nothing "
+            "to compare (PCGrad never projects, MGDA only reweights by inverse norms). Return "
+            f"the layer the tasks share from {names[0]}() "
+            "(docs/drgrad.md, *Shared representation*), or use space='params'."
+        )
+
+
+def _losses(config: TrainConfig, graphdef, num_tasks: int, names=("trunk", "heads")):
     """``(loss_fn, trunk_fn, heads_fn)``: the weighted per-task BCE and its two halves."""
     alpha = jnp.asarray(config.task_weights or (1.0,) * num_tasks, jnp.float32)
     pos_w = jnp.asarray(config.pos_weights or (1.0,) * num_tasks, jnp.float32)
@@ -349,17 +442,21 @@ def _losses(config: TrainConfig, graphdef, num_tasks: int):
 
     def trunk_fn(params, batch, mu):
         del mu
-        return nnx.merge(graphdef, params).trunk(batch.cat, batch.dense, batch.user)
+        trunk = getattr(nnx.merge(graphdef, params), names[0])
+        return trunk(batch.cat, batch.dense, batch.user)
 
     def heads_fn(params, reps, batch, mu):
-        return task_losses(nnx.merge(graphdef, params).heads(reps, mu=mu), batch.labels)
+        heads = getattr(nnx.merge(graphdef, params), names[1])
+        return task_losses(heads(reps, mu=mu), batch.labels)
 
     return loss_fn, trunk_fn, heads_fn
 
 
 def _gradient_step(config: TrainConfig, graphdef, abstract, num_tasks: int):
     """``step(state, batch) -> (state, losses[K])``: the unguarded multi-task step."""
-    loss_fn, trunk_fn, heads_fn = _losses(config, graphdef, num_tasks)
+    activations = config.space == "activations"
+    names = _representation(config, abstract) if activations else ("trunk", "heads")
+    loss_fn, trunk_fn, heads_fn = _losses(config, graphdef, num_tasks, names)
     labels_of = None
     if config.mtl_transform is not None and config.space == "params" and config.use_task_of:
         if hasattr(abstract, "task_owner"):
@@ -485,9 +582,10 @@ def make_train(
     * ``mtl_transform is None``: ``g = grad(sum_k alpha_k L_k)``;
     * ``space="params"``: ``losses, G = per_task_grads(L, params, task_of=...)``,
       ``g, s = mtl_transform.update(G, s, params, losses=losses)``;
-    * ``space="activations"``: per-task cotangents at ``model.trunk``'s
-      representations go through ``mtl_transform`` and the result is pulled
-      back through the trunk once (``RepGrads.finish``);
+    * ``space="activations"``: per-task cotangents at the model's shared
+      representation (``model.trunk``; DRGrad's v1 / v_s, ``drgrad_trunk``,
+      for a ``drgrad`` transform) go through ``mtl_transform`` and the result
+      is pulled back through the trunk once (``RepGrads.finish``);
 
     then ``updates, s = optimizer.update(g, s, params)``. A model with a
     ``mu`` input (``SplitMMoE``) reads the DRGrad updater's weights from the
@@ -519,8 +617,9 @@ def make_train(
 
     Raises:
       ValueError / TypeError: a bad config or data (non-finite values, wrong
-        shapes), a model whose output is not ``[B, num_tasks]``, or a batch
-        size not divisible by the mesh (checked here, before any compilation).
+        shapes), a model whose output is not ``[B, num_tasks]``, a batch size
+        not divisible by the mesh (checked here, before any compilation), or
+        ``space="activations"`` on a representation no two tasks read.
 
     Example:
       >>> import functools, jax, optax
