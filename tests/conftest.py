@@ -2,8 +2,14 @@
 
 import os
 
-# Must be set before JAX initializes its backends.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Must be set before JAX initializes its backends. Eight fake CPU devices for the
+# sharding tests; LLVM optimization off, because the suite's programs are tiny and
+# compiling them, not running them, is most of its time (half the compile time).
+_FLAGS = ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0")
+_given = os.environ.get("XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = " ".join(
+    [_given] + [f for f in _FLAGS if f.split("=")[0] not in _given]
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pathlib  # noqa: E402
@@ -11,6 +17,17 @@ import pathlib  # noqa: E402
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# Identical programs built by different tests compile once: a persistent
+# compilation cache (kept between runs under .pytest_cache unless
+# JAX_COMPILATION_CACHE_DIR says otherwise).
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.environ.get(
+        "JAX_COMPILATION_CACHE_DIR",
+        str(pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"),
+    ),
+)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "standard")
 

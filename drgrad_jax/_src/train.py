@@ -36,9 +36,10 @@ from tqdm import tqdm
 
 from drgrad_jax._src import loop, metrics, networks, progress
 from drgrad_jax._src.data import MultiTaskData, Split
+from drgrad_jax._src.representation import check_shared_layer, representation
 from drgrad_jax._src.shared_sum import check_summed_shared_grads
 from drgrad_jax._src.task_grads import per_task_grads, per_task_rep_grads
-from drgrad_jax._src.transform import find_drgrad_state, mixing_weights
+from drgrad_jax._src.transform import mixing_weights
 
 SPACES = ("params", "activations")
 
@@ -379,51 +380,9 @@ def _probe_model(config: TrainConfig, data: MultiTaskData, train: Split):
             f"(2, {k}) for the data's {k} tasks {data.task_names}."
         )
     if config.space == "activations":
-        names = _representation(config, abstract)
-        _check_shared_layer(config, train, names, k)
+        names = representation(config, abstract)
+        check_shared_layer(config, train, names, k)
     return abstract
-
-
-def _representation(config: TrainConfig, abstract) -> tuple[str, str]:
-    """The model's ``(trunk, heads)`` method names the activations path cuts at."""
-    params = nnx.to_pure_dict(nnx.state(abstract))
-    is_drgrad = find_drgrad_state(jax.eval_shape(config.mtl_transform.init, params)) is not None
-    if is_drgrad and hasattr(abstract, "drgrad_trunk"):
-        return "drgrad_trunk", "drgrad_heads"
-    if not (hasattr(abstract, "trunk") and hasattr(abstract, "heads")):
-        raise ValueError(
-            f"config.space='activations' needs a model that declares its shared representation "
-            f"with trunk() and heads(); {type(abstract).__name__} has "
-            f"{'no trunk()' if not hasattr(abstract, 'trunk') else 'no heads()'} "
-            "(docs/drgrad.md, *Shared representation*)."
-        )
-    return "trunk", "heads"
-
-
-def _check_shared_layer(config: TrainConfig, train: Split, names, num_tasks: int) -> None:
-    """Refuses a representation where no tensor is read by two tasks (on a few rows, once)."""
-    if num_tasks < 2:
-        return
-    model = config.model(rngs=nnx.Rngs(0))
-    probe = jax.tree.map(lambda a: None if a is None else a[:8], train)
-    trunk, heads = (getattr(model, n) for n in names)
-    reps = trunk(probe.cat, probe.dense, probe.user)
-    _, vjp = jax.vjp(lambda r: jnp.sum(heads(r), axis=0), reps)
-    cotangents = jax.vmap(vjp)(jnp.eye(num_tasks))[0]
-    flat = jnp.concatenate(
-        [jnp.abs(c.reshape(num_tasks, -1)) for c in jax.tree.leaves(cotangents)], axis=1
-    )
-    overlap = flat @ flat.T
-    if not bool(jnp.any(overlap[~np.eye(num_tasks, dtype=bool)] > 0)):
-        name = type(model).__name__
-        raise ValueError(
-            f"config.space='activations': no tensor of {name}.{names[0]}() is read by more "
-            "than one task, so the per-task gradients there are orthogonal by construction "
-            "(each is zero wherever another is not): a method that compares tasks has nothing "
-            "to compare (PCGrad never projects, MGDA only reweights by inverse norms). Return "
-            f"the layer the tasks share from {names[0]}() "
-            "(docs/drgrad.md, *Shared representation*), or use space='params'."
-        )
 
 
 def _losses(config: TrainConfig, graphdef, num_tasks: int, names=("trunk", "heads")):
@@ -455,7 +414,7 @@ def _losses(config: TrainConfig, graphdef, num_tasks: int, names=("trunk", "head
 def _gradient_step(config: TrainConfig, graphdef, abstract, num_tasks: int):
     """``step(state, batch) -> (state, losses[K])``: the unguarded multi-task step."""
     activations = config.space == "activations"
-    names = _representation(config, abstract) if activations else ("trunk", "heads")
+    names = representation(config, abstract) if activations else ("trunk", "heads")
     loss_fn, trunk_fn, heads_fn = _losses(config, graphdef, num_tasks, names)
     labels_of = None
     if config.mtl_transform is not None and config.space == "params" and config.use_task_of:
