@@ -191,7 +191,7 @@ def _check_config(config: TrainConfig, data: MultiTaskData) -> None:
         raise ValueError("config.space='activations' needs a config.mtl_transform.")
     for name in ("batch_size", "num_epochs", "eval_batch_size"):
         value = getattr(config, name)
-        if int(value) != value or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"config.{name} must be a positive int; got {value!r}.")
     n_train = data.train.num_examples
     if config.batch_size > n_train:
@@ -208,6 +208,14 @@ def _check_config(config: TrainConfig, data: MultiTaskData) -> None:
             raise ValueError(
                 f"config.{name} has {len(value)} entries; expected {k} (one per task)."
             )
+        bad = [i for i, v in enumerate(value or ()) if not (np.isfinite(v) and v >= 0)]
+        if bad:
+            raise ValueError(
+                f"config.{name}[{bad[0]}] = {value[bad[0]]!r}; task weights must be finite "
+                "and >= 0."
+            )
+    if isinstance(config.log_every, bool) or not isinstance(config.log_every, (int, np.integer)):
+        raise ValueError(f"config.log_every must be an int >= 0; got {config.log_every!r}.")
     if config.log_every < 0:
         raise ValueError(f"config.log_every must be >= 0; got {config.log_every}.")
 
@@ -242,22 +250,50 @@ def _check_split(split: Any, name: str, data: MultiTaskData) -> None:
                 f"{rows.size} row(s), first at row {int(rows[0])}; clean or drop them first."
             )
     labels = np.asarray(split.labels)
-    if not np.isin(labels, (0.0, 1.0)).all():
-        bad = labels[~np.isin(labels, (0.0, 1.0))]
+    bad = ~np.isin(labels, (0.0, 1.0))
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(n, -1).any(axis=1))
         raise ValueError(
-            f"{name}.labels must be 0/1; found {bad.size} other value(s), e.g. {bad[0]}."
+            f"{name}.labels must be 0/1; {rows.size} row(s) hold other values, first at row "
+            f"{int(rows[0])}: {float(labels[bad][0])!r}."
         )
-    cat = np.asarray(split.cat)
-    if f and n:
-        if not np.issubdtype(cat.dtype, np.integer):
-            raise TypeError(f"{name}.cat must hold integer ids; got dtype {cat.dtype}.")
-        high = np.asarray(data.vocab_sizes)[None, :]
-        bad = (cat < 0) | (cat >= high)
+
+
+def _id_bounds(data: MultiTaskData, abstract: Any) -> dict[str, list[tuple[int, str]]]:
+    """Exclusive upper bounds of the ids, per field: the data's and the model's, the tighter."""
+    cat = [(int(v), f"data.vocab_sizes[{f}]") for f, v in enumerate(data.vocab_sizes)]
+    model_vocab = getattr(getattr(abstract, "encoder", None), "vocab_sizes", None)
+    for f, v in enumerate(model_vocab or ()):
+        if f < len(cat) and int(v) < cat[f][0]:
+            cat[f] = (int(v), f"the model's vocab_sizes[{f}]")
+    user = [(int(data.num_users), "data.num_users")] if data.num_users else []
+    embed = getattr(abstract, "user_embed", None)
+    if embed is not None and hasattr(embed, "num_embeddings"):
+        if not user or int(embed.num_embeddings) < user[0][0]:
+            user = [(int(embed.num_embeddings), "the model's num_users")]
+    return {"cat": cat, "user": user}
+
+
+def _check_ids(split: Split, name: str, bounds: dict) -> None:
+    """Categorical and user ids are integers in ``[0, bound)``; names the first bad row."""
+    for field in ("cat", "user"):
+        value = getattr(split, field)
+        if value is None or not bounds[field] or np.size(value) == 0:
+            continue
+        ids = np.asarray(value)
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"{name}.{field} must hold integer ids; got dtype {ids.dtype}.")
+        ids = ids.reshape(ids.shape[0], -1)
+        if ids.shape[1] != len(bounds[field]):
+            continue  # a shape error, reported by the shape checks
+        high = np.asarray([b for b, _ in bounds[field]])[None, :]
+        bad = (ids < 0) | (ids >= high)
         if bad.any():
             row, col = (int(i[0]) for i in np.nonzero(bad))
+            where = f"{name}.cat[{row}, {col}]" if field == "cat" else f"{name}.user[{row}]"
             raise ValueError(
-                f"{name}.cat[{row}, {col}] = {int(cat[row, col])} is outside "
-                f"[0, vocab_sizes[{col}]={data.vocab_sizes[col]})."
+                f"{where} = {int(ids[row, col])} is outside [0, {bounds[field][col][1]}="
+                f"{bounds[field][col][0]})."
             )
 
 
@@ -280,8 +316,12 @@ def _check_mesh_arg(mesh: Any) -> None:
         raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {type(mesh).__name__}.")
 
 
-def _batch_checker(want_batch: Split) -> Callable[[Any], None]:
-    """Host-side shape check of a streamed batch against the training split."""
+def _batch_checker(want_batch: Split, bounds: dict) -> Callable[[Any], None]:
+    """Host-side check of a streamed batch: shapes as the training split's, ids, 0/1 labels.
+
+    Non-finite values are left to the step's guard (the step is skipped and
+    counted); a finite label other than 0/1 and an id out of range are refused.
+    """
 
     def check_batch(batch):
         if not isinstance(batch, Split):
@@ -301,6 +341,14 @@ def _batch_checker(want_batch: Split) -> Callable[[Any], None]:
         n = {np.shape(x)[0] for x in jax.tree.leaves(batch) if x is not None}
         if len(n) != 1:
             raise ValueError(f"batch fields have different leading sizes {sorted(n)}.")
+        labels = np.asarray(batch.labels)
+        bad = np.isfinite(labels) & ~np.isin(labels, (0.0, 1.0))
+        if bad.any():
+            row = int(np.flatnonzero(bad.reshape(labels.shape[0], -1).any(axis=1))[0])
+            raise ValueError(
+                f"batch.labels must be 0/1; row {row} holds {float(labels[bad][0])!r}."
+            )
+        _check_ids(batch, "batch", bounds)
 
     return check_batch
 
@@ -481,9 +529,12 @@ def make_train(
 
     Args:
       config: a ``TrainConfig``.
-      data: a ``MultiTaskData``; checked once (shapes, finite dense features
-        and labels, 0/1 labels, categorical ids in range) and moved to the
-        device once.
+      data: a ``MultiTaskData``; checked once on the host (shapes, finite
+        dense features and labels, 0/1 labels, integer categorical ids below
+        ``data.vocab_sizes`` and the model encoder's ``vocab_sizes``, integer
+        user ids below ``data.num_users`` and the model's user embedding; the
+        first bad row named) and moved to the device once. ``Trainer.step``
+        checks each streamed batch's ids and finite labels the same way.
       mesh: a ``jax.sharding.Mesh`` (``parallel.make_mesh``) or ``None`` (one
         device). ``config.batch_size`` must be divisible by its size.
 
@@ -520,6 +571,9 @@ def make_train(
     _check_mesh_arg(mesh)
     train, val, test = device_splits(data)
     abstract = _probe_model(config, data, train)
+    bounds = _id_bounds(data, abstract)
+    for name in ("train", "val", "test"):
+        _check_ids(getattr(data, name), f"data.{name}", bounds)
     graphdef, _ = nnx.split(abstract)
     step, init = _gradient_step(config, graphdef, abstract, data.num_tasks)
     steps_per_epoch = data.train.num_examples // config.batch_size
@@ -531,7 +585,7 @@ def make_train(
         record=_epoch_record,
         result=lambda ts, history: TrainResult(ts.params, *history),
         unpack=lambda splits: (splits[0], tuple(splits[1:])),
-        check_batch=_batch_checker(jax.tree.map(lambda a: a[: config.batch_size], train)),
+        check_batch=_batch_checker(jax.tree.map(lambda a: a[: config.batch_size], train), bounds),
         signature={
             "model": _describe(config.model),
             "num_tasks": data.num_tasks,
