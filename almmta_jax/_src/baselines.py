@@ -33,10 +33,11 @@ from flax import nnx
 from almmta_jax._src import losses
 from almmta_jax._src.adversary import gradient_reversal
 from almmta_jax._src.data import JourneyBatch
+from almmta_jax._src.fields import check_model_ids
 from almmta_jax._src.fitting import fit_full_batch
 from almmta_jax._src.networks import TouchEmbedding
 from almmta_jax._src.optimizer import default_optimizer
-from almmta_jax._src.train import TrainConfig
+from almmta_jax._src.train import TrainConfig, check_journeys
 from drgrad_jax import loop
 
 ALM_MTA_VARIANTS = ("full", "no_contrastive", "lambda0")
@@ -423,7 +424,10 @@ def make_baseline_train(
       model_fn: ``rngs -> module`` with ``module(batch, keep) -> logits`` and
         ``module.aux_loss(batch)``.
       config: a ``BaselineConfig``.
-      data: training journeys (``JourneyBatch`` of N >= batch_size journeys).
+      data: training journeys (``JourneyBatch`` of N >= batch_size journeys),
+        validated once on the host like ``make_train``'s (``check_journeys``:
+        values, and ids against ``config.vocab_sizes`` / ``num_users``);
+        ``Trainer.step`` checks a streamed batch's ids the same way.
 
     Returns:
       A ``drgrad_jax.loop.Trainer``: ``trainer(key, data=None) -> BaselineRun``
@@ -446,6 +450,7 @@ def make_baseline_train(
     if not isinstance(config, BaselineConfig):
         raise TypeError(f"config must be a BaselineConfig, got {type(config).__name__}.")
     _check_batch(data, config)
+    check_journeys(data, config, "data")
     n = int(np.shape(data.y)[0])
     if n < config.batch_size:
         raise ValueError(f"data holds {n} journeys; fewer than batch_size={config.batch_size}.")
@@ -478,6 +483,9 @@ def make_baseline_train(
         record=lambda state, mean_loss, _: mean_loss,
         result=lambda state, history: BaselineRun(graphdef, state.params, history),
         unpack=lambda d: (d, None),
+        check_batch=lambda batch: (
+            check_model_ids(batch, config, "batch") if isinstance(batch, JourneyBatch) else None
+        ),
         signature={
             "model": type(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0)))).__name__,
             "baseline": loop.config_signature(config, exclude=("progress",)),

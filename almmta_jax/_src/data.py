@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from almmta_jax._src.fields import check_binary, check_ids
+from almmta_jax._src.fields import check_binary, check_ids, first_row
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -155,12 +155,14 @@ def validate_journeys(batch: JourneyBatch, *, allow_padding_rows: bool = False) 
         raise ValueError("all-padding rows must carry ipw == 0.")
     y = check_binary("y", batch.y)
     for name in ("x", "tfeat", "yp", "ipw"):
-        if not np.all(np.isfinite(getattr(batch, name))):
-            raise ValueError(f"{name} contains NaN or infinite values.")
-    if np.any((batch.yp < 0) | (batch.yp > 1)):
-        raise ValueError("yp (the proxy y') must lie in [0, 1].")
+        bad = ~np.isfinite(getattr(batch, name))
+        if bad.any():
+            raise ValueError(f"{name} contains NaN or infinite values; {first_row(bad)}.")
+    bad = (batch.yp < 0) | (batch.yp > 1)
+    if bad.any():
+        raise ValueError(f"yp (the proxy y') must lie in [0, 1]; {first_row(bad)}.")
     if np.any(batch.ipw < 0):
-        raise ValueError("ipw must be >= 0.")
+        raise ValueError(f"ipw must be >= 0; {first_row(batch.ipw < 0)}.")
     check_ids("touch_ids", batch.touch_ids)
     check_ids("user_id", batch.user_id)
     if not np.array_equal(batch.yp_mask, mask & (y == 1)[:, None]):

@@ -14,7 +14,8 @@ import numpy as np
 INT32_MAX = np.iinfo(np.int32).max
 
 
-def _first(bad: np.ndarray) -> str:
+def first_row(bad: np.ndarray) -> str:
+    """``"row r (n such rows)"``: the first row of a ``[N, ...]`` mask holding a True."""
     rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
     return f"row {int(rows[0])} ({rows.size} such rows)"
 
@@ -43,19 +44,19 @@ def check_ids(name: str, values, *, upper: int | None = None) -> np.ndarray:
         bad = ~np.isfinite(a) | (a != np.round(a))
         if bad.any():
             v = a[bad].flat[0]
-            raise ValueError(f"{name} must hold integer ids; {_first(bad)} holds {v!r}.")
+            raise ValueError(f"{name} must hold integer ids; {first_row(bad)} holds {v!r}.")
     elif not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} has dtype {a.dtype}; expected integers.")
     if (a < 0).any():
         bad = a < 0
         v = a[bad].flat[0]
-        raise ValueError(f"{name} must be >= 0; {_first(bad)} holds {v}.")
+        raise ValueError(f"{name} must be >= 0; {first_row(bad)} holds {v}.")
     top = INT32_MAX + 1 if upper is None else int(upper)
     if (a >= top).any():
         bad = a >= top
         v = a[bad].flat[0]
         what = "the int32 range" if upper is None else f"the declared vocabulary size {top}"
-        raise ValueError(f"{name} must be < {top} ({what}); {_first(bad)} holds {v}.")
+        raise ValueError(f"{name} must be < {top} ({what}); {first_row(bad)} holds {v}.")
     return a.astype(np.int64)
 
 
@@ -64,7 +65,7 @@ def check_binary(name: str, values) -> np.ndarray:
     a = np.asarray(values)
     bad = ~((a == 0) | (a == 1))
     if bad.any():
-        raise ValueError(f"{name} must be binary (0/1); {_first(bad)} holds {a[bad].flat[0]!r}.")
+        raise ValueError(f"{name} must be binary (0/1); {first_row(bad)} holds {a[bad].flat[0]!r}.")
     return a
 
 

@@ -22,7 +22,7 @@ from almmta_jax._src import losses
 from almmta_jax._src.adversary import adversary_weight, split_model
 from almmta_jax._src.balancing import head_balancer
 from almmta_jax._src.contrastive import positives
-from almmta_jax._src.data import JourneyBatch, validate_journeys
+from almmta_jax._src.data import JourneyBatch, as_numpy, validate_journeys
 from almmta_jax._src.fields import check_model_ids
 from almmta_jax._src.networks import ALMMTA, ModelConfig
 from almmta_jax._src.optimizer import default_optimizer
@@ -131,18 +131,7 @@ class TrainConfig:
             )
         if self.balancer not in BALANCERS:
             raise ValueError(f"balancer must be one of {BALANCERS}, got {self.balancer!r}.")
-        for name in ("adversary_steps", "batch_size", "num_epochs", "queue_size"):
-            if name == "batch_size" and self.batch_size is None:
-                continue
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("alpha", "beta", "lambda_max", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}.")
-        if self.temperature <= 0 or self.learning_rate <= 0 or self.clip_norm <= 0:
-            raise ValueError("temperature, learning_rate and clip_norm must be > 0.")
+        _check_fields(self)
 
     def resolved_optimizer(self, total_steps: int | None = None) -> optax.GradientTransformation:
         """``optimizer``, or ``default_optimizer`` from this config's fields when it is None.
@@ -159,6 +148,37 @@ class TrainConfig:
             weight_decay=self.weight_decay,
             clip_norm=self.clip_norm,
         )
+
+
+_COUNTS = {"adversary_steps": 1, "batch_size": 1, "num_epochs": 1, "queue_size": 1}
+_COUNTS.update({"lr_warmup_steps": 0, "warmup_steps": 0, "eval_size": 1})
+# name -> (domain text, membership); NaN and +-Inf lie outside every domain.
+_FLOATS = {
+    "alpha": (">= 0", lambda v: v >= 0),
+    "beta": (">= 0", lambda v: v >= 0),
+    "lambda_max": (">= 0", lambda v: v >= 0),
+    "weight_decay": (">= 0", lambda v: v >= 0),
+    "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "temperature": ("> 0", lambda v: v > 0),
+    "learning_rate": ("> 0", lambda v: v > 0),
+    "clip_norm": ("> 0", lambda v: v > 0),
+}
+
+
+def _check_fields(config: TrainConfig) -> None:
+    """Counts are ints at or above their minimum; floats finite and in their domains."""
+    for name, low in _COUNTS.items():
+        value = getattr(config, name)
+        if value is None and name in ("warmup_steps", "batch_size"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+    for name, (text, inside) in _FLOATS.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
+        if not (np.isfinite(value) and inside(value)):
+            raise ValueError(f"{name} must be {text} and finite, got {value!r}.")
 
 
 class EvalMetrics(NamedTuple):
@@ -268,14 +288,42 @@ def _progress_text(record) -> str:
     return text if evals is None else f"{text} AUC {float(evals.outcome_auc):.4f}"
 
 
-def _check_data(data: JourneyBatch, config: TrainConfig, name: str) -> int:
-    if not isinstance(data, JourneyBatch):
-        raise TypeError(f"{name} must be a JourneyBatch, got {type(data).__name__}.")
+def check_journeys(batch: JourneyBatch, model_config, name: str) -> None:
+    """Validates journeys entering without a file, once, on the host.
+
+    Concrete device arrays are copied to the host first, so journeys given as
+    ``jax.Array`` s get the loaders' value checks (finite features, binary
+    outcome, non-empty journeys, ids in range) as NumPy ones do; traced or
+    not fully addressable arrays get the shape checks only.
+
+    Args:
+      batch: the journeys.
+      model_config: what declares the vocabularies (``vocab_sizes``,
+        ``num_users``, optional ``hash_buckets``): a ``ModelConfig`` or a
+        ``BaselineConfig``.
+      name: the argument's name, prefixed to every message.
+
+    Raises:
+      TypeError / ValueError: from ``validate_journeys`` and ``check_model_ids``.
+    """
+    if not isinstance(batch, JourneyBatch):
+        raise TypeError(f"{name} must be a JourneyBatch, got {type(batch).__name__}.")
+    leaves = [a for a in batch if a is not None]
+    concrete = all(
+        not isinstance(a, jax.core.Tracer)
+        and (not isinstance(a, jax.Array) or a.is_fully_addressable)
+        for a in leaves
+    )
+    host = as_numpy(batch) if concrete else batch
     try:
-        validate_journeys(data)
+        validate_journeys(host)
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
-    check_model_ids(data, config.model, name)
+    check_model_ids(host, model_config, name)
+
+
+def _check_data(data: JourneyBatch, config: TrainConfig, name: str) -> int:
+    check_journeys(data, config.model, name)
     n = int(np.shape(data.y)[0])
     if config.batch_size is not None and n < config.batch_size:
         raise ValueError(f"{name} holds {n} journeys; fewer than batch_size={config.batch_size}.")
@@ -300,7 +348,8 @@ def make_train(
     journeys of ``eval_data`` (or of ``data``). ``jax.jit(jax.vmap(trainer))(keys)``
     trains several seeds in one program.
 
-    The journeys (and ``eval_data``) are validated once on the host, their ids
+    The journeys (and ``eval_data``) are validated once on the host
+    (``check_journeys``; device arrays are copied to the host for it), their ids
     against ``config.model``: touch ids below ``vocab_sizes`` for every field
     the model does not hash, user ids below ``num_users`` when it embeds them;
     ``Trainer.step`` applies the same id check to each streamed batch.
@@ -352,8 +401,8 @@ def make_train(
     graphdef = split_model(nnx.eval_shape(lambda: ALMMTA(config.model, rngs=nnx.Rngs(0))))[0]
     raw_step = make_step(config, graphdef, config.resolved_optimizer(total_steps))
     eval_src = data if eval_data is None else eval_data
-    if eval_data is not None and isinstance(eval_data, JourneyBatch):
-        check_model_ids(eval_data, config.model, "eval_data")
+    if eval_data is not None:
+        check_journeys(eval_data, config.model, "eval_data")
     m_eval = min(config.eval_size, int(np.shape(eval_src.y)[0]))
     eval_batch = jax.tree.map(lambda a: jnp.asarray(a)[:m_eval], eval_src)
     placement = lambda state, mesh: state_sharding(

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from optax.projections import projection_simplex
 
+from drgrad_jax._src.domains import NON_NEGATIVE, with_domains
 from drgrad_jax._src.min_norm import (
     EXACT_MAX_TASKS,
     PGD_ITERS,
@@ -154,8 +155,6 @@ def cagrad(
     """
     if num_tasks is not None:
         require_num_tasks(num_tasks, "cagrad")
-    if isinstance(c, (int, float)) and c < 0:
-        raise ValueError(f"c must be >= 0; got {c}.")
 
     def weights_fn(gram):
         weights = cagrad_weights(gram, c)
@@ -164,4 +163,5 @@ def cagrad(
             weights = weights / (1.0 + cc * cc)
         return weights
 
-    return gramian_weighting(weights_fn, CAGradState, num_tasks=num_tasks)
+    tx = gramian_weighting(weights_fn, CAGradState, num_tasks=num_tasks)
+    return with_domains(tx, "cagrad", c=(c, NON_NEGATIVE))

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.conflict_free import conflict_free_weights
+from drgrad_jax._src.domains import UNIT, with_domains
 from drgrad_jax._src.dualproj import dualproj_weights
 from drgrad_jax._src.imtl import imtl_g_weights
 from drgrad_jax._src.min_norm import min_norm_weights
@@ -108,8 +109,6 @@ def cr_mogm(
         weights_of = weighting
     else:
         raise TypeError(f"weighting must be a name or a callable; got {weighting!r}.")
-    if isinstance(alpha, (int, float)) and not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1]; got {alpha}.")
     if initial_weights is not None and jnp.shape(initial_weights) != (num_tasks,):
         raise ValueError(
             f"initial_weights has shape {jnp.shape(initial_weights)}; expected [{num_tasks}]."
@@ -143,4 +142,5 @@ def cr_mogm(
         )
         return combine(lam, task_grads), new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(tx, "cr_mogm", alpha=(alpha, UNIT))

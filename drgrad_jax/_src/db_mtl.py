@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import NON_NEGATIVE, UNIT_RIGHT_OPEN, with_domains
 from drgrad_jax._src.loss_weighting import _losses_arg
 from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, require_num_tasks
 
@@ -120,4 +121,7 @@ def db_mtl(
         new_state = optax.tree.where(finite, DBMTLState(count=t, grad_ema=ema), state)
         return updates, new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(
+        tx, "db_mtl", beta=(beta, UNIT_RIGHT_OPEN), beta_sigma=(beta_sigma, NON_NEGATIVE)
+    )

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import POSITIVE, with_domains
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
@@ -93,8 +94,6 @@ def excess_mtl(
     require_num_tasks(num_tasks, "excess_mtl")
     if isinstance(n_warmup_steps, int) and n_warmup_steps < 0:
         raise ValueError(f"n_warmup_steps must be a non-negative int; got {n_warmup_steps!r}.")
-    if isinstance(robust_step_size, (int, float)) and robust_step_size <= 0:
-        raise ValueError(f"robust_step_size must be > 0; got {robust_step_size}.")
 
     def init_fn(params):
         if params is None:
@@ -146,4 +145,5 @@ def excess_mtl(
         finite = jnp.all(jnp.isfinite(risk))
         return combine(weights, task_grads), optax.tree.where(finite, new_state, state)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(tx, "excess_mtl", robust_step_size=(robust_step_size, POSITIVE))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import NON_NEGATIVE, check, with_domains
 from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
@@ -146,15 +147,17 @@ def fairgrad(
     """
     if num_tasks is not None:
         require_num_tasks(num_tasks, "fairgrad")
-    if isinstance(alpha, (int, float)) and alpha < 0:
-        raise ValueError(f"alpha must be >= 0; got {alpha}.")
     if isinstance(max_iters, int) and max_iters < 1:
         raise ValueError(f"max_iters must be a positive int; got {max_iters!r}.")
+    domains = {"alpha": (alpha, NON_NEGATIVE), "eps": (eps, NON_NEGATIVE)}
+    for name, (value, domain) in domains.items():  # before alpha is cast below
+        check("fairgrad", name, value, domain)
     # M w = w ** (-1 / alpha) gives w(c M) = c ** (-alpha / (1 + alpha)) w(M).
     power = -jnp.asarray(alpha, jnp.float32) / (1.0 + jnp.asarray(alpha, jnp.float32))
-    return gramian_weighting(
+    tx = gramian_weighting(
         lambda gram: fairgrad_weights(gram, alpha, eps=eps, max_iters=max_iters),
         FairGradState,
         num_tasks=num_tasks,
         scale_power=power,
     )
+    return with_domains(tx, "fairgrad", **domains)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import NON_NEGATIVE, POSITIVE, with_domains
 from drgrad_jax._src.loss_weighting import _losses_arg
 from drgrad_jax._src.task_grads import (
     check_matches_params,
@@ -154,4 +155,10 @@ def famo(
         new_state = optax.tree.where(finite, new_state, state)
         return combine(weights, task_grads), new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(
+        tx,
+        "famo",
+        learning_rate=(learning_rate, POSITIVE),
+        weight_decay=(weight_decay, NON_NEGATIVE),
+    )

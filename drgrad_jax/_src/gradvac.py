@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import UNIT, with_domains
 from drgrad_jax._src.pcgrad import random_task_orders
 from drgrad_jax._src.task_grads import (
     check_matches_params,
@@ -151,4 +152,5 @@ def gradvac(
             count=optax.safe_increment(state.count), key=key, targets=targets
         )
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(tx, "gradvac", beta=(beta, UNIT))

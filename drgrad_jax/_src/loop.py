@@ -439,8 +439,9 @@ class Trainer:
         """One guarded step on a given batch (a streamed input); returns ``(state, metrics)``.
 
         The batch is checked on the host first when the package gives a check
-        (shapes; ALM-MTA's ids against the model's vocabularies); non-finite
-        values are not (a non-finite step is skipped and counted).
+        (shapes, ids against the model's vocabularies, DRGrad's finite labels
+        0/1); non-finite values are not (a non-finite step is skipped and
+        counted).
         """
         if self.recipe.check_batch is not None:
             self.recipe.check_batch(batch)

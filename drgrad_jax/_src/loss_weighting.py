@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import POSITIVE, with_domains
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
@@ -118,7 +119,8 @@ def dwa(
         count = jnp.where(finite, optax.safe_increment(state.count), state.count)
         return combine(weights, task_grads), DWAState(count=count, prev_losses=prev)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(tx, "dwa", temperature=(temperature, POSITIVE))
 
 
 class UncertaintyWeightingState(NamedTuple):
@@ -211,7 +213,8 @@ def _learned_log_scales(learning_rate, num_tasks, weights_and_grad, state_cls, m
         new = jnp.where(jnp.all(jnp.isfinite(losses)), new, log_scales)
         return combine(weights, task_grads), state_cls(optax.safe_increment(count), new)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(tx, method, learning_rate=(learning_rate, POSITIVE))
 
 
 class IMTLLState(NamedTuple):

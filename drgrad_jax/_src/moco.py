@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from optax.projections import projection_simplex
 
+from drgrad_jax._src.domains import NON_NEGATIVE, POSITIVE, UNIT, with_domains
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
@@ -120,4 +121,13 @@ def moco(
         new_state = MoCoState(count=optax.safe_increment(state.count), tracked=tracked, weights=lam)
         return updates, optax.tree.where(jnp.all(jnp.isfinite(gram)), new_state, state)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(
+        tx,
+        "moco",
+        beta=(beta, UNIT),
+        gamma=(gamma, POSITIVE),
+        rho=(rho, NON_NEGATIVE),
+        beta_sigma=(beta_sigma, NON_NEGATIVE),
+        gamma_sigma=(gamma_sigma, NON_NEGATIVE),
+    )

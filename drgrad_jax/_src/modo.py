@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from optax.projections import projection_simplex
 
+from drgrad_jax._src.domains import NON_NEGATIVE, POSITIVE, with_domains
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
@@ -105,8 +106,6 @@ def modo(
       https://arxiv.org/abs/2305.20057.
     """
     require_num_tasks(num_tasks, "modo")
-    if isinstance(gamma, (int, float)) and gamma <= 0:
-        raise ValueError(f"gamma must be > 0; got {gamma}.")
 
     def init_fn(params):
         del params
@@ -126,4 +125,5 @@ def modo(
             count=optax.safe_increment(state.count), weights=kept
         )
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(tx, "modo", gamma=(gamma, POSITIVE), rho=(rho, NON_NEGATIVE))

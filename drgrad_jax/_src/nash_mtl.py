@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import NON_NEGATIVE, with_domains
 from drgrad_jax._src.fairgrad import alpha_fair_solve
 from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
@@ -124,4 +125,5 @@ def nash_mtl(
 
     # alpha for c M is alpha / sqrt(c) (the normalised variant is scale free).
     power = 0.0 if normalize_gramian else -0.5
-    return gramian_weighting(weights_fn, NashMTLState, num_tasks=num_tasks, scale_power=power)
+    tx = gramian_weighting(weights_fn, NashMTLState, num_tasks=num_tasks, scale_power=power)
+    return with_domains(tx, "nash_mtl", eps=(eps, NON_NEGATIVE))

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from optax.projections import projection_simplex
 
+from drgrad_jax._src.domains import NON_NEGATIVE, POSITIVE, UNIT_RIGHT_OPEN, with_domains
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
@@ -132,8 +133,6 @@ def sdmgrad(
     require_num_tasks(num_tasks, "sdmgrad")
     if isinstance(n_iter, int) and n_iter < 1:
         raise ValueError(f"n_iter must be a positive int; got {n_iter!r}.")
-    if isinstance(lam, (int, float)) and lam < 0:
-        raise ValueError(f"lam must be >= 0; got {lam}.")
     if pref_vector is not None and jnp.shape(pref_vector) != (num_tasks,):
         raise ValueError(
             f"pref_vector has shape {jnp.shape(pref_vector)}; expected [{num_tasks}] (one per task)."
@@ -170,4 +169,11 @@ def sdmgrad(
             count=optax.safe_increment(state.count), weights=kept
         )
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(
+        tx,
+        "sdmgrad",
+        lam=(lam, NON_NEGATIVE),
+        learning_rate=(learning_rate, POSITIVE),
+        momentum=(momentum, UNIT_RIGHT_OPEN),
+    )

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import POSITIVE, with_domains
 from drgrad_jax._src.loss_weighting import _losses_arg
 from drgrad_jax._src.task_grads import (
     check_matches_params,
@@ -94,8 +95,6 @@ def stch(
     """
     if num_tasks is not None:
         require_num_tasks(num_tasks, "stch")
-    if isinstance(mu, (int, float)) and mu <= 0:
-        raise ValueError(f"mu must be > 0; got {mu}.")
     for name, value in (("preference", preference), ("ideal", ideal)):
         if value is not None and jnp.ndim(value) != 1:
             raise ValueError(f"{name} must be a vector [num_tasks]; got shape {jnp.shape(value)}.")
@@ -116,4 +115,5 @@ def stch(
         weights = stch_weights(losses, mu, preference, ideal)
         return combine(weights, task_grads), STCHState(count=optax.safe_increment(state.count))
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(tx, "stch", mu=(mu, POSITIVE))

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from drgrad_jax._src import loop, metrics, networks, progress
 from drgrad_jax._src.data import MultiTaskData, Split
+from drgrad_jax._src.entry import batch_checker, check_data, check_ids, id_bounds
 from drgrad_jax._src.representation import check_shared_layer, representation
 from drgrad_jax._src.shared_sum import check_summed_shared_grads
 from drgrad_jax._src.task_grads import per_task_grads, per_task_rep_grads
@@ -254,7 +255,7 @@ def _check_config(config: TrainConfig, data: MultiTaskData) -> None:
         raise ValueError("config.space='activations' needs a config.mtl_transform.")
     for name in ("batch_size", "num_epochs", "eval_batch_size"):
         value = getattr(config, name)
-        if int(value) != value or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"config.{name} must be a positive int; got {value!r}.")
     n_train = data.train.num_examples
     if config.batch_size > n_train:
@@ -271,62 +272,16 @@ def _check_config(config: TrainConfig, data: MultiTaskData) -> None:
             raise ValueError(
                 f"config.{name} has {len(value)} entries; expected {k} (one per task)."
             )
+        bad = [i for i, v in enumerate(value or ()) if not (np.isfinite(v) and v >= 0)]
+        if bad:
+            raise ValueError(
+                f"config.{name}[{bad[0]}] = {value[bad[0]]!r}; task weights must be finite "
+                "and >= 0."
+            )
+    if isinstance(config.log_every, bool) or not isinstance(config.log_every, (int, np.integer)):
+        raise ValueError(f"config.log_every must be an int >= 0; got {config.log_every!r}.")
     if config.log_every < 0:
         raise ValueError(f"config.log_every must be >= 0; got {config.log_every}.")
-
-
-def _check_split(split: Any, name: str, data: MultiTaskData) -> None:
-    """Shapes, dtypes and values of one split (host-side, once, before compiling)."""
-    if not isinstance(split, Split):
-        raise TypeError(f"{name} must be a Split; got {type(split).__name__}.")
-    n = int(np.shape(split.labels)[0]) if np.ndim(split.labels) else -1
-    f, d, k = len(data.vocab_sizes), data.num_dense, data.num_tasks
-    want = {
-        "cat": ((n, f), "[N, len(data.vocab_sizes)]"),
-        "dense": ((n, d), "[N, data.num_dense]"),
-        "labels": ((n, k), "[N, data.num_tasks]"),
-    }
-    if data.num_users and split.user is not None:
-        want["user"] = ((n,), "[N]")
-    for field, (shape, rule) in want.items():
-        got = np.shape(getattr(split, field))
-        if got != shape:
-            raise ValueError(
-                f"{name}.{field} has shape {got}; expected {shape} ({rule} with N = {n}, "
-                f"the rows of {name}.labels)."
-            )
-    for field in ("dense", "labels"):
-        value = np.asarray(getattr(split, field))
-        bad = ~np.isfinite(value)
-        if bad.any():
-            rows = np.flatnonzero(bad.any(axis=1))
-            raise ValueError(
-                f"{name}.{field} holds {int(bad.sum())} non-finite value(s) (NaN/Inf) in "
-                f"{rows.size} row(s), first at row {int(rows[0])}; clean or drop them first."
-            )
-    labels = np.asarray(split.labels)
-    if not np.isin(labels, (0.0, 1.0)).all():
-        bad = labels[~np.isin(labels, (0.0, 1.0))]
-        raise ValueError(
-            f"{name}.labels must be 0/1; found {bad.size} other value(s), e.g. {bad[0]}."
-        )
-    cat = np.asarray(split.cat)
-    if f and n:
-        if not np.issubdtype(cat.dtype, np.integer):
-            raise TypeError(f"{name}.cat must hold integer ids; got dtype {cat.dtype}.")
-        high = np.asarray(data.vocab_sizes)[None, :]
-        bad = (cat < 0) | (cat >= high)
-        if bad.any():
-            row, col = (int(i[0]) for i in np.nonzero(bad))
-            raise ValueError(
-                f"{name}.cat[{row}, {col}] = {int(cat[row, col])} is outside "
-                f"[0, vocab_sizes[{col}]={data.vocab_sizes[col]})."
-            )
-
-
-def _check_data(data: MultiTaskData) -> None:
-    for name in ("train", "val", "test"):
-        _check_split(getattr(data, name), f"data.{name}", data)
 
 
 def _describe(fn: Any) -> str:
@@ -341,31 +296,6 @@ def _describe(fn: Any) -> str:
 def _check_mesh_arg(mesh: Any) -> None:
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {type(mesh).__name__}.")
-
-
-def _batch_checker(want_batch: Split) -> Callable[[Any], None]:
-    """Host-side shape check of a streamed batch against the training split."""
-
-    def check_batch(batch):
-        if not isinstance(batch, Split):
-            raise TypeError(f"batch must be a Split; got {type(batch).__name__}.")
-        for field in ("cat", "dense", "labels", "user"):
-            want, got = getattr(want_batch, field), getattr(batch, field)
-            if (want is None) != (got is None):
-                raise ValueError(
-                    f"batch.{field} is {'missing' if got is None else 'unexpected'}; the training "
-                    f"data {'has' if want is not None else 'has no'} {field}."
-                )
-            if want is not None and np.shape(got)[1:] != tuple(np.shape(want))[1:]:
-                raise ValueError(
-                    f"batch.{field} has shape {np.shape(got)}; expected "
-                    f"[B, *{tuple(np.shape(want))[1:]}] as in the training data."
-                )
-        n = {np.shape(x)[0] for x in jax.tree.leaves(batch) if x is not None}
-        if len(n) != 1:
-            raise ValueError(f"batch fields have different leading sizes {sorted(n)}.")
-
-    return check_batch
 
 
 def _probe_model(config: TrainConfig, data: MultiTaskData, train: Split):
@@ -559,9 +489,12 @@ def make_train(
 
     Args:
       config: a ``TrainConfig``.
-      data: a ``MultiTaskData``; checked once (shapes, finite dense features
-        and labels, 0/1 labels, categorical ids in range) and moved to the
-        device once.
+      data: a ``MultiTaskData``; checked once on the host (shapes, finite
+        dense features and labels, 0/1 labels, integer categorical ids below
+        ``data.vocab_sizes`` and the model encoder's ``vocab_sizes``, integer
+        user ids below ``data.num_users`` and the model's user embedding; the
+        first bad row named) and moved to the device once. ``Trainer.step``
+        checks each streamed batch's ids and finite labels the same way.
       mesh: a ``jax.sharding.Mesh`` (``parallel.make_mesh``) or ``None`` (one
         device). ``config.batch_size`` must be divisible by its size.
 
@@ -595,7 +528,7 @@ def make_train(
       (6, (2,))
     """
     _check_config(config, data)
-    _check_data(data)
+    check_data(data)
     _check_mesh_arg(mesh)
     train, val, test = device_splits(data)
     abstract = _probe_model(config, data, train)
@@ -603,6 +536,9 @@ def make_train(
         check_summed_shared_grads(
             config.mtl_transform, nnx.to_pure_dict(nnx.state(abstract)), data.num_tasks
         )
+    bounds = id_bounds(data, abstract)
+    for name in ("train", "val", "test"):
+        check_ids(getattr(data, name), f"data.{name}", bounds)
     graphdef, _ = nnx.split(abstract)
     step, init = _gradient_step(config, graphdef, abstract, data.num_tasks)
     steps_per_epoch = data.train.num_examples // config.batch_size
@@ -614,7 +550,7 @@ def make_train(
         record=_epoch_record,
         result=lambda ts, history: TrainResult(ts.params, *history),
         unpack=lambda splits: (splits[0], tuple(splits[1:])),
-        check_batch=_batch_checker(jax.tree.map(lambda a: a[: config.batch_size], train)),
+        check_batch=batch_checker(jax.tree.map(lambda a: a[: config.batch_size], train), bounds),
         signature={
             "model": _describe(config.model),
             "num_tasks": data.num_tasks,

@@ -15,6 +15,7 @@ from jax.typing import ArrayLike
 from drgrad_jax._src import routing
 from drgrad_jax._src import task_grads as tg
 from drgrad_jax._src import updater as upd
+from drgrad_jax._src.domains import POSITIVE, UNIT_RIGHT_OPEN, with_domains
 
 SPACES = ("params", "activations")
 
@@ -161,18 +162,13 @@ def next_state(state, norms, diags, *, updater, ema_decay, temperature) -> DRGra
     return DRGradState(count, accum, mu, diag)
 
 
-def _check_hyperparams(space, pairing, updater, gamma, ema_decay, temperature):
+def _check_choices(space, pairing, updater):
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}; got {space!r}.")
     if pairing not in routing.PAIRINGS:
         raise ValueError(f"pairing must be one of {routing.PAIRINGS}; got {pairing!r}.")
     if updater not in upd.UPDATERS:
         raise ValueError(f"updater must be one of {upd.UPDATERS}; got {updater!r}.")
-    for name, value in (("gamma", gamma), ("temperature", temperature)):
-        if isinstance(value, (int, float)) and not value > 0:
-            raise ValueError(f"{name} must be > 0; got {value}.")
-    if isinstance(ema_decay, (int, float)) and not 0 <= ema_decay < 1:
-        raise ValueError(f"ema_decay must be in [0, 1); got {ema_decay}.")
 
 
 def _paper_primaries(roles, space, pairing, num_tasks):
@@ -339,7 +335,7 @@ def drgrad(
       Information Surgery for Multi-Task Learning (MTL) Recommendations",
       AAAI 2025. https://arxiv.org/abs/2510.09643
     """
-    _check_hyperparams(space, pairing, updater, gamma, ema_decay, temperature)
+    _check_choices(space, pairing, updater)
     num_tasks = static_num_tasks(num_tasks)
     roles = parse_roles(towers, ("dedicated", "shared", "aux"), "drgrad")
     _check_disjoint(roles, "drgrad")
@@ -393,7 +389,14 @@ def drgrad(
         new_leaves = [o.astype(g.dtype) for o, g in zip(out, leaves)]
         return jax.tree_util.tree_unflatten(treedef, new_leaves), new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(
+        tx,
+        "drgrad",
+        gamma=(gamma, POSITIVE),
+        temperature=(temperature, POSITIVE),
+        ema_decay=(ema_decay, UNIT_RIGHT_OPEN),
+    )
 
 
 def _find_states(opt_state) -> list[DRGradState]:
