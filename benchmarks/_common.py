@@ -17,6 +17,30 @@ from drgrad_jax import loop
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+COMPILATION_CACHE = REPO_ROOT / "benchmarks" / "out" / "jax-cache"
+
+
+def use_compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache for the benchmarks; returns its directory.
+
+    A second run of a benchmark loads its programs instead of compiling them.
+    The directory is ``$JAX_COMPILATION_CACHE_DIR`` when set, else
+    ``benchmarks/out/jax-cache``; ``DRGRAD_COMPILATION_CACHE=0`` turns it off.
+    A cache already configured (e.g. by the test suite) is left as it is. The
+    speed benchmarks report ``compile_s`` per step function next to whether the
+    cache was on, since a warm cache turns compile time into load time.
+    """
+    if os.environ.get("DRGRAD_COMPILATION_CACHE", "1").lower() in ("0", "off", "false", "no"):
+        return None
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(COMPILATION_CACHE)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return path
+
+
+CACHE_DIR = use_compilation_cache()
 
 
 def rows(

@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         "targets_met": bool(ok),
         "median_step_s": {k: v["median_s"] for k, v in timing.items()},
         "compile_s": {k: v["compile_s"] for k, v in timing.items()},
+        "compilation_cache": _common.CACHE_DIR,  # compile_s is load time when warm
         "batch": batch,
         "params": models.param_count(model),
         "backend": jax.default_backend(),

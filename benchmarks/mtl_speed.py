@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         "min_step_s": minima,
         "median_step_s": medians,
         "compile_s": compiles,
+        "compilation_cache": _common.CACHE_DIR,  # compile_s is load time when warm
         "pairs_per_step": rounds,
         "tasks": list(args.tasks),
         "batch": batch,
