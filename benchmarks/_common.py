@@ -209,3 +209,31 @@ def write_results_span(marker: str, section: str, path: pathlib.Path | None = No
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
     print(f"[results] wrote the {marker} span of {path}")
+
+
+FIGURES_DIR = REPO_ROOT / "benchmarks" / "figures"
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (benchmarks draw to PNG files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: pathlib.Path, dpi: int = 72) -> pathlib.Path:
+    """Writes ``fig`` as a PNG at a small resolution (tracked figures stay tens of kB)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, metadata={"Software": None})
+    pyplot().close(fig)
+    print(f"[plot] wrote {path} ({path.stat().st_size / 1024:.0f} kB)")
+    return path
+
+
+def figures_dir(results: pathlib.Path | None) -> pathlib.Path:
+    """Where the figures linked from ``results`` (a RESULTS.md) live: ``figures/`` beside it."""
+    return FIGURES_DIR if results is None else pathlib.Path(results).parent / "figures"

@@ -31,6 +31,11 @@ is as large as the differences between methods; ``--medium`` (8k users, every
 method) is what ``RESULTS.md`` reports; the default is the full world of the
 notes. ``--render a.json b.json`` rewrites the table from saved runs.
 
+Writing RESULTS.md also draws its figures as small PNGs in ``benchmarks/figures/``:
+each method's per-seed avg grouped AUUC and truth Spearman, and the per-bucket gain
+curves of seed 0's default world (kept in the payload as ``uplift_curves``; runs
+saved before it was kept render without that figure).
+
 Attribution of every method is single-touch deletion on the probability
 scale; ALM-MTA uses the ``ipw_simple`` front-door reading (the explicit
 K-of-R sum is not used here, so "no contrastive" differs from the full model
@@ -547,13 +552,77 @@ def _invocations(payload: dict) -> str:
     return "" if n == 1 else f", summed over {n} invocations run side by side"
 
 
-def markdown(payload: dict) -> str:
+MAIN_COLUMNS = (  # what a reader needs: prediction, the paper's score, the truth
+    ("AUC", "auc", 4),
+    ("avg grouped AUUC", "avg_grouped_auuc", 4),
+    ("truth Spearman", "truth_spearman", 3),
+    ("cluster-effect Spearman", "cluster_effect_spearman", 3),
+)
+DETAIL_COLUMNS = (
+    ("gAUC", "gauc", 4),
+    ("RCT grouped AUUC", "rct_avg_grouped_auuc", 4),
+    ("RCT exact", "rct_exact_avg_grouped_auuc", 4),
+    ("truth RMSE", "truth_rmse", 4),
+    ("top-1", "truth_top1", 3),
+    ("cluster-effect RMSE", "cluster_effect_rmse", 4),
+)
+FIGURES = {
+    "curves": "![Cumulative gain over clusters per propensity bucket, every method and the "
+    "oracle](figures/almmta_uplift_curves.png)\n\n*Reading:* per propensity bucket, the gain "
+    "collected by ranking clusters by each method's uplift (seed 0, default world); the closer "
+    "to the dashed oracle, the higher the bucket's grouped AUUC (in the legend).",
+    "seeds": "![Avg grouped AUUC and truth Spearman per method and seed, default world]"
+    "(figures/almmta_simulator_seeds.png)\n\n*Reading:* each dot is one seed's world, the bar "
+    "the mean: how far apart the methods are next to how far one method moves between seeds.",
+}
+
+
+def _table(res: dict, columns, label: str = "method") -> list[str]:
+    order = [TRUTH, *ALL_METHODS]  # a JSON round trip sorts the keys
+    lines = [
+        f"| {label} | " + " | ".join(c[0] for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for name in sorted(res, key=lambda m: order.index(m) if m in order else len(order)):
+        cells = " | ".join(_pm(res[name], key, digits) for _, key, digits in columns)
+        lines.append(f"| {name} | {cells} |")
+    return lines
+
+
+def _reading(res: dict) -> str:
+    """One line under a world's table: who leads on the paper's score and on the truth."""
+    trained = {k: v for k, v in res.items() if k != TRUTH}
+    parts = []
+    for label, key, digits in (
+        ("avg grouped AUUC", "avg_grouped_auuc", 4),
+        ("truth Spearman", "truth_spearman", 3),
+    ):
+        scored = {k: v[key] for k, v in trained.items() if np.isfinite(v.get(key, np.nan))}
+        if scored:
+            best = max(scored, key=scored.get)
+            parts.append(f"{best} leads on {label} ({scored[best]:.{digits}f})")
+    line = "*Reading:* among the trained methods, " + " and ".join(parts)
+    if TRUTH in res:
+        line += (
+            f"; the `{TRUTH}` row scores the simulator's exact effects "
+            f"(avg grouped AUUC {_fmt(res[TRUTH].get('avg_grouped_auuc'))})"
+        )
+    return line + ". Differences smaller than the ± spread over seeds are not measured ones."
+
+
+def _sizes(payload: dict) -> dict:
+    """The sizes in ``Sizes`` field order (a JSON round trip sorts the keys)."""
+    fields = [f.name for f in dataclasses.fields(Sizes)]
+    return dict(sorted(payload["sizes"].items(), key=lambda kv: fields.index(kv[0])))
+
+
+def markdown(payload: dict, figures: tuple[str, ...] = ()) -> str:
     n = payload["seeds"]
     lines = [
         "## ALM-MTA on the CDP simulator (`python -m benchmarks.almmta_simulator`)",
         "",
         f"Mode: {payload['mode']} ({payload['wall_seconds'] / 60:.1f} min wall on the shared "
-        f"2-core machine{_invocations(payload)}); world: {payload['sizes']}. Mean ± std over {n} seeds (seed s: its "
+        f"2-core machine{_invocations(payload)}); world: {_sizes(payload)}. Mean ± std over {n} seeds (seed s: its "
         "own simulated world and training key). Grouped AUUC is the oracle-normalized score of "
         "docs/almmta.md, *Grouped AUUC protocol* (random 0.5, oracle 1; not causalml's); *RCT* recomputes it on the "
         "randomized arm (same observational buckets, difference in means; *exact*: outcome "
@@ -563,24 +632,18 @@ def markdown(payload: dict) -> str:
         "",
     ]
     for world, res in payload["worlds"].items():
+        lines += [f"### World `{world}`", "", *_table(res, MAIN_COLUMNS), "", _reading(res), ""]
         lines += [
-            f"### World `{world}`",
+            "<details><summary>Every column (gAUC, randomized-arm AUUC, RMSEs, top-1)</summary>",
             "",
-            "| method | AUC | gAUC | avg grouped AUUC | RCT grouped AUUC | RCT exact | "
-            "truth Spearman | truth RMSE | top-1 | cluster-effect RMSE | cluster-effect Spearman |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *_table(res, DETAIL_COLUMNS),
+            "",
+            "</details>",
+            "",
         ]
-        order = [TRUTH, *ALL_METHODS]  # a JSON round trip sorts the keys
-        for name in sorted(res, key=lambda m: order.index(m) if m in order else len(order)):
-            r = res[name]
-            lines.append(
-                f"| {name} | {_pm(r, 'auc')} | {_pm(r, 'gauc')} | {_pm(r, 'avg_grouped_auuc')} | "
-                f"{_pm(r, 'rct_avg_grouped_auuc')} | {_pm(r, 'rct_exact_avg_grouped_auuc')} | "
-                f"{_pm(r, 'truth_spearman', 3)} | {_pm(r, 'truth_rmse')} | "
-                f"{_pm(r, 'truth_top1', 3)} | {_pm(r, 'cluster_effect_rmse')} | "
-                f"{_pm(r, 'cluster_effect_spearman', 3)} |"
-            )
-        lines.append("")
+        for fig in ("curves", "seeds") if world == "default" else ():
+            if fig in figures:
+                lines += [FIGURES[fig], ""]
     v = payload.get("protocol_validation", {}).get("default")
     if v:
         lines += [
@@ -595,6 +658,14 @@ def markdown(payload: dict) -> str:
                 f"{_pm(rec, 'rmse')} | {_pm(rec, 'mean_error')} |"
             )
         lines.append("")
+        if "obs_ipw_vs_rct_exact" in v and "rct_vs_rct_exact" in v:
+            lines += [
+                "*Reading:* the observational IPW cells follow the randomized arm's exact cells "
+                f"with r {v['obs_ipw_vs_rct_exact']['correlation']:.3f} (RMSE "
+                f"{v['obs_ipw_vs_rct_exact']['rmse']:.4f}), against the randomized arm's own "
+                f"noise floor of RMSE {v['rct_vs_rct_exact']['rmse']:.4f}.",
+                "",
+            ]
     if "summary" in payload:
         lines += ["### Measured answers", ""] + [f"- {s}" for s in payload["summary"]] + [""]
     lines += [
@@ -606,45 +677,97 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def render(payload: dict, results_md: pathlib.Path = RESULTS_MD) -> str:
+    """The section of a payload, with the figures it links written beside ``results_md``."""
+    figures_dir = _common.figures_dir(results_md)
+    figures = []
+    if payload.get("uplift_curves"):
+        plot_uplift_curves(payload["uplift_curves"], figures_dir / "almmta_uplift_curves.png")
+        figures.append("curves")
+    if payload["seeds"] > 1:
+        plot_seed_spread(payload["worlds"]["default"], figures_dir / "almmta_simulator_seeds.png")
+        figures.append("seeds")
+    return markdown(payload, tuple(figures))
+
+
 def write_results_section(section: str, path: pathlib.Path = RESULTS_MD, tag: str = "") -> None:
     """Replaces only the span between this benchmark's markers in RESULTS.md."""
     _common.write_results_span("almmta" if not tag else f"almmta-{tag}", section, path)
 
 
-def plot_uplift_curves(curves: dict, path: pathlib.Path, methods) -> None:
-    """Per-bucket cluster gain curves (tie-averaged, normalized by the oracle's end point)."""
-    import matplotlib
+def curve_points(curves: dict, methods) -> dict:
+    """Per-bucket cluster gain curves of ``GroupedAUUC`` results, JSON-ready.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    nb = len(next(iter(curves.values())).per_bucket)
-    fig, axes = plt.subplots(1, nb, figsize=(4 * nb, 3.2), squeeze=False)
-    for b in range(nb):
-        ax = axes[0, b]
-        for name in methods:
-            g = curves[name]
+    ``{method: [{"auuc", "x", "gain", "oracle"} or None per bucket]}``: tie-averaged
+    cumulative gain over the fraction of clusters ranked, and the oracle's curve.
+    """
+    out = {}
+    for name in methods:
+        g, buckets = curves[name], []
+        for b in range(len(g.per_bucket)):
             c = np.flatnonzero(g.kept[b])
             if c.size < 2:
+                buckets.append(None)
                 continue
             gain = g.cell_uplift[b, c] * g.n_exposed[b, c]
-            curve = np.asarray(metrics.gain_curve(g.cell_score[b, c], gain))
-            x = np.arange(c.size + 1) / c.size
-            ax.plot(x, curve, label=f"{name} ({_fmt(g.per_bucket[b], 2)})")
-            if name == methods[0]:
-                oracle = np.asarray(metrics.gain_curve(gain, gain))
-                ax.plot(x, oracle, "k--", lw=0.8, label="oracle")
-                ax.plot([0, 1], [0, curve[-1]], "k:", lw=0.8, label="random")
-        ax.set_title(f"propensity bucket {b}")
-        ax.set_xlabel("fraction of clusters")
-        if b == 0:
-            ax.set_ylabel("cumulative gain")
-        ax.legend(fontsize=6)
+            buckets.append(
+                {
+                    "auuc": float(g.per_bucket[b]),
+                    "x": (np.arange(c.size + 1) / c.size).tolist(),
+                    "gain": np.asarray(metrics.gain_curve(g.cell_score[b, c], gain)).tolist(),
+                    "oracle": np.asarray(metrics.gain_curve(gain, gain)).tolist(),
+                }
+            )
+        out[name] = buckets
+    return out
+
+
+def plot_uplift_curves(points: dict, path: pathlib.Path, dpi: int = 72) -> pathlib.Path:
+    """The gain curves of ``curve_points``, one panel per propensity bucket."""
+    plt = _common.pyplot()
+    nb = max(len(b) for b in points.values())
+    fig, axes = plt.subplots(1, nb, figsize=(3.4 * nb, 2.8), squeeze=False)
+    for b in range(nb):
+        ax, first = axes[0, b], True
+        for name, buckets in points.items():
+            p = buckets[b] if b < len(buckets) else None
+            if p is None:
+                continue
+            ax.plot(p["x"], p["gain"], lw=1, label=f"{name} ({_fmt(p['auuc'], 2)})")
+            if first:
+                ax.plot(p["x"], p["oracle"], "k--", lw=0.8, label="oracle")
+                ax.plot([0, 1], [0, p["gain"][-1]], "k:", lw=0.8, label="random")
+                first = False
+        ax.set_title(f"propensity bucket {b}", fontsize=8)
+        ax.set_xlabel("fraction of clusters", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=5)
+    axes[0, 0].set_ylabel("cumulative gain", fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"[plot] wrote {path}")
+    return _common.save_figure(fig, path, dpi=dpi)
+
+
+def plot_seed_spread(res: dict, path: pathlib.Path) -> pathlib.Path:
+    """Per-seed avg grouped AUUC and truth Spearman of each method (dots) and their mean."""
+    plt = _common.pyplot()
+    order = [TRUTH, *ALL_METHODS]
+    names = sorted(res, key=lambda m: order.index(m) if m in order else len(order))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 0.8 + 0.26 * len(names)), sharey=True)
+    y = np.arange(len(names))[::-1]
+    for ax, (label, key) in zip(
+        axes, (("avg grouped AUUC", "avg_grouped_auuc"), ("truth Spearman", "truth_spearman"))
+    ):
+        for yi, name in zip(y, names):
+            vals = np.asarray(res[name]["per_seed"].get(key, []), np.float64)
+            ax.plot(vals, np.full(vals.shape, yi), "o", ms=3, alpha=0.6, color="tab:blue")
+            if np.isfinite(vals).any():
+                ax.plot([np.nanmean(vals)] * 2, [yi - 0.3, yi + 0.3], color="k", lw=1.5)
+        ax.set_title(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="x", lw=0.3)
+    axes[0].set_yticks(y, names, fontsize=7)
+    fig.tight_layout()
+    return _common.save_figure(fig, path, dpi=80)
 
 
 def _summary(worlds: dict, per_seed: dict, payload: dict) -> list[str]:
@@ -757,7 +880,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.render:
         payload = merge_payloads([json.loads(pathlib.Path(f).read_text()) for f in args.render])
         if not args.no_results:
-            write_results_section(markdown(payload))
+            write_results_section(render(payload))
         _common.write_json(args.json, payload)
         return payload
     mode = "quick" if args.quick else "medium" if args.medium else "full"
@@ -819,13 +942,14 @@ def main(argv: list[str] | None = None) -> dict:
     for line in payload["summary"]:
         print("[summary]", line)
     print(f"[time] {payload['wall_seconds']:.0f}s wall", flush=True)
+    payload["uplift_curves"] = curve_points(curves, [TRUTH] + methods)  # seed 0, default world
     plot_uplift_curves(
-        curves,
+        payload["uplift_curves"],
         pathlib.Path(__file__).parent / "out" / "almmta_uplift_curves.png",
-        [TRUTH] + methods,
+        dpi=110,
     )
     if not (args.no_results or args.quick):  # quick runs never replace the reported table
-        write_results_section(markdown(payload))
+        write_results_section(render(payload))
     _common.write_json(args.json, payload)
     return payload
 
