@@ -52,7 +52,7 @@ from almmta_jax.data import (
     load_criteo_flat,
 )
 from benchmarks import _common
-from benchmarks.almmta_simulator import _fmt, write_results_section
+from benchmarks.almmta_simulator import RESULTS_MD, _fmt, write_results_section
 
 METHODS = ("alm_mta", "alm_mta_no_contrastive", "proxy_direct", "lr", "dnamta", "causalmta", "dml")
 QUICK_METHODS = ("alm_mta", "proxy_direct", "lr", "causalmta", "dml")
@@ -105,10 +105,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--epochs", type=int, default=None, help="override the epochs of every method")
     p.add_argument("--journeys", type=int, default=None, help="override the train journeys")
     p.add_argument("--render", default=None, metavar="JSON", help="only rewrite RESULTS.md")
+    p.add_argument("--results", default=None, help="the RESULTS.md to rewrite (default: ours)")
     args = p.parse_args(argv)
+    results_md = pathlib.Path(args.results or RESULTS_MD)
     if args.render:
         payload = json.loads(pathlib.Path(args.render).read_text())
-        write_results_section(markdown(payload), tag="criteo")
+        write_results_section(markdown(payload), results_md, tag="criteo")
         return payload
     wall_start = time.perf_counter()
     path = _common.data_dir("criteo-attribution-causalmta", args.data)
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
         "published_cpa": PUBLISHED_CPA,
     }
     if not (args.no_results or args.quick):  # quick runs never replace the reported table
-        write_results_section(markdown(payload), tag="criteo")
+        write_results_section(markdown(payload), results_md, tag="criteo")
     _common.write_json(args.json, payload)
     return payload
 

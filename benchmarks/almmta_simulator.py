@@ -741,7 +741,10 @@ def plot_uplift_curves(points: dict, path: pathlib.Path, dpi: int = 72) -> pathl
         ax.set_title(f"propensity bucket {b}", fontsize=8)
         ax.set_xlabel("fraction of clusters", fontsize=7)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=5)
+        if not first:
+            ax.legend(fontsize=5)
+        else:
+            ax.text(0.5, 0.5, "too few clusters", ha="center", fontsize=7)
     axes[0, 0].set_ylabel("cumulative gain", fontsize=7)
     fig.tight_layout()
     return _common.save_figure(fig, path, dpi=dpi)
@@ -864,6 +867,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--medium", action="store_true", help="between quick and full sizes")
     p.add_argument("--no-results", action="store_true", help="do not rewrite RESULTS.md")
+    p.add_argument("--results", default=None, help="the RESULTS.md to rewrite (default: ours)")
     p.add_argument("--no-switches", action="store_true", help="default world only")
     p.add_argument("--methods", default=None, help="comma-separated (default: by mode)")
     p.add_argument("--seeds", type=int, default=3, help="seeds (worlds and training keys)")
@@ -880,7 +884,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.render:
         payload = merge_payloads([json.loads(pathlib.Path(f).read_text()) for f in args.render])
         if not args.no_results:
-            write_results_section(render(payload))
+            results_md = pathlib.Path(args.results or RESULTS_MD)
+            write_results_section(render(payload, results_md), results_md)
         _common.write_json(args.json, payload)
         return payload
     mode = "quick" if args.quick else "medium" if args.medium else "full"
@@ -949,7 +954,8 @@ def main(argv: list[str] | None = None) -> dict:
         dpi=110,
     )
     if not (args.no_results or args.quick):  # quick runs never replace the reported table
-        write_results_section(render(payload))
+        results_md = pathlib.Path(args.results or RESULTS_MD)
+        write_results_section(render(payload, results_md), results_md)
     _common.write_json(args.json, payload)
     return payload
 

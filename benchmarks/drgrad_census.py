@@ -20,7 +20,11 @@ The table with the split is written between the ``drgrad`` markers of
 ``benchmarks/RESULTS.md`` (full mode with every row only; ``--results PATH``
 overrides).
 
-``--from-json PATH`` re-renders that span from a saved full-run JSON.
+``--from-json PATH`` re-renders that span from a saved full-run JSON. Rendering
+also draws the figures the section links, as small PNGs in ``benchmarks/figures/``
+(beside the RESULTS.md written): a forest plot of each method's paired income-AUC
+difference from MMoE with its 95% interval over seeds, and, when the payload holds
+them, the per-step cosine / norm-ratio / mu' traces of MMoE and DRGrad.
 
 Usage: ``python -m benchmarks.drgrad_census [--quick] [--json PATH] [--data DIR] [--from-json PATH]``
 """
@@ -172,29 +176,158 @@ def paired(a: dict, b: dict, task: int = 0) -> dict:
     }
 
 
-def markdown(results: dict, tests: dict, header: str) -> str:
+def markdown(results: dict, tests: dict, header: str, figures: tuple[str, ...] = ()) -> str:
+    """The RESULTS.md section: the AUC table with its reading, the paired tests, the figures."""
     lines = [
         header,
         "",
-        "| Method | params | lr | income AUC (ours) | marital AUC (ours) | income [paper] |"
-        " marital [paper] |",
-        "|---|---|---|---|---|---|---|",
+        "| Method | params | income AUC | marital AUC | paper (income / marital) |",
+        "|---|---|---|---|---|",
     ]
     for name, r in results.items():
         paper = PAPER_TABLE3.get(name)
-        pa = ("-", "-") if paper is None else (f"{paper[0]:.4f}", f"{paper[1]:.4f}")
+        pa = "–" if paper is None else f"{paper[0]:.4f} / {paper[1]:.4f}"
         lines.append(
-            f"| {name} | {r['num_params']} | {r['lr']:g} | {r['task1_auc_mean']:.4f} +- "
-            f"{r['task1_auc_std']:.4f} | {r['task2_auc_mean']:.4f} +- {r['task2_auc_std']:.4f}"
-            f" | {pa[0]} | {pa[1]} |"
+            f"| {name} | {r['num_params']} | {r['task1_auc_mean']:.4f} ± {r['task1_auc_std']:.4f}"
+            f" | {r['task2_auc_mean']:.4f} ± {r['task2_auc_std']:.4f} | {pa} |"
         )
-    lines.append("")
+    lines += ["", reading(results), ""]
     for name, t in tests.items():
         lines.append(
             f"- {name}: income AUC difference {t['mean_diff']:+.4f}, paired t = {t['t']:.2f}, "
             f"p = {t['p_value']:.3g} (n = {t['n']} seeds)"
         )
+    for fig in figures:
+        lines += ["", FIGURES[fig]]
     return "\n".join(lines)
+
+
+def reading(results: dict) -> str:
+    """One line under the table: the spread of income AUC, the learning rates, DRGrad vs MMoE."""
+    income = {n: r["task1_auc_mean"] for n, r in results.items()}
+    lo, hi = min(income, key=income.get), max(income, key=income.get)
+    lrs = sorted({r["lr"] for r in results.values()})
+    lr = (
+        f"lr {lrs[0]:g} won on validation for every row"
+        if len(lrs) == 1
+        else (
+            "lr chosen per row on validation: "
+            + ", ".join(f"{n} {r['lr']:g}" for n, r in results.items())
+        )
+    )
+    line = (
+        f"*Reading:* every row lies within {income[hi] - income[lo]:.4f} income AUC "
+        f"({lo} {income[lo]:.4f} to {hi} {income[hi]:.4f}); {lr}"
+    )
+    if "DRGrad (paper mode)" in income and "MMoE" in income:
+        line += (
+            f"; DRGrad (paper mode) − MMoE = {income['DRGrad (paper mode)'] - income['MMoE']:+.4f}"
+        )
+    return line + "."
+
+
+FIGURES = {
+    "forest": "![Paired income-AUC differences from the reference, 95% CI over seeds]"
+    "(figures/drgrad_census_forest.png)\n\n*Reading:* each row is a method's income AUC minus "
+    "the reference's on the same seeds (mean, 95% t interval); an interval that crosses 0 is no "
+    "measured difference.",
+    "traces": "![cos(g1, g2), norm ratio and mu' per step, MMoE vs DRGrad on Census]"
+    "(figures/drgrad_census_traces.png)\n\n*Reading:* the cosine of the two tasks' gradients on "
+    "the shared parameters, their norm ratio and DRGrad's mixing weight mu' over training.",
+}
+
+
+def forest_rows(results: dict, reference: str) -> list[tuple[str, float, float, float]]:
+    """``(method, mean, low, high)`` of the paired income-AUC difference from ``reference``.
+
+    The interval is the two-sided 95% Student t interval of the per-seed differences (the
+    paired t-test's own interval); methods with another seed count are left out.
+    """
+    ref = np.asarray(results[reference]["test_auc_per_seed"])[:, 0]
+    out = []
+    for name, r in results.items():
+        x = np.asarray(r["test_auc_per_seed"])[:, 0]
+        if name == reference or x.shape != ref.shape or len(x) < 2:
+            continue
+        d = x - ref
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        out.append((name, float(d.mean()), float(d.mean() - half), float(d.mean() + half)))
+    return out
+
+
+def plot_forest(results: dict, reference: str, path: pathlib.Path) -> pathlib.Path:
+    """The forest plot of ``forest_rows``: one row per method, zero marked."""
+    plt = _common.pyplot()
+    rows = forest_rows(results, reference)
+    n = len(next(iter(results.values()))["test_auc_per_seed"])
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.24 * len(rows)))
+    y = np.arange(len(rows))[::-1]
+    mean = np.array([r[1] for r in rows])
+    err = np.array([[r[1] - r[2] for r in rows], [r[3] - r[1] for r in rows]])
+    drgrad = np.array([r[0].startswith(("DRGrad", "+ router")) for r in rows])
+    for pick, color in ((~drgrad, "tab:blue"), (drgrad, "tab:red")):  # DRGrad rows in red
+        if pick.any():
+            ax.errorbar(
+                mean[pick], y[pick], xerr=err[:, pick], fmt="o", ms=3, lw=1, capsize=2, color=color
+            )
+    ax.axvline(0.0, color="k", lw=0.6)
+    ax.set_yticks(y, [r[0] for r in rows], fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel(f"income AUC − {reference} (paired, mean and 95% CI over {n} seeds)", fontsize=8)
+    fig.tight_layout()
+    return _common.save_figure(fig, path, dpi=90)
+
+
+def plot_trace_series(series: dict, path: pathlib.Path) -> pathlib.Path:
+    """``payload["trace_series"]`` (thinned per-step traces) as cosine / ratio / mu' panels."""
+    plt = _common.pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(10, 2.6))
+    for name, tr in series.items():
+        axes[0].plot(tr["step"], tr["cos"], lw=0.7, label=name)
+        axes[1].semilogy(tr["step"], tr["ratio"], lw=0.7, label=name)
+        axes[2].plot(tr["step"], tr["mu1"], lw=1.0, label=name)
+    axes[0].axhline(0.0, color="k", lw=0.5)
+    for ax, title in zip(axes, ("cos(g1, g2), shared", "||g1|| / ||g2||, shared", "mu'")):
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("step", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return _common.save_figure(fig, path)
+
+
+def reference_row(results: dict) -> str | None:
+    """The forest plot's reference: MMoE when it ran, else the best baseline by income AUC."""
+    if "MMoE" in results:
+        return "MMoE"
+    baselines = [k for k in results if k in BASELINES]
+    return max(baselines, key=lambda k: results[k]["task1_auc_mean"]) if baselines else None
+
+
+def render(payload: dict, results_md: pathlib.Path) -> str:
+    """The section of a saved payload, with its figures written beside ``results_md``."""
+    if "results" not in payload:  # a payload of the markdown alone
+        return payload["markdown"]
+    results = payload["results"]
+    figures_dir = _common.figures_dir(results_md)
+    figures = []
+    ref = reference_row(results)
+    if ref is not None and forest_rows(results, ref):
+        plot_forest(results, ref, figures_dir / "drgrad_census_forest.png")
+        figures.append("forest")
+    if payload.get("trace_series"):
+        plot_trace_series(payload["trace_series"], figures_dir / "drgrad_census_traces.png")
+        figures.append("traces")
+    header = payload.get("header") or payload["markdown"].split("\n| ", 1)[0].rstrip()
+    return markdown(results, payload.get("paired_tests", {}), header, tuple(figures))
+
+
+def thin(tr: dict[str, np.ndarray], points: int = 200) -> dict:
+    """A per-step trace kept at about ``points`` evenly spaced steps (JSON-ready)."""
+    idx = np.unique(np.linspace(0, len(tr["cos"]) - 1, points).astype(int))
+    return {"step": idx.tolist()} | {
+        k: np.asarray(tr[k])[idx].astype(float).tolist() for k in ("cos", "ratio", "mu1")
+    }
 
 
 def write_results_md(section: str, path: pathlib.Path = RESULTS_MD) -> None:
@@ -259,7 +392,8 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError(
                 f"--from-json {args.from_json}: a quick-mode run; RESULTS.md holds full runs."
             )
-        write_results_md(payload["markdown"], pathlib.Path(args.results or RESULTS_MD))
+        results_md = pathlib.Path(args.results or RESULTS_MD)
+        write_results_md(render(payload, results_md), results_md)
         return payload
     q = args.quick
     seeds = args.seeds or (2 if q else 5)
@@ -296,7 +430,7 @@ def main(argv: list[str] | None = None) -> dict:
             if name.startswith("DRGrad") and name != "DRGrad (paper mode)":
                 tests[f"{name} vs {best}"] = paired(results[name], baselines[best])
 
-    traces = {}
+    traces, trace_series = {}, {}
     if "MMoE" in wanted and "DRGrad (paper mode)" in wanted:
         by_name = {m.name: m for m in rows}
         steps = 60 if q else 1000
@@ -306,6 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         plot_traces(tr, OUT_DIR / "drgrad_census_traces.png", "Census: MMoE vs DRGrad")
         traces = {k: trace_summary(v) for k, v in tr.items()}
+        trace_series = {k: thin(v) for k, v in tr.items()}
 
     duration = time.perf_counter() - start_all
     header = (
@@ -324,6 +459,7 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results,
         "paired_tests": tests,
         "traces": traces,
+        "trace_series": trace_series,
         "split": d.description,
         "sizes": sizes,
         "seeds": seeds,
@@ -334,11 +470,13 @@ def main(argv: list[str] | None = None) -> dict:
         "duration_s": duration,
         "quick": q,
         "paper": PAPER_TABLE3,
+        "header": header,
         "markdown": md,
     }
     _common.write_json(args.json, payload)
     if args.results or not (q or args.methods):  # only the full table goes to RESULTS.md
-        write_results_md(md, pathlib.Path(args.results) if args.results else RESULTS_MD)
+        results_md = pathlib.Path(args.results) if args.results else RESULTS_MD
+        write_results_md(render(payload, results_md), results_md)
     return payload
 
 

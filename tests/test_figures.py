@@ -1,0 +1,207 @@
+"""The RESULTS.md render paths: narrowed tables, a reading line under each, small figures.
+
+Every payload here is made up (no training): the render paths must work from a saved
+run alone, draw the PNGs the section links beside the RESULTS.md they write, and keep
+those PNGs small enough to commit.
+"""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+pytest.importorskip("matplotlib")
+import scipy.stats  # noqa: E402
+
+from benchmarks import almmta_criteo, almmta_simulator, drgrad_census  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+MAX_PNG_BYTES = 60_000
+
+
+def _is_small_png(path) -> bool:
+    data = path.read_bytes()
+    return data.startswith(PNG) and len(data) < MAX_PNG_BYTES
+
+
+def _header(markdown: str) -> list[str]:
+    """The column names of the first table of ``markdown``."""
+    line = next(ln for ln in markdown.splitlines() if ln.startswith("| "))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def _line_after_table(markdown: str) -> str:
+    """The first non-blank line after the first table of ``markdown``."""
+    lines = markdown.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| "))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    return next(ln for ln in lines[end:] if ln.strip())
+
+
+# ----------------------------------------------------------------------------- Census
+
+
+def _census_row(rng, mean, seeds=5):
+    auc = np.stack([rng.normal(mean, 0.001, seeds), rng.normal(0.994, 0.0001, seeds)], 1)
+    return {
+        "test_auc_per_seed": auc.tolist(),
+        "task1_auc_mean": float(auc[:, 0].mean()),
+        "task1_auc_std": float(auc[:, 0].std()),
+        "task2_auc_mean": float(auc[:, 1].mean()),
+        "task2_auc_std": float(auc[:, 1].std()),
+        "num_params": 40_000,
+        "lr": 0.003,
+    }
+
+
+def _census_payload(rng, traces=False):
+    names = ("SharedBottom", "MMoE", "PCGrad", "DRGrad (paper mode)")
+    results = {n: _census_row(rng, 0.944 + 0.0005 * i) for i, n in enumerate(names)}
+    payload = {
+        "quick": False,
+        "results": results,
+        "paired_tests": {
+            "DRGrad (paper mode) vs MMoE": drgrad_census.paired(
+                results["DRGrad (paper mode)"], results["MMoE"]
+            )
+        },
+        "header": "### DRGrad Table 3\n\nSplit: made up.",
+        "markdown": "unused when results are present",
+    }
+    if traces:
+        steps = 1000
+        tr = {
+            "cos": rng.normal(0.0, 0.3, steps),
+            "ratio": np.exp(rng.normal(0.0, 0.5, steps)),
+            "mu1": np.linspace(0.5, 0.9, steps),
+        }
+        payload["trace_series"] = {n: drgrad_census.thin(tr) for n in ("MMoE", "DRGrad")}
+    return payload
+
+
+def test_forest_rows_are_the_paired_t_intervals():
+    rng = np.random.default_rng(0)
+    results = _census_payload(rng)["results"]
+    rows = {name: (m, lo, hi) for name, m, lo, hi in drgrad_census.forest_rows(results, "MMoE")}
+    assert set(rows) == {"SharedBottom", "PCGrad", "DRGrad (paper mode)"}
+    ref = np.asarray(results["MMoE"]["test_auc_per_seed"])[:, 0]
+    for name, (mean, lo, hi) in rows.items():
+        d = np.asarray(results[name]["test_auc_per_seed"])[:, 0] - ref
+        # The interval excludes 0 exactly when the paired two-sided t-test has p < 0.05.
+        p = scipy.stats.ttest_rel(d + ref, ref).pvalue
+        assert mean == pytest.approx(d.mean())
+        assert (lo > 0 or hi < 0) == (p < 0.05)
+        half = scipy.stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        assert (lo, hi) == pytest.approx((d.mean() - half, d.mean() + half))
+
+
+def test_census_from_json_writes_narrow_table_reading_and_figures(tmp_path):
+    path, md = tmp_path / "run.json", tmp_path / "bench" / "RESULTS.md"
+    path.write_text(json.dumps(_census_payload(np.random.default_rng(1), traces=True)))
+    drgrad_census.main(["--from-json", str(path), "--results", str(md)])
+    text = md.read_text()
+    assert _header(text) == ["Method", "params", "income AUC", "marital AUC", "paper (income / marital)"]  # fmt: skip
+    reading = _line_after_table(text)
+    assert reading.startswith("*Reading:*") and "income AUC" in reading
+    for name in ("drgrad_census_forest.png", "drgrad_census_traces.png"):
+        assert f"](figures/{name})" in text
+        assert _is_small_png(md.parent / "figures" / name), name
+
+
+def test_census_figures_follow_the_payload(tmp_path):
+    """No traces in the payload: no trace figure, and no link to one."""
+    payload = _census_payload(np.random.default_rng(2))
+    del payload["results"]["MMoE"]  # the best baseline is then the forest's reference
+    text = drgrad_census.render(payload, tmp_path / "RESULTS.md")
+    assert "drgrad_census_forest.png" in text and "traces" not in text
+    assert not (tmp_path / "figures" / "drgrad_census_traces.png").exists()
+    baselines = {n: r["task1_auc_mean"] for n, r in payload["results"].items() if "DRGrad" not in n}
+    assert drgrad_census.reference_row(payload["results"]) == max(baselines, key=baselines.get)
+
+
+# -------------------------------------------------------------------------- simulator
+
+
+def _sim_record(rng, seeds=3):
+    per_seed = {m: rng.uniform(0.3, 0.9, seeds).tolist() for m in almmta_simulator.SCALARS}
+    rec = {m: float(np.mean(v)) for m, v in per_seed.items()}
+    rec |= {f"{m}_std": float(np.std(v, ddof=1)) for m, v in per_seed.items()}
+    return rec | {"per_seed": per_seed, "buckets_scored": 2}
+
+
+def _sim_payload(rng, curves=True):
+    names = (almmta_simulator.TRUTH, "alm_mta", "dml")
+    worlds = {
+        "default": {n: _sim_record(rng) for n in names},
+        "gamma_TY=1": {n: _sim_record(rng) for n in names},
+    }
+    payload = {
+        "mode": "medium",
+        "sizes": {"n_users": 8000, "n_items": 400},  # sorted as a JSON round trip leaves them
+        "seeds": 3,
+        "wall_seconds": 600.0,
+        "worlds": worlds,
+    }
+    if curves:
+        x = np.linspace(0, 1, 11).tolist()
+        bucket = {"auuc": 0.8, "x": x, "gain": np.sqrt(x).tolist(), "oracle": x}
+        payload["uplift_curves"] = {n: [bucket, None, bucket] for n in names}
+    return payload
+
+
+def test_simulator_render_writes_narrow_tables_readings_and_figures(tmp_path):
+    md, path = tmp_path / "RESULTS.md", tmp_path / "run.json"
+    path.write_text(json.dumps(_sim_payload(np.random.default_rng(3))))
+    almmta_simulator.main(["--render", str(path), "--results", str(md)])
+    text = md.read_text()
+    assert "Mode: medium" in text
+    assert "world: {'n_users': 8000, 'n_items': 400}" in text  # Sizes field order, not sorted
+    main = [h for _, h in re.findall(r"### World `([^`]+)`\n\n(\| .*)", text)]
+    assert len(main) == 2 and all(
+        h == "| method | AUC | avg grouped AUUC | truth Spearman | cluster-effect Spearman |"
+        for h in main
+    )
+    assert text.count("<details>") == text.count("</details>") == 2
+    assert text.count("| method | gAUC | RCT grouped AUUC |") == 2  # the other columns kept
+    for world in ("default", "gamma_TY=1"):
+        section = text.split(f"### World `{world}`")[1]
+        assert _line_after_table(section).startswith("*Reading:* among the trained methods")
+    for name in ("almmta_uplift_curves.png", "almmta_simulator_seeds.png"):
+        assert f"](figures/{name})" in text
+        assert _is_small_png(tmp_path / "figures" / name), name
+
+
+def test_simulator_payload_without_curves_links_no_curve_figure(tmp_path):
+    payload = _sim_payload(np.random.default_rng(4), curves=False)
+    text = almmta_simulator.render(payload, tmp_path / "RESULTS.md")
+    assert "almmta_uplift_curves.png" not in text and "almmta_simulator_seeds.png" in text
+
+
+# ----------------------------------------------------------------------------- Criteo
+
+
+def test_criteo_table_is_narrow_with_a_reading_and_every_column_below(tmp_path):
+    results = {
+        name: {
+            "auc": auc,
+            "log_loss": 0.3,
+            "avg_grouped_auuc": auuc,
+            "gauc_users": 0.6,
+            "cpa": [25.0, 21.0, 18.0, cpa],
+        }
+        for name, auc, auuc, cpa in (("alm_mta", 0.70, 0.41, 14.9), ("dml", 0.85, 0.73, 14.7))
+    }
+    md, path = tmp_path / "RESULTS.md", tmp_path / "run.json"
+    path.write_text(
+        json.dumps({"mode": "quick", "wall_seconds": 60.0, "sizes": {}, "results": results})
+    )
+    almmta_criteo.main(["--render", str(path), "--results", str(md)])
+    text = md.read_text().split("<!-- almmta-criteo:begin -->")[1]
+    assert _header(text) == ["method", "AUC", "log-loss", "avg grouped AUUC", "CPA at 1/16 budget"]
+    reading = _line_after_table(text)
+    assert reading.startswith("*Reading:* dml predicts conversions best (AUC 0.8500)")
+    assert "14.70 (dml) to 14.90 (alm_mta)" in reading
+    details = text.split("<details>")[1]
+    assert "| alm_mta | 0.6000 | 25.00 | 21.00 | 18.00 | 14.90 | 0.9729 / – | – |" in details
