@@ -50,6 +50,7 @@ from benchmarks.drgrad_synthetic import (
     num_params,
     plot_traces,
     run_method,
+    thin,
     trace_summary,
 )
 from benchmarks.mmoe_census import generated_census
@@ -320,14 +321,6 @@ def render(payload: dict, results_md: pathlib.Path) -> str:
         figures.append("traces")
     header = payload.get("header") or payload["markdown"].split("\n| ", 1)[0].rstrip()
     return markdown(results, payload.get("paired_tests", {}), header, tuple(figures))
-
-
-def thin(tr: dict[str, np.ndarray], points: int = 200) -> dict:
-    """A per-step trace kept at about ``points`` evenly spaced steps (JSON-ready)."""
-    idx = np.unique(np.linspace(0, len(tr["cos"]) - 1, points).astype(int))
-    return {"step": idx.tolist()} | {
-        k: np.asarray(tr[k])[idx].astype(float).tolist() for k in ("cos", "ratio", "mu1")
-    }
 
 
 def write_results_md(section: str, path: pathlib.Path = RESULTS_MD) -> None:

@@ -245,6 +245,14 @@ def trace_summary(tr: dict[str, np.ndarray]) -> dict:
     }
 
 
+def thin(tr: dict[str, np.ndarray], points: int = 200) -> dict:
+    """A per-step trace kept at about ``points`` evenly spaced steps (JSON-ready)."""
+    idx = np.unique(np.linspace(0, len(tr["cos"]) - 1, points).astype(int))
+    return {"step": idx.tolist()} | {
+        k: np.asarray(tr[k])[idx].astype(float).tolist() for k in ("cos", "ratio", "mu1")
+    }
+
+
 # --- the table -----------------------------------------------------------------------
 
 
@@ -315,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
     start_all = time.perf_counter()
     kw = dict(seeds=seeds, epochs=epochs, batch_size=batch, lrs=lrs)
 
-    table, traces_json = {}, {}
+    table, traces_json, trace_series = {}, {}, {}
     for setting in ("cooperate", "conflict"):
         d = data.drgrad_synthetic(setting, n_train, n_eval, n_eval, dim=dim, num_users=20)
         print(f"\n[{setting}] {d.description}")
@@ -332,6 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{setting} (p={0.5 if setting == 'cooperate' else -0.5:+.1f})",
         )
         traces_json[setting] = {k: trace_summary(v) for k, v in traces.items()}
+        trace_series[setting] = {k: thin(v) for k, v in traces.items()}
 
     # p = -0.5 / +0.5 are the table's conflict / cooperate runs; quick mode adds no others.
     sweep = {
@@ -376,6 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results,
         "sweep": sweep,
         "traces": traces_json,
+        "trace_series": trace_series,
         "split": f"{n_train}/{n_eval}/{n_eval} generated",
         "seeds": seeds,
         "epochs": epochs,

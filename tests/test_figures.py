@@ -121,6 +121,15 @@ def test_census_figures_follow_the_payload(tmp_path):
     assert drgrad_census.reference_row(payload["results"]) == max(baselines, key=baselines.get)
 
 
+def test_census_payload_saved_without_a_header_keeps_the_header_of_its_markdown(tmp_path):
+    """Runs saved before the payload kept its header: the header is the markdown's first part."""
+    payload = _census_payload(np.random.default_rng(5))
+    header = payload.pop("header")
+    payload["markdown"] = f"{header}\n\n| Method | params | lr | income AUC (ours) |\n|---|"
+    text = drgrad_census.render(payload, tmp_path / "RESULTS.md")
+    assert text.startswith(header + "\n\n| Method | params | income AUC |")
+
+
 # -------------------------------------------------------------------------- simulator
 
 
