@@ -178,7 +178,10 @@ def paired(a: dict, b: dict, task: int = 0) -> dict:
 
 
 def markdown(results: dict, tests: dict, header: str, figures: tuple[str, ...] = ()) -> str:
-    """The RESULTS.md section: the AUC table with its reading, the paired tests, the figures."""
+    """The RESULTS.md section: the AUC table with its reading, the paired tests, ``figures``.
+
+    ``figures`` are markdown blocks (an image link and its reading line), from ``FIGURES``.
+    """
     lines = [
         header,
         "",
@@ -199,7 +202,7 @@ def markdown(results: dict, tests: dict, header: str, figures: tuple[str, ...] =
             f"p = {t['p_value']:.3g} (n = {t['n']} seeds)"
         )
     for fig in figures:
-        lines += ["", FIGURES[fig]]
+        lines += ["", fig]
     return "\n".join(lines)
 
 
@@ -228,10 +231,10 @@ def reading(results: dict) -> str:
 
 
 FIGURES = {
-    "forest": "![Paired income-AUC differences from the reference, 95% CI over seeds]"
+    "forest": "![Paired income-AUC differences from {reference}, 95% CI over seeds]"
     "(figures/drgrad_census_forest.png)\n\n*Reading:* each row is a method's income AUC minus "
-    "the reference's on the same seeds (mean, 95% t interval); an interval that crosses 0 is no "
-    "measured difference.",
+    "{reference}'s on the same seeds (mean, 95% t interval; DRGrad rows in red); an interval "
+    "that crosses 0 is no measured difference.",
     "traces": "![cos(g1, g2), norm ratio and mu' per step, MMoE vs DRGrad on Census]"
     "(figures/drgrad_census_traces.png)\n\n*Reading:* the cosine of the two tasks' gradients on "
     "the shared parameters, their norm ratio and DRGrad's mixing weight mu' over training.",
@@ -315,10 +318,10 @@ def render(payload: dict, results_md: pathlib.Path) -> str:
     ref = reference_row(results)
     if ref is not None and forest_rows(results, ref):
         plot_forest(results, ref, figures_dir / "drgrad_census_forest.png")
-        figures.append("forest")
+        figures.append(FIGURES["forest"].format(reference=ref))
     if payload.get("trace_series"):
         plot_trace_series(payload["trace_series"], figures_dir / "drgrad_census_traces.png")
-        figures.append("traces")
+        figures.append(FIGURES["traces"])
     header = payload.get("header") or payload["markdown"].split("\n| ", 1)[0].rstrip()
     return markdown(results, payload.get("paired_tests", {}), header, tuple(figures))
 

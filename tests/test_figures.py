@@ -105,6 +105,7 @@ def test_census_from_json_writes_narrow_table_reading_and_figures(tmp_path):
     assert _header(text) == ["Method", "params", "income AUC", "marital AUC", "paper (income / marital)"]  # fmt: skip
     reading = _line_after_table(text)
     assert reading.startswith("*Reading:*") and "income AUC" in reading
+    assert "income AUC minus MMoE's on the same seeds" in text  # the forest's reference
     for name in ("drgrad_census_forest.png", "drgrad_census_traces.png"):
         assert f"](figures/{name})" in text
         assert _is_small_png(md.parent / "figures" / name), name
