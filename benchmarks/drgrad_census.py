@@ -212,7 +212,7 @@ def reading(results: dict) -> str:
     lo, hi = min(income, key=income.get), max(income, key=income.get)
     lrs = sorted({r["lr"] for r in results.values()})
     lr = (
-        f"lr {lrs[0]:g} won on validation for every row"
+        f"the same lr ({lrs[0]:g}) for every row"
         if len(lrs) == 1
         else (
             "lr chosen per row on validation: "
