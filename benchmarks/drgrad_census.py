@@ -87,6 +87,22 @@ BASELINES = (
     "Linear scalarization",
 )
 QUICK = ("MMoE", "Split-MMoE", "PCGrad", "DRGrad (paper mode)", "+ router (fixed mu)")
+ROWS = (  # the table's order (a JSON round trip sorts the keys)
+    *BASELINES,
+    "DRGrad (paper mode)",
+    "DRGrad (released-code mode)",
+    "+ router (fixed mu)",
+    "DRGrad, activation space",
+    "DRGrad, as-printed pairing",
+    "DRGrad, mean updater",
+    "DRGrad, EMA updater",
+)
+
+
+def in_table_order(rows: dict, name=lambda key: key) -> dict:
+    """``rows`` sorted as the table lists its methods (unknown names last, as given)."""
+    rank = lambda key: ROWS.index(name(key)) if name(key) in ROWS else len(ROWS)
+    return dict(sorted(rows.items(), key=lambda kv: rank(kv[0])))
 
 
 def all_methods(d: data.MultiTaskData, sizes: dict) -> list[Method]:
@@ -210,15 +226,10 @@ def reading(results: dict) -> str:
     """One line under the table: the spread of income AUC, the learning rates, DRGrad vs MMoE."""
     income = {n: r["task1_auc_mean"] for n, r in results.items()}
     lo, hi = min(income, key=income.get), max(income, key=income.get)
-    lrs = sorted({r["lr"] for r in results.values()})
-    lr = (
-        f"the same lr ({lrs[0]:g}) for every row"
-        if len(lrs) == 1
-        else (
-            "lr chosen per row on validation: "
-            + ", ".join(f"{n} {r['lr']:g}" for n, r in results.items())
-        )
-    )
+    lrs = [r["lr"] for r in results.values()]
+    common = max(set(lrs), key=lrs.count)
+    others = [f"{n} {r['lr']:g}" for n, r in results.items() if r["lr"] != common]
+    lr = f"lr {common:g} for every row" + (f" but {', '.join(others)}" if others else "")
     line = (
         f"*Reading:* every row lies within {income[hi] - income[lo]:.4f} income AUC "
         f"({lo} {income[lo]:.4f} to {hi} {income[hi]:.4f}); {lr}"
@@ -312,7 +323,8 @@ def render(payload: dict, results_md: pathlib.Path) -> str:
     """The section of a saved payload, with its figures written beside ``results_md``."""
     if "results" not in payload:  # a payload of the markdown alone
         return payload["markdown"]
-    results = payload["results"]
+    results = in_table_order(payload["results"])
+    tests = in_table_order(payload.get("paired_tests", {}), name=lambda key: key.split(" vs ")[0])
     figures_dir = _common.figures_dir(results_md)
     figures = []
     ref = reference_row(results)
@@ -323,7 +335,7 @@ def render(payload: dict, results_md: pathlib.Path) -> str:
         plot_trace_series(payload["trace_series"], figures_dir / "drgrad_census_traces.png")
         figures.append(FIGURES["traces"])
     header = payload.get("header") or payload["markdown"].split("\n| ", 1)[0].rstrip()
-    return markdown(results, payload.get("paired_tests", {}), header, tuple(figures))
+    return markdown(results, tests, header, tuple(figures))
 
 
 def write_results_md(section: str, path: pathlib.Path = RESULTS_MD) -> None:

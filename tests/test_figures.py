@@ -111,6 +111,14 @@ def test_census_from_json_writes_narrow_table_reading_and_figures(tmp_path):
         assert _is_small_png(md.parent / "figures" / name), name
 
 
+def test_census_rows_keep_the_table_order_after_a_json_round_trip(tmp_path):
+    payload = json.loads(json.dumps(_census_payload(np.random.default_rng(6)), sort_keys=True))
+    assert list(payload["results"])[0] == "DRGrad (paper mode)"  # sorted by the round trip
+    text = drgrad_census.render(payload, tmp_path / "RESULTS.md")
+    names = re.findall(r"^\| ([^|]+?) \| \d+ \|", text, re.M)
+    assert names == ["SharedBottom", "MMoE", "PCGrad", "DRGrad (paper mode)"]
+
+
 def test_census_figures_follow_the_payload(tmp_path):
     """No traces in the payload: no trace figure, and no link to one."""
     payload = _census_payload(np.random.default_rng(2))
