@@ -292,7 +292,7 @@ def test_grouped_auuc_bad_inputs():
     _, e, exposure, y, score = _world(0, u=50)
     with pytest.raises(ValueError, match="strictly inside"):
         metrics.grouped_auuc(score, exposure, y, np.ones_like(e))
-    with pytest.raises(ValueError, match="outcome must be"):
+    with pytest.raises(ValueError, match=r"outcome must be \[U=50\]; got shape \(3,\)"):
         metrics.grouped_auuc(score, exposure, y[:3], e)
     with pytest.raises(ValueError, match="finite wherever exposure"):
         metrics.grouped_auuc(np.full_like(e, np.nan), exposure, y, e)
@@ -326,6 +326,17 @@ def test_exposure_propensity_recovers_logistic_model():
     e = metrics.exposure_propensity(x, exposure, x[:200], steps=300)
     assert e.shape == (200, 2) and e.min() >= 0.01 and e.max() <= 0.99
     assert np.abs(e - np.clip(p[:200], 0.01, 0.99)).mean() < 0.05
+
+
+def test_exposure_propensity_starts_from_the_base_rates():
+    # The fit starts from the intercept-only maximum-likelihood model: every user
+    # gets its cluster's exposure rate in the fitting split. One Adam step of
+    # 1e-6 moves each weight by at most 1e-6 (the intercepts' gradient is zero).
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(500, 3))
+    exposure = rng.random((500, 4)) < np.array([0.1, 0.3, 0.5, 0.8])
+    e = metrics.exposure_propensity(x, exposure, x[:7], steps=1, learning_rate=1e-6)
+    np.testing.assert_allclose(e, np.tile(exposure.mean(0), (7, 1)), atol=1e-4)
 
 
 def test_propensity_buckets_with_reference_edges_match_numpy():
