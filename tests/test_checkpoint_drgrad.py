@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -11,6 +12,7 @@ from flax import nnx
 
 import drgrad_jax
 from drgrad_jax import data, models, parallel
+from drgrad_jax._src import checkpoint
 
 SEED = 7
 
@@ -290,3 +292,20 @@ def test_checkpoint_moves_between_one_device_and_an_eight_device_mesh(
     # The restored state steps on its new placement.
     state, _ = trainer.run(back, 1)
     assert int(state.step) == 1
+
+
+def test_state_kinds_names_every_named_tuple_below_the_top_in_order():
+    # A partitioned optimizer keeps its inner states in dicts (optax.partition),
+    # so the signature walks dicts as well as tuples and lists.
+    class Top(NamedTuple):
+        inner: object
+
+    class A(NamedTuple):
+        count: int
+
+    class B(NamedTuple):
+        pass
+
+    tree = Top(({"x": A(0), "y": [B(), {"z": A(1)}]}, B()))
+    assert checkpoint._state_kinds(tree) == ["A", "B", "A", "B"]
+    assert checkpoint._state_kinds({"x": A(0)}) == ["A"]
