@@ -174,6 +174,25 @@ def test_normalized_auuc_accurate_for_gains_close_together():
     assert np.isclose(float(metrics.normalized_auuc(np.zeros(5), gains)), 0.5, rtol=1e-5)
 
 
+def test_gain_curve_is_a_straight_line_across_a_tied_block():
+    # Sorted: 1 alone, then the tied block {2, 0, 4} (sum 6 over three units,
+    # so the line from G(1) = 1 to G(4) = 7), then -1.
+    curve = metrics.gain_curve([3.0, 1.0, 1.0, 1.0, 0.0], [1.0, 2.0, 0.0, 4.0, -1.0])
+    np.testing.assert_allclose(curve, [0.0, 1.0, 3.0, 5.0, 7.0, 6.0], atol=1e-6)
+
+
+def test_normalized_auuc_is_nan_when_gains_differ_only_by_rounding():
+    # 16 and 16 + one or two float32 ulps: the oracle and anti-oracle areas differ
+    # by less than 1e-6 of their size, so the ratio is rounding noise. The same
+    # differences around zero are real gains and give a value.
+    steps = np.array([0.0, 1.0, 0.0, 0.0, 2.0], np.float32) * np.spacing(np.float32(16))
+    scores = np.arange(5.0)
+    assert np.isnan(float(metrics.normalized_auuc(scores, np.float32(16) + steps)))
+    assert np.isclose(
+        float(metrics.normalized_auuc(scores, steps)), _ref_nauuc(list(scores), steps)
+    )
+
+
 @pytest.mark.parametrize("n", [2, 4, 5])
 def test_normalized_auuc_random_half_oracle_one_anti_zero(n):
     rng = np.random.default_rng(n)
