@@ -87,6 +87,14 @@ def test_psi_rejects_negative_sd():
         gauss_hermite_psi(0.0, -1.0)
 
 
+def test_psi_with_one_node_is_the_sigmoid_of_the_mean():
+    # The one-point Gauss-Hermite rule has its node at 0 and weight sqrt(pi).
+    a = np.linspace(-3.0, 3.0, 7)
+    np.testing.assert_allclose(gauss_hermite_psi(a, 2.0, num_nodes=1), special.expit(a))
+    with pytest.raises(ValueError, match="num_nodes"):
+        gauss_hermite_psi(0.0, 1.0, num_nodes=0)
+
+
 # ----------------------------------------------------------- configuration
 
 
