@@ -358,6 +358,28 @@ def test_exposure_propensity_starts_from_the_base_rates():
     np.testing.assert_allclose(e, np.tile(exposure.mean(0), (7, 1)), atol=1e-4)
 
 
+def test_exposure_propensity_of_clusters_every_or_no_user_saw_is_clipped():
+    # A base rate of 1 or 0 has no finite logit: the start is clipped inside (0, 1)
+    # and the propensity ends at the clip interval's edge.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(200, 2))
+    exposure = np.stack([np.ones(200, bool), np.zeros(200, bool), rng.random(200) < 0.5], 1)
+    e = metrics.exposure_propensity(x, exposure, x[:9], steps=20, clip=(0.02, 0.98))
+    assert np.all(np.isfinite(e))
+    np.testing.assert_allclose(e[:, 0], 0.98)
+    np.testing.assert_allclose(e[:, 1], 0.02)
+
+
+def test_exposure_propensity_bad_shapes_name_the_argument():
+    x = np.zeros((10, 3))
+    exposure = np.zeros((10, 2), bool)
+    for x_eval in (np.zeros((4, 2)), np.zeros((4, 4)), np.zeros(3)):
+        with pytest.raises(ValueError, match=r"x_eval must be \[U, 3\]"):
+            metrics.exposure_propensity(x, exposure, x_eval)
+    with pytest.raises(ValueError, match="exposure_fit"):
+        metrics.exposure_propensity(x, exposure[:5], x)
+
+
 def test_propensity_buckets_with_reference_edges_match_numpy():
     rng = np.random.default_rng(1)
     ref, e = rng.random((300, 3)), rng.random((50, 3))
