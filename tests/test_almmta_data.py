@@ -348,6 +348,23 @@ def test_streaming_seeds_and_epochs():
         next(journey_batches([tuple(b)], 4))
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(shuffle_buffer=-1), "shuffle_buffer"),
+        (dict(start_batch=-1), "start_batch"),
+        (dict(batch_size=True), "batch_size"),
+    ],
+)
+def test_streaming_counts_below_their_minimum_are_refused(kwargs, match):
+    # One below each documented minimum (epochs >= 1, shuffle_buffer >= 0,
+    # start_batch >= 0, batch_size a positive int): an empty stream is an error.
+    kw = dict(batch_size=4) | kwargs
+    with pytest.raises(ValueError, match=match):
+        next(journey_batches(_batch(n=8, L=3), **kw))
+
+
 def test_shuffle_buffer_is_bounded():
     # Shards arrive in order from a generator (no length, so no shard permutation):
     # the first batch can only hold journeys from the shards read so far.

@@ -174,6 +174,25 @@ def test_normalized_auuc_accurate_for_gains_close_together():
     assert np.isclose(float(metrics.normalized_auuc(np.zeros(5), gains)), 0.5, rtol=1e-5)
 
 
+def test_gain_curve_is_a_straight_line_across_a_tied_block():
+    # Sorted: 1 alone, then the tied block {2, 0, 4} (sum 6 over three units,
+    # so the line from G(1) = 1 to G(4) = 7), then -1.
+    curve = metrics.gain_curve([3.0, 1.0, 1.0, 1.0, 0.0], [1.0, 2.0, 0.0, 4.0, -1.0])
+    np.testing.assert_allclose(curve, [0.0, 1.0, 3.0, 5.0, 7.0, 6.0], atol=1e-6)
+
+
+def test_normalized_auuc_is_nan_when_gains_differ_only_by_rounding():
+    # 16 and 16 + one or two float32 ulps: the oracle and anti-oracle areas differ
+    # by less than 1e-6 of their size, so the ratio is rounding noise. The same
+    # differences around zero are real gains and give a value.
+    steps = np.array([0.0, 1.0, 0.0, 0.0, 2.0], np.float32) * np.spacing(np.float32(16))
+    scores = np.arange(5.0)
+    assert np.isnan(float(metrics.normalized_auuc(scores, np.float32(16) + steps)))
+    assert np.isclose(
+        float(metrics.normalized_auuc(scores, steps)), _ref_nauuc(list(scores), steps)
+    )
+
+
 @pytest.mark.parametrize("n", [2, 4, 5])
 def test_normalized_auuc_random_half_oracle_one_anti_zero(n):
     rng = np.random.default_rng(n)
@@ -292,7 +311,7 @@ def test_grouped_auuc_bad_inputs():
     _, e, exposure, y, score = _world(0, u=50)
     with pytest.raises(ValueError, match="strictly inside"):
         metrics.grouped_auuc(score, exposure, y, np.ones_like(e))
-    with pytest.raises(ValueError, match="outcome must be"):
+    with pytest.raises(ValueError, match=r"outcome must be \[U=50\]; got shape \(3,\)"):
         metrics.grouped_auuc(score, exposure, y[:3], e)
     with pytest.raises(ValueError, match="finite wherever exposure"):
         metrics.grouped_auuc(np.full_like(e, np.nan), exposure, y, e)
@@ -326,6 +345,39 @@ def test_exposure_propensity_recovers_logistic_model():
     e = metrics.exposure_propensity(x, exposure, x[:200], steps=300)
     assert e.shape == (200, 2) and e.min() >= 0.01 and e.max() <= 0.99
     assert np.abs(e - np.clip(p[:200], 0.01, 0.99)).mean() < 0.05
+
+
+def test_exposure_propensity_starts_from_the_base_rates():
+    # The fit starts from the intercept-only maximum-likelihood model: every user
+    # gets its cluster's exposure rate in the fitting split. One Adam step of
+    # 1e-6 moves each weight by at most 1e-6 (the intercepts' gradient is zero).
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(500, 3))
+    exposure = rng.random((500, 4)) < np.array([0.1, 0.3, 0.5, 0.8])
+    e = metrics.exposure_propensity(x, exposure, x[:7], steps=1, learning_rate=1e-6)
+    np.testing.assert_allclose(e, np.tile(exposure.mean(0), (7, 1)), atol=1e-4)
+
+
+def test_exposure_propensity_of_clusters_every_or_no_user_saw_is_clipped():
+    # A base rate of 1 or 0 has no finite logit: the start is clipped inside (0, 1)
+    # and the propensity ends at the clip interval's edge.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(200, 2))
+    exposure = np.stack([np.ones(200, bool), np.zeros(200, bool), rng.random(200) < 0.5], 1)
+    e = metrics.exposure_propensity(x, exposure, x[:9], steps=20, clip=(0.02, 0.98))
+    assert np.all(np.isfinite(e))
+    np.testing.assert_allclose(e[:, 0], 0.98)
+    np.testing.assert_allclose(e[:, 1], 0.02)
+
+
+def test_exposure_propensity_bad_shapes_name_the_argument():
+    x = np.zeros((10, 3))
+    exposure = np.zeros((10, 2), bool)
+    for x_eval in (np.zeros((4, 2)), np.zeros((4, 4)), np.zeros(3)):
+        with pytest.raises(ValueError, match=r"x_eval must be \[U, 3\]"):
+            metrics.exposure_propensity(x, exposure, x_eval)
+    with pytest.raises(ValueError, match="exposure_fit"):
+        metrics.exposure_propensity(x, exposure[:5], x)
 
 
 def test_propensity_buckets_with_reference_edges_match_numpy():

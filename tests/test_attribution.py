@@ -226,5 +226,7 @@ def test_bad_arguments_raise(model, batch):
         am.attribute(model, batch, method="shapley")
     with pytest.raises(ValueError, match="even"):
         am.attribute(model, batch, method="shapley", num_permutations=3, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        am.attribute(model, batch, chunk_size=0)
     with pytest.raises(ValueError, match="touch_ids"):
         am.attribute(model, batch._replace(touch_ids=batch.touch_ids[:, :, :1]))

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -11,6 +12,7 @@ from flax import nnx
 
 import drgrad_jax
 from drgrad_jax import data, models, parallel
+from drgrad_jax._src import checkpoint
 
 SEED = 7
 
@@ -290,3 +292,58 @@ def test_checkpoint_moves_between_one_device_and_an_eight_device_mesh(
     # The restored state steps on its new placement.
     state, _ = trainer.run(back, 1)
     assert int(state.step) == 1
+
+
+def test_state_kinds_names_every_named_tuple_below_the_top_in_order():
+    # A partitioned optimizer keeps its inner states in dicts (optax.partition),
+    # so the signature walks dicts as well as tuples and lists.
+    class Top(NamedTuple):
+        inner: object
+
+    class A(NamedTuple):
+        count: int
+
+    class B(NamedTuple):
+        pass
+
+    tree = Top(({"x": A(0), "y": [B(), {"z": A(1)}]}, B()))
+    assert checkpoint._state_kinds(tree) == ["A", "B", "A", "B"]
+    assert checkpoint._state_kinds({"x": A(0)}) == ["A"]
+
+
+def test_config_signature_records_every_field_but_the_excluded_as_json():
+    @dataclasses.dataclass(frozen=True)
+    class Model:
+        widths: tuple = (8, 4)
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        lr: float = 0.1
+        steps: object = np.int64(3)
+        model: Model = Model()
+        optimizer: object = None
+        progress: object = None
+
+    assert checkpoint.config_signature(Config(), exclude=("progress",)) == {
+        "lr": 0.1,
+        "steps": 3,
+        "model": {"widths": [8, 4]},
+        "optimizer": "default",
+    }
+    given = checkpoint.config_signature(Config(optimizer=optax.sgd(0.1), progress=print))
+    assert given["optimizer"] == "given" and given["progress"] is print
+    assert type(given["steps"]) is int
+
+
+def test_unreadable_arrays_names_the_array_and_its_data_file():
+    saved = {"state": [["['params']['w']", [8, 8], "float32"], ["['opt'][0].count", [], "int32"]]}
+    error = 'reading 00001/ failed: local file "/runs/ckpt/state/d/0a1b2c" is truncated'
+    assert checkpoint._unreadable_arrays("/runs/ckpt", saved, error) == (
+        "damaged checkpoint at /runs/ckpt: the metadata is intact but array 00001 "
+        "(['opt'][0].count) could not be read from state/d/0a1b2c; a data file under "
+        "state/ is missing or corrupt."
+    )
+    # An array number the signature does not list: the message names the arrays.
+    for number in ("00002", "00005"):
+        far = checkpoint._unreadable_arrays("/runs/ckpt", saved, f"reading {number}/ failed")
+        assert "the arrays could not be read;" in far

@@ -581,3 +581,29 @@ def test_composes_with_nnx_optimizer():
     for got, want in zip(jax.tree.leaves(after), jax.tree.leaves(params), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(mu, mixing_weights(opt_state), rtol=1e-6)
+
+
+def test_activations_space_routes_each_primary_through_its_own_shared_representation(rng):
+    # Two primaries with their own shared representations (of different sizes)
+    # and one auxiliary task: primary 1's part of the update is what drgrad gives
+    # for primary 1 alone on the rows it reads (its own, and the auxiliary's).
+    def rows(n):
+        return [jnp.asarray(rng.normal(size=n), jnp.float32) for _ in range(3)]
+
+    v0, s0, v1, s1 = rows(4), rows(4), rows(3), rows(3)
+    zero = jnp.zeros(3)
+    reps = {
+        "v0": jnp.stack(v0),
+        "s0": jnp.stack(s0),
+        "v1": jnp.stack([zero, v1[1], zero]),
+        "s1": jnp.stack([zero, s1[1], s1[2]]),
+    }
+    towers = {"dedicated:0": "v0", "shared:0": "s0", "dedicated:1": "v1", "shared:1": "s1"}
+    tx = drgrad(towers, space="activations", num_tasks=3)
+    out, _ = tx.update(reps, tx.init(None))
+    alone = drgrad({"dedicated": "v1", "shared": "s1"}, space="activations", num_tasks=2)
+    want, _ = alone.update(
+        {"v1": jnp.stack([v1[1], zero]), "s1": jnp.stack([s1[1], s1[2]])}, alone.init(None)
+    )
+    np.testing.assert_allclose(out["v1"], want["v1"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["s1"], want["s1"], rtol=1e-5, atol=1e-6)

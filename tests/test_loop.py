@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from drgrad_jax import loop
+from drgrad_jax._src import loop as loop_src
 
 N, D, B = 24, 3, 6  # 4 batches per epoch
 
@@ -144,6 +145,29 @@ def test_bad_arguments(data):
         trainer.run({"step": 0}, 1)
     with pytest.raises(ValueError, match="num_steps must be >= 0"):
         trainer.run(trainer.init(jax.random.key(0)), -1)
+    with pytest.raises(TypeError, match="state must be a TrainState; got tuple"):
+        trainer.run((jnp.zeros((), jnp.int32),), 1)
+    with pytest.raises(ValueError, match="num_epochs must be >= 1"):
+        trainer.run_epochs(trainer.init(jax.random.key(0)), 0)
+
+
+def test_run_epochs_takes_whole_epochs_and_records_each(data):
+    trainer = _trainer(data)
+    state, (losses, _) = trainer.run_epochs(trainer.init(jax.random.key(2)), 2)
+    assert int(state.step) == 8 and losses.shape == (2,)
+    np.testing.assert_array_equal(state.seen, 2)
+
+
+def test_mean_over_finite_steps_by_hand():
+    ok = jnp.array([True, False, True, True])
+    metrics = {
+        "loss": jnp.array([1.0, jnp.nan, 3.0, 5.0]),
+        "pair": jnp.array([[1.0, 2.0], [jnp.nan, jnp.inf], [3.0, 4.0], [5.0, 9.0]]),
+    }
+    got = loop_src._mean_where(ok, metrics)
+    np.testing.assert_allclose(got["loss"], 3.0)
+    np.testing.assert_allclose(got["pair"], [3.0, 5.0])
+    assert np.isnan(loop_src._mean_where(jnp.zeros(4, bool), metrics)["loss"])
 
 
 def test_a_checkpoint_extends_into_a_trainer_planned_longer(data, tmp_path):

@@ -87,6 +87,14 @@ def test_psi_rejects_negative_sd():
         gauss_hermite_psi(0.0, -1.0)
 
 
+def test_psi_with_one_node_is_the_sigmoid_of_the_mean():
+    # The one-point Gauss-Hermite rule has its node at 0 and weight sqrt(pi).
+    a = np.linspace(-3.0, 3.0, 7)
+    np.testing.assert_allclose(gauss_hermite_psi(a, 2.0, num_nodes=1), special.expit(a))
+    with pytest.raises(ValueError, match="num_nodes"):
+        gauss_hermite_psi(0.0, 1.0, num_nodes=0)
+
+
 # ----------------------------------------------------------- configuration
 
 
@@ -196,15 +204,15 @@ def test_base_rate_and_outcome_draws(sim):
     assert sim.y[~obs].mean() < sim.y[obs].mean()
 
 
-def _p_unit_quad(sim, u, keep):
+def _p_unit_quad(sim, u, keep, cfg=UNIT):
     """P(Y=1 | do(T=S), x, w) by adaptive quadrature over epsilon."""
     a = (
         sim.theta_0
-        + UNIT.theta_M * (sim.r[u, keep].sum() + UNIT.gamma_WM * sim.w[u])
+        + cfg.theta_M * (sim.r[u, keep].sum() + cfg.gamma_WM * sim.w[u])
         + sim.x[u].astype(np.float64) @ sim.theta_x
-        + UNIT.theta_w * sim.w[u]
+        + cfg.theta_w * sim.w[u]
     )
-    s = UNIT.theta_M * UNIT.sigma_M
+    s = cfg.theta_M * cfg.sigma_M
     f = lambda z: _sigmoid(a + s * z) * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
     return integrate.quad(f, -12, 12, epsabs=1e-12)[0]
 
@@ -242,6 +250,16 @@ def test_deletion_truths_match_quadrature(sim):
             assert abs(ref_rem - sim.removal_x[u, j]) < 1e-8
     # Deleting a touch always lowers the upload probability (r > 0, no direct edge).
     assert (sim.delta_unit[sim.mask] > 0).all() and (sim.delta_x[sim.mask] > 0).all()
+
+
+def test_w_to_mediator_edge_enters_the_unit_truth_through_the_mediator():
+    # With gamma_WM != 0, w reaches Y directly (theta_w) and through the mediator
+    # (theta_M gamma_WM); the default gamma_WM = 0 hides the second path.
+    cfg = dataclasses.replace(UNIT, gamma_WM=1.5)
+    sim = simulate_cdp(cfg, seed=1)
+    full = np.ones(cfg.max_len, bool)
+    for u in (0, 7, 19):
+        assert abs(_p_unit_quad(sim, u, full, cfg) - sim.p_unit[u]) < 1e-9
 
 
 def test_direct_edge_switch():

@@ -1,5 +1,7 @@
 """The per-task-gradient contract: per_task_grads, per_task_rep_grads, gramian, checks."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -235,3 +237,51 @@ def test_summed_shared_layout_gives_drgrad_the_same_update(setup):
         np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="shared must be"):
         per_task_grads(loss_fn, params, x, shared="sum")
+
+
+class _CountState(NamedTuple):
+    count: jax.Array
+
+
+@pytest.mark.parametrize("magnitude", [1e-25, 1.0, 1e20])
+def test_gramian_weighting_combines_the_weights_of_the_unscaled_gramian(magnitude):
+    # weights_fn(G) = G 1 / trace(G) is scale-free (scale_power 0), so the update
+    # is sum_k w_k g_k with w from the float64 Gramian of the gradients as given,
+    # whether they are tiny, unit or huge (float32 G G^T alone under/overflows).
+    rng = np.random.default_rng(3)
+    g64 = {"a": rng.normal(size=(3, 4)), "b": rng.normal(size=(3, 2, 3))}
+    g64 = jax.tree.map(lambda g: g * magnitude, g64)
+    flat = np.concatenate([g.reshape(3, -1) for g in jax.tree.leaves(g64)], axis=1)
+    gram = flat @ flat.T
+    w = gram.sum(1) / np.trace(gram)
+    grads = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), g64)
+    tx = task_grads.gramian_weighting(lambda G: G.sum(1) / jnp.trace(G), _CountState)
+    update, state = tx.update(grads, tx.init(None))
+    for got, g in zip(jax.tree.leaves(update), jax.tree.leaves(g64)):
+        np.testing.assert_allclose(got, np.tensordot(w, g, axes=1), rtol=1e-5)
+    assert int(state.count) == 1
+
+
+def test_longest_task_of_prefix_wins_whichever_comes_first(setup):
+    params, _ = setup
+    paths = task_grads.leaf_paths(params)
+    # Dicts flatten in sorted key order, which puts a prefix before its
+    # extensions; a leading "/" (stripped) sorts the longer prefix first.
+    for task_of in (
+        {"towers": 0, "towers/1/w": 2},
+        {"/towers/1/w": 2, "towers": 0},
+    ):
+        labels = task_grads.leaf_task_labels(task_of, params)
+        want = [2 if p == "towers/1/w" else 0 if p.startswith("towers/") else SHARED for p in paths]
+        assert labels == want, (task_of, paths)
+
+
+def test_task_dots_are_the_inner_products_with_one_tree():
+    rng = np.random.default_rng(4)
+    g = {"a": rng.normal(size=(3, 4)), "b": rng.normal(size=(3, 2, 3))}
+    other = {"a": rng.normal(size=(4,)), "b": rng.normal(size=(2, 3))}
+    want = sum(g[n].reshape(3, -1) @ other[n].reshape(-1) for n in g)
+    got = task_grads.task_dots(
+        jax.tree.map(jnp.asarray, g), jax.tree.map(lambda o: jnp.asarray(o, jnp.float32), other)
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5)

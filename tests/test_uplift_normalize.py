@@ -72,6 +72,20 @@ def test_sklift_normalization_matches_reference(seed):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=kind)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_sklift_gain_normalization_when_control_responders_outnumber_silent_treated(seed):
+    # A world where most users respond: the perfect gain ranking then breaks the
+    # ties of each (y == t) group by the outcome rather than by the treatment.
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 8, 60).astype(float)
+    t = rng.integers(0, 2, 60).astype(float)
+    y = (rng.random(60) < 0.85).astype(float)
+    assert np.sum(y * (1 - t)) > np.sum((1 - y) * t)
+    got = float(metrics.auuc(scores, y, t, normalize="sklift"))
+    want = _ref_sklift(list(scores), list(y), list(t), "gain")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_sklift_normalization_perfect_is_one_and_reversed_ranking_is_lower():
     scores, y, t = _draw(11)
     perfect = y * t - y * (1 - t)

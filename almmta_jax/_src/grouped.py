@@ -170,7 +170,8 @@ def exposure_propensity(
 
     All K regressions are fitted jointly by full-batch Adam on the mean binary
     cross-entropy plus ``l2 ||W||²``; x is standardized with the fitting split's
-    mean and scale.
+    mean and scale. The fit starts from the intercept-only maximum-likelihood
+    model (``W = 0``, each intercept the logit of its cluster's exposure rate).
 
     Args:
       x_fit: ``[N, d]`` features of the fitting (training) users.
