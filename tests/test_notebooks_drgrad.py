@@ -5,7 +5,6 @@ browsing the repository; ``WRITE_NOTEBOOKS=1`` saves the executed notebook back 
 checks pass (the only way its outputs are refreshed).
 """
 
-import os
 import pathlib
 import re
 
@@ -14,6 +13,8 @@ import pytest
 
 nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
+
+from tests import notebook_run  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "drgrad_tour.ipynb"
@@ -46,32 +47,13 @@ def check_tour_outputs(nb) -> None:
 
 
 def test_drgrad_tour_executes(monkeypatch):
-    monkeypatch.setenv("DRGRAD_TOUR_SMALL", "1")
-    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend: PNG outputs
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(
-        nb,
-        timeout=300,
-        kernel_name="python3",
-        record_timing=False,
-        resources={"metadata": {"path": str(ROOT)}},
-    )
-    client.execute()
+    nb = notebook_run.execute(NOTEBOOK, monkeypatch, "DRGRAD_TOUR_SMALL", ROOT, timeout=300)
     check_tour_outputs(nb)
-    if os.environ.get("WRITE_NOTEBOOKS") == "1":
-        # Standard error (progress bars with their timings, the environment's warnings)
-        # differs per machine and is not kept; everything else is saved as it ran.
-        for c in nb.cells:
-            if c.cell_type == "code":
-                c.outputs = [o for o in c.outputs if o.get("name") != "stderr"]
-        nbformat.write(nb, NOTEBOOK)
+    notebook_run.save_if_asked(nb, NOTEBOOK)
 
 
 def test_saved_notebook_shows_a_small_run():
     """The committed outputs are a small run's: every code cell ran, in order, and drew small."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    nb = notebook_run.saved_in_order(NOTEBOOK)
     check_tour_outputs(nb)
     assert NOTEBOOK.stat().st_size < MAX_NOTEBOOK_BYTES
