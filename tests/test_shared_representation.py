@@ -251,28 +251,8 @@ def test_declared_trunk_is_the_hand_written_shared_layer(conflict, name):
     )
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_tasks_conflict_at_the_declared_shared_representation(conflict, name):
-    """The per-task cotangents at ``model.trunk`` overlap and point apart."""
-    builder, _, _ = MODELS[name]
-    graphdef, params = models.params_of(builder(rngs=nnx.Rngs(0)))
-    s = conflict.train
-    batch = (jnp.asarray(s.cat), jnp.asarray(s.dense), jnp.asarray(s.user))
-    rg = drgrad_jax.per_task_rep_grads(
-        lambda p: nnx.merge(graphdef, p).trunk(*batch),
-        lambda p, r: _task_losses(nnx.merge(graphdef, p).heads(r), jnp.asarray(s.labels)),
-        params,
-    )
-    g = _rows(rg.rep_task_grads)
-    overlap = np.abs(g[0]) @ np.abs(g[1]) / (np.linalg.norm(g[0]) * np.linalg.norm(g[1]))
-    cos = g[0] @ g[1] / (np.linalg.norm(g[0]) * np.linalg.norm(g[1]))
-    assert overlap > 0.1, f"{name}: the tasks barely share the representation ({overlap:.3g})"
-    assert cos < -0.05, f"{name}: no conflict at the shared representation (cos {cos:.3g})"
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_heads_read_no_shared_parameter(conflict, name):
-    """Every parameter labelled SHARED reaches the losses only through ``trunk``."""
+def _rep_grads_on(conflict, name):
+    """``(model, per_task_rep_grads at model.trunk)`` on the conflict world's training rows."""
     builder, _, _ = MODELS[name]
     model = builder(rngs=nnx.Rngs(0))
     graphdef, params = models.params_of(model)
@@ -283,6 +263,24 @@ def test_heads_read_no_shared_parameter(conflict, name):
         lambda p, r: _task_losses(nnx.merge(graphdef, p).heads(r), jnp.asarray(s.labels)),
         params,
     )
+    return model, rg
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_tasks_conflict_at_the_declared_shared_representation(conflict, name):
+    """The per-task cotangents at ``model.trunk`` overlap and point apart."""
+    _, rg = _rep_grads_on(conflict, name)
+    g = _rows(rg.rep_task_grads)
+    overlap = np.abs(g[0]) @ np.abs(g[1]) / (np.linalg.norm(g[0]) * np.linalg.norm(g[1]))
+    cos = g[0] @ g[1] / (np.linalg.norm(g[0]) * np.linalg.norm(g[1]))
+    assert overlap > 0.1, f"{name}: the tasks barely share the representation ({overlap:.3g})"
+    assert cos < -0.05, f"{name}: no conflict at the shared representation (cos {cos:.3g})"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_heads_read_no_shared_parameter(conflict, name):
+    """Every parameter labelled SHARED reaches the losses only through ``trunk``."""
+    model, rg = _rep_grads_on(conflict, name)
     labels = jax.tree.leaves(models.task_of(model))
     shared = [g for g, lab in zip(jax.tree.leaves(rg.head_grads), labels) if lab < 0]
     assert shared and all(np.all(np.asarray(g) == 0) for g in shared)
