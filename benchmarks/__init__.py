@@ -18,6 +18,7 @@ BENCHMARKS = [
     "almmta_speed",
     "drgrad_synthetic",
     "drgrad_census",
+    "drgrad_traces",
 ]
 SLOW_BENCHMARKS = [
     "almmta_truth",

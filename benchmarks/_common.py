@@ -225,11 +225,20 @@ def pyplot():
 
 
 def save_figure(fig, path: pathlib.Path, dpi: int = 72) -> pathlib.Path:
-    """Writes ``fig`` as a PNG at a small resolution (tracked figures stay tens of kB)."""
+    """Writes ``fig`` as a small PNG: low resolution, 64-colour palette (tens of kB).
+
+    Line plots use few colours, so the palette keeps them legible while noisy
+    per-step traces compress several times better than in full RGBA.
+    """
+    from PIL import Image
+
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, metadata={"Software": None})
     pyplot().close(fig)
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=64)
+    small.save(path, optimize=True)
     print(f"[plot] wrote {path} ({path.stat().st_size / 1024:.0f} kB)")
     return path
 

@@ -23,8 +23,8 @@ overrides).
 ``--from-json PATH`` re-renders that span from a saved full-run JSON. Rendering
 also draws the figures the section links, as small PNGs in ``benchmarks/figures/``
 (beside the RESULTS.md written): a forest plot of each method's paired income-AUC
-difference from MMoE with its 95% interval over seeds, and, when the payload holds
-them, the per-step cosine / norm-ratio / mu' traces of MMoE and DRGrad.
+difference from MMoE with its 95% interval over seeds. The per-step gradient
+traces of MMoE and DRGrad are ``benchmarks.drgrad_traces``.
 
 Usage: ``python -m benchmarks.drgrad_census [--quick] [--json PATH] [--data DIR] [--from-json PATH]``
 """
@@ -44,14 +44,9 @@ from scipy import stats
 import drgrad_jax
 from benchmarks import _common
 from benchmarks.drgrad_synthetic import (
-    OUT_DIR,
     Method,
-    gradient_trace,
     num_params,
-    plot_traces,
     run_method,
-    thin,
-    trace_summary,
 )
 from benchmarks.mmoe_census import generated_census
 from drgrad_jax import data, models
@@ -246,9 +241,6 @@ FIGURES = {
     "(figures/drgrad_census_forest.png)\n\n*Reading:* each row is a method's income AUC minus "
     "{reference}'s on the same seeds (mean, 95% t interval; DRGrad rows in red); an interval "
     "that crosses 0 is no measured difference.",
-    "traces": "![cos(g1, g2), norm ratio and mu' per step, MMoE vs DRGrad on Census]"
-    "(figures/drgrad_census_traces.png)\n\n*Reading:* the cosine of the two tasks' gradients on "
-    "the shared parameters, their norm ratio and DRGrad's mixing weight mu' over training.",
 }
 
 
@@ -293,24 +285,6 @@ def plot_forest(results: dict, reference: str, path: pathlib.Path) -> pathlib.Pa
     return _common.save_figure(fig, path, dpi=90)
 
 
-def plot_trace_series(series: dict, path: pathlib.Path) -> pathlib.Path:
-    """``payload["trace_series"]`` (thinned per-step traces) as cosine / ratio / mu' panels."""
-    plt = _common.pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(10, 2.6))
-    for name, tr in series.items():
-        axes[0].plot(tr["step"], tr["cos"], lw=0.7, label=name)
-        axes[1].semilogy(tr["step"], tr["ratio"], lw=0.7, label=name)
-        axes[2].plot(tr["step"], tr["mu1"], lw=1.0, label=name)
-    axes[0].axhline(0.0, color="k", lw=0.5)
-    for ax, title in zip(axes, ("cos(g1, g2), shared", "||g1|| / ||g2||, shared", "mu'")):
-        ax.set_title(title, fontsize=8)
-        ax.set_xlabel("step", fontsize=7)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    return _common.save_figure(fig, path)
-
-
 def reference_row(results: dict) -> str | None:
     """The forest plot's reference: MMoE when it ran, else the best baseline by income AUC."""
     if "MMoE" in results:
@@ -331,9 +305,6 @@ def render(payload: dict, results_md: pathlib.Path) -> str:
     if ref is not None and forest_rows(results, ref):
         plot_forest(results, ref, figures_dir / "drgrad_census_forest.png")
         figures.append(FIGURES["forest"].format(reference=ref))
-    if payload.get("trace_series"):
-        plot_trace_series(payload["trace_series"], figures_dir / "drgrad_census_traces.png")
-        figures.append(FIGURES["traces"])
     header = payload.get("header") or payload["markdown"].split("\n| ", 1)[0].rstrip()
     return markdown(results, tests, header, tuple(figures))
 
@@ -438,18 +409,6 @@ def main(argv: list[str] | None = None) -> dict:
             if name.startswith("DRGrad") and name != "DRGrad (paper mode)":
                 tests[f"{name} vs {best}"] = paired(results[name], baselines[best])
 
-    traces, trace_series = {}, {}
-    if "MMoE" in wanted and "DRGrad (paper mode)" in wanted:
-        by_name = {m.name: m for m in rows}
-        steps = 60 if q else 1000
-        tr = {
-            n: gradient_trace(by_name[n], d, steps=steps, batch_size=256, lr=lrs[0])
-            for n in ("MMoE", "DRGrad (paper mode)")
-        }
-        plot_traces(tr, OUT_DIR / "drgrad_census_traces.png", "Census: MMoE vs DRGrad")
-        traces = {k: trace_summary(v) for k, v in tr.items()}
-        trace_series = {k: thin(v) for k, v in tr.items()}
-
     duration = time.perf_counter() - start_all
     header = (
         f"### DRGrad Table 3 (Census columns) and Table 5 ablation\n\n"
@@ -461,13 +420,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     md = markdown(results, tests, header)
     print("\n" + md)
-    print(f"\ngradient traces (second half): {traces}")
     print(f"full duration: {duration:.1f}s")
     payload = {
         "results": results,
         "paired_tests": tests,
-        "traces": traces,
-        "trace_series": trace_series,
         "split": d.description,
         "sizes": sizes,
         "seeds": seeds,

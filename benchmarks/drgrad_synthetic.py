@@ -206,31 +206,24 @@ def gradient_trace(
     return {k: np.asarray(v) for k, v in run(jax.random.key(seed)).items()}
 
 
-def plot_traces(traces: dict[str, dict[str, np.ndarray]], path: pathlib.Path, title: str) -> None:
-    """Cosine, norm ratio and mu' per step for each traced method, one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-    for name, tr in traces.items():
-        axes[0].plot(tr["cos"], lw=0.6, label=name)
-        axes[1].semilogy(tr["ratio"], lw=0.6, label=name)
-        axes[2].plot(tr["mu1"], lw=1.0, label=name)
+def plot_trace_series(series: dict, path: pathlib.Path, title: str | None = None) -> pathlib.Path:
+    """Thinned per-step traces (``thin``) per method as cosine / norm-ratio / mu' panels."""
+    plt = _common.pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(10, 2.6))
+    for name, tr in series.items():
+        axes[0].plot(tr["step"], tr["cos"], lw=0.7, label=name)
+        axes[1].semilogy(tr["step"], tr["ratio"], lw=0.7, label=name)
+        axes[2].plot(tr["step"], tr["mu1"], lw=1.0, label=name)
     axes[0].axhline(0.0, color="k", lw=0.5)
-    axes[0].set_title("cos(g1, g2), shared parameters")
-    axes[1].set_title("||g1|| / ||g2||, shared parameters")
-    axes[2].set_title("mu' (dedicated branch weight)")
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
+    for ax, name in zip(axes, ("cos(g1, g2), shared", "||g1|| / ||g2||, shared", "mu'")):
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("step", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    print(f"[plot] wrote {path}")
+    return _common.save_figure(fig, path)
 
 
 def trace_summary(tr: dict[str, np.ndarray]) -> dict:
@@ -334,13 +327,13 @@ def main(argv: list[str] | None = None) -> dict:
             for m in ms
             if m.name in ("MMoE", "DRGrad")
         }
-        plot_traces(
-            traces,
+        traces_json[setting] = {k: trace_summary(v) for k, v in traces.items()}
+        trace_series[setting] = {k: thin(v) for k, v in traces.items()}
+        plot_trace_series(
+            trace_series[setting],
             OUT_DIR / f"drgrad_synthetic_{setting}.png",
             f"{setting} (p={0.5 if setting == 'cooperate' else -0.5:+.1f})",
         )
-        traces_json[setting] = {k: trace_summary(v) for k, v in traces.items()}
-        trace_series[setting] = {k: thin(v) for k, v in traces.items()}
 
     # p = -0.5 / +0.5 are the table's conflict / cooperate runs; quick mode adds no others.
     sweep = {

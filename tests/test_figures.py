@@ -15,7 +15,7 @@ pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")
 import scipy.stats  # noqa: E402
 
-from benchmarks import almmta_criteo, almmta_simulator, drgrad_census  # noqa: E402
+from benchmarks import almmta_criteo, almmta_simulator, drgrad_census, drgrad_traces  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 60_000
@@ -56,7 +56,7 @@ def _census_row(rng, mean, seeds=5):
     }
 
 
-def _census_payload(rng, traces=False):
+def _census_payload(rng):
     names = ("SharedBottom", "MMoE", "PCGrad", "DRGrad (paper mode)")
     results = {n: _census_row(rng, 0.944 + 0.0005 * i) for i, n in enumerate(names)}
     payload = {
@@ -70,14 +70,6 @@ def _census_payload(rng, traces=False):
         "header": "### DRGrad Table 3\n\nSplit: made up.",
         "markdown": "unused when results are present",
     }
-    if traces:
-        steps = 1000
-        tr = {
-            "cos": rng.normal(0.0, 0.3, steps),
-            "ratio": np.exp(rng.normal(0.0, 0.5, steps)),
-            "mu1": np.linspace(0.5, 0.9, steps),
-        }
-        payload["trace_series"] = {n: drgrad_census.thin(tr) for n in ("MMoE", "DRGrad")}
     return payload
 
 
@@ -99,16 +91,15 @@ def test_forest_rows_are_the_paired_t_intervals():
 
 def test_census_from_json_writes_narrow_table_reading_and_figures(tmp_path):
     path, md = tmp_path / "run.json", tmp_path / "bench" / "RESULTS.md"
-    path.write_text(json.dumps(_census_payload(np.random.default_rng(1), traces=True)))
+    path.write_text(json.dumps(_census_payload(np.random.default_rng(1))))
     drgrad_census.main(["--from-json", str(path), "--results", str(md)])
     text = md.read_text()
     assert _header(text) == ["Method", "params", "income AUC", "marital AUC", "paper (income / marital)"]  # fmt: skip
     reading = _line_after_table(text)
     assert reading.startswith("*Reading:*") and "income AUC" in reading
     assert "income AUC minus MMoE's on the same seeds" in text  # the forest's reference
-    for name in ("drgrad_census_forest.png", "drgrad_census_traces.png"):
-        assert f"](figures/{name})" in text
-        assert _is_small_png(md.parent / "figures" / name), name
+    assert "](figures/drgrad_census_forest.png)" in text
+    assert _is_small_png(md.parent / "figures" / "drgrad_census_forest.png")
 
 
 def test_census_rows_keep_the_table_order_after_a_json_round_trip(tmp_path):
@@ -119,8 +110,8 @@ def test_census_rows_keep_the_table_order_after_a_json_round_trip(tmp_path):
     assert names == ["SharedBottom", "MMoE", "PCGrad", "DRGrad (paper mode)"]
 
 
-def test_census_figures_follow_the_payload(tmp_path):
-    """No traces in the payload: no trace figure, and no link to one."""
+def test_census_forest_reference_is_the_best_baseline_without_mmoe(tmp_path):
+    """The gradient traces are drgrad_traces' section: the Census section links none."""
     payload = _census_payload(np.random.default_rng(2))
     del payload["results"]["MMoE"]  # the best baseline is then the forest's reference
     text = drgrad_census.render(payload, tmp_path / "RESULTS.md")
@@ -223,3 +214,79 @@ def test_criteo_table_is_narrow_with_a_reading_and_every_column_below(tmp_path):
     assert "14.70 (dml) to 14.90 (alm_mta)" in reading
     details = text.split("<details>")[1]
     assert "| alm_mta | 0.6000 | 25.00 | 21.00 | 18.00 | 14.90 | 0.9729 / – | – |" in details
+
+
+# ----------------------------------------------------------------------------- DRGrad traces
+
+
+def _trace(rng, steps, cos_sign, mu_end, xi=True):
+    """A made-up per-step trace whose cosine has the sign pattern ``cos_sign``."""
+    return {
+        "cos": cos_sign * rng.uniform(0.1, 0.4, steps),
+        "ratio": np.exp(rng.normal(0.0, 0.5, steps)),
+        "mu1": np.linspace(0.5, mu_end, steps),
+        "xi_aux": (
+            np.where(np.arange(steps) % 4 == 0, 1.0, -1.0) if xi else np.full(steps, np.nan)
+        ),
+    }
+
+
+def test_trace_summary_counts_signs_and_reads_mu_after_s_updates():
+    rng = np.random.default_rng(0)
+    sign = np.where(np.arange(300) < 120, 1.0, -1.0)  # 40% of steps agree
+    tr = _trace(rng, 300, sign, 1.0)
+    got = drgrad_traces.summarize(tr)
+    assert got["cos_nonneg"] == pytest.approx(0.4)
+    assert got["xi_aux_nonneg"] == pytest.approx(0.25)  # every 4th step routes
+    assert got["mean_abs_cos"] == pytest.approx(np.abs(tr["cos"]).mean())
+    assert got["median_ratio"] == pytest.approx(np.median(tr["ratio"][150:]))
+    # mu1[t] is read before update t, so the weight after 10 updates is mu1[10].
+    assert got["mu1_after_10"] == tr["mu1"][10] and got["mu1_final"] == tr["mu1"][-1]
+    assert "mu1_after_200" in got and "mu1_after_1000" not in got
+    assert np.isnan(
+        drgrad_traces.summarize(_trace(rng, 50, sign[:50], 0.5, xi=False))["xi_aux_nonneg"]
+    )
+
+
+def test_traces_from_json_writes_table_reading_and_figure(tmp_path):
+    rng = np.random.default_rng(1)
+    steps = 400
+    runs = {
+        "MMoE": [
+            _trace(rng, steps, rng.choice([-1.0, 1.0], steps), 0.5, xi=False) for _ in range(2)
+        ],
+        "DRGrad (paper mode)": [_trace(rng, steps, np.ones(steps), 1.0) for _ in range(2)],
+    }
+    payload = {
+        "data": "made up",
+        "steps": steps,
+        "seeds": 2,
+        "lr": 0.003,
+        "quick": False,
+        "summaries": {n: [drgrad_traces.summarize(t) for t in r] for n, r in runs.items()},
+        "series": {n: drgrad_traces.thin(r[0]) for n, r in runs.items()},
+    }
+    path, md = tmp_path / "run.json", tmp_path / "bench" / "RESULTS.md"
+    path.write_text(json.dumps(payload))
+    drgrad_traces.main(["--from-json", str(path), "--results", str(md)])
+    text = md.read_text()
+    assert _header(text)[:4] == [
+        "method",
+        "steps with cos ≥ 0",
+        "mean abs cos",
+        "steps with xi_aux ≥ 0",
+    ]
+    mmoe = next(ln for ln in text.splitlines() if ln.startswith("| MMoE"))
+    assert mmoe.endswith("| – | – | – | – |")  # no split tower: no mu' column is filled
+    reading = _line_after_table(text)
+    # the linear mu' ramp 0.5 -> 1.0 over 400 steps passes 0.99 only after step 392: not in the
+    # 1/10/20/200 columns, so the reading states the largest tabled value instead.
+    assert reading == (
+        "*Reading:* DRGrad routes task 2 into T1' on 25.0% of steps (xi_aux ≥ 0); "
+        f"mu' stays at or below {0.5 + 0.5 * 200 / 399:.3f} over the traced steps."
+    )
+    assert _is_small_png(md.parent / "figures" / drgrad_traces.FIGURE)
+    payload["quick"] = True
+    path.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="a quick run"):
+        drgrad_traces.main(["--from-json", str(path), "--results", str(md)])
