@@ -567,10 +567,11 @@ DETAIL_COLUMNS = (
     ("cluster-effect RMSE", "cluster_effect_rmse", 4),
 )
 FIGURES = {
-    "curves": "![Cumulative gain over clusters per propensity bucket, every method and the "
-    "oracle](figures/almmta_uplift_curves.png)\n\n*Reading:* per propensity bucket, the gain "
-    "collected by ranking clusters by each method's uplift (seed 0, default world); the closer "
-    "to the dashed oracle, the higher the bucket's grouped AUUC (in the legend).",
+    "curves": "![Cumulative gain over clusters per propensity bucket: the exact truth, ALM-MTA, "
+    "the backdoor baselines, LR and the oracle](figures/almmta_uplift_curves.png)\n\n"
+    "*Reading:* per propensity bucket, the gain collected by ranking clusters by each method's "
+    "uplift (seed 0, default world); the closer to the dashed oracle, the higher the bucket's "
+    "grouped AUUC (in the legend).",
     "seeds": "![Avg grouped AUUC and truth Spearman per method and seed, default world]"
     "(figures/almmta_simulator_seeds.png)\n\n*Reading:* each dot is one seed's world, the bar "
     "the mean: how far apart the methods are next to how far one method moves between seeds.",
@@ -722,18 +723,39 @@ def curve_points(curves: dict, methods) -> dict:
     return out
 
 
+# Drawn in the curve figure, with their colours: the exact truth, ALM-MTA, the two backdoor
+# baselines and the non-causal one (the table keeps every method).
+CURVE_METHODS = {
+    TRUTH: "tab:green",
+    "alm_mta": "tab:red",
+    "causalmta": "tab:blue",
+    "dml": "tab:purple",
+    "lr": "tab:gray",
+}
+
+
 def plot_uplift_curves(points: dict, path: pathlib.Path, dpi: int = 72) -> pathlib.Path:
-    """The gain curves of ``curve_points``, one panel per propensity bucket."""
+    """The gain curves of ``curve_points``, one panel per propensity bucket.
+
+    Only ``CURVE_METHODS`` are drawn (when present), so each panel stays legible.
+    """
     plt = _common.pyplot()
+    points = {m: points[m] for m in CURVE_METHODS if m in points} or points
     nb = max(len(b) for b in points.values())
-    fig, axes = plt.subplots(1, nb, figsize=(3.4 * nb, 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, nb, figsize=(3.6 * nb, 3.0), squeeze=False)
     for b in range(nb):
         ax, first = axes[0, b], True
         for name, buckets in points.items():
             p = buckets[b] if b < len(buckets) else None
             if p is None:
                 continue
-            ax.plot(p["x"], p["gain"], lw=1, label=f"{name} ({_fmt(p['auuc'], 2)})")
+            ax.plot(
+                p["x"],
+                p["gain"],
+                lw=1.6 if name == "alm_mta" else 1.0,
+                color=CURVE_METHODS.get(name),
+                label=f"{name} ({_fmt(p['auuc'], 2)})",
+            )
             if first:
                 ax.plot(p["x"], p["oracle"], "k--", lw=0.8, label="oracle")
                 ax.plot([0, 1], [0, p["gain"][-1]], "k:", lw=0.8, label="random")
@@ -742,7 +764,7 @@ def plot_uplift_curves(points: dict, path: pathlib.Path, dpi: int = 72) -> pathl
         ax.set_xlabel("fraction of clusters", fontsize=7)
         ax.tick_params(labelsize=7)
         if not first:
-            ax.legend(fontsize=5)
+            ax.legend(fontsize=6, loc="lower left")
         else:
             ax.text(0.5, 0.5, "too few clusters", ha="center", fontsize=7)
     axes[0, 0].set_ylabel("cumulative gain", fontsize=7)
