@@ -213,13 +213,15 @@ def plot_trace_series(series: dict, path: pathlib.Path, title: str | None = None
     for name, tr in series.items():
         axes[0].plot(tr["step"], tr["cos"], lw=0.7, label=name)
         axes[1].semilogy(tr["step"], tr["ratio"], lw=0.7, label=name)
-        axes[2].plot(tr["step"], tr["mu1"], lw=1.0, label=name)
+        if np.ptp(tr["mu1"]) > 0:  # a model without a split tower has no mu' to draw
+            axes[2].plot(tr["step"], tr["mu1"], lw=1.0, label=name)
     axes[0].axhline(0.0, color="k", lw=0.5)
     for ax, name in zip(axes, ("cos(g1, g2), shared", "||g1|| / ||g2||, shared", "mu'")):
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("step", fontsize=7)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

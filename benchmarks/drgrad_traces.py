@@ -100,8 +100,8 @@ def markdown(payload: dict) -> str:
         reading = (
             f"\n*Reading:* DRGrad routes task 2 into T1' on {flip:.1%} of steps (xi_aux ≥ 0); "
             + (
-                f"mu' exceeds 0.99 after {first} steps, so the split tower's second branch "
-                f"then barely contributes."
+                f"mu' exceeds 0.99 after {first} steps: the split tower is then T1' alone "
+                f"(T1'' enters with weight 1 − mu')."
                 if first is not None
                 else f"mu' stays at or below {max(at.values()):.3f} over the traced steps."
             )
