@@ -26,6 +26,10 @@ also draws the figures the section links, as small PNGs in ``benchmarks/figures/
 difference from MMoE with its 95% interval over seeds. The per-step gradient
 traces of MMoE and DRGrad are ``benchmarks.drgrad_traces``.
 
+``--quick`` (the main job's form) trains five rows on the first 20,000 training rows
+for 2 epochs at lr 3e-3 over 2 seeds: enough for MMoE to reach about 0.935 income AUC
+on the real data, too little to separate methods, so it runs no paired tests.
+
 Usage: ``python -m benchmarks.drgrad_census [--quick] [--json PATH] [--data DIR] [--from-json PATH]``
 """
 
@@ -350,7 +354,7 @@ def cached_run(method: Method, d: data.MultiTaskData, kw: dict, cache, split: st
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=None, help="default 2 quick, 5 full")
-    p.add_argument("--epochs", type=int, default=None, help="default 1 quick, 6 full")
+    p.add_argument("--epochs", type=int, default=None, help="default 2 quick, 6 full")
     p.add_argument("--methods", default=None, help="';'-separated subset of rows")
     p.add_argument("--lrs", default=None, help="comma-separated learning-rate grid")
     p.add_argument("--results", default=None, help="RESULTS.md to update (full mode default)")
@@ -376,8 +380,8 @@ def main(argv: list[str] | None = None) -> dict:
         return payload
     q = args.quick
     seeds = args.seeds or (2 if q else 5)
-    epochs = args.epochs or (1 if q else 6)
-    lrs = (1e-3,) if q else (1e-3, 3e-3)
+    epochs = args.epochs or (2 if q else 6)
+    lrs = (3e-3,) if q else (1e-3, 3e-3)  # quick: the rate the full run selects for MMoE
     if args.lrs:
         lrs = tuple(float(x) for x in args.lrs.split(","))
     sizes = {"experts": 8, "expert_width": 32, "tower": 16, "embed": 4}
@@ -385,7 +389,7 @@ def main(argv: list[str] | None = None) -> dict:
     path = _common.data_dir("census-income-kdd", args.data)
     d = data.load_census_income(path) if path is not None else generated_census()
     if q:
-        d = subsample(d, 8000, 4000)
+        d = subsample(d, 20000, 4000)
     print(f"[data] {d.description}")
     rows = all_methods(d, sizes)
     wanted = args.methods.split(";") if args.methods else (QUICK if q else [m.name for m in rows])
@@ -397,7 +401,7 @@ def main(argv: list[str] | None = None) -> dict:
         for m in _common.rows(rows, "drgrad_census methods")
     }
 
-    drg = results.get("DRGrad (paper mode)")
+    drg = None if q else results.get("DRGrad (paper mode)")  # quick: no paired tests
     tests = {}
     baselines = {k: v for k, v in results.items() if k in BASELINES}
     if drg is not None and baselines:
@@ -418,6 +422,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"test AUC at the best-validation epoch; run took {duration / 60:.1f} min. "
         f"Paper numbers are on the official 200k/100k split and are not strictly comparable."
     )
+    if q:
+        header += (
+            " Quick mode is a smoke run: it shows that every row trains (MMoE reaches about "
+            "0.935 income AUC on the real data), not which method is better; it runs no paired "
+            "tests, and differences between its rows are not measurements."
+        )
     md = markdown(results, tests, header)
     print("\n" + md)
     print(f"full duration: {duration:.1f}s")
