@@ -12,7 +12,7 @@ update:
 * ``mu1``: the updater's mixing weight mu' of the split primary tower (0.5 for
   a model without one);
 * ``xi_aux``: DRGrad's own routing cosine cos(g1', g2), whose sign decides
-  whether task 2's gradient enters T1' (docs/drgrad.md, *Router*).
+  whether task 2's gradient enters T1' (docs/drgrad.md, *The router*).
 
 The table gives, per method, mean ± std over ``--seeds`` training seeds: the
 share of steps with ``cos >= 0`` and with ``xi_aux >= 0``, mean |cos|, the
