@@ -407,7 +407,7 @@ def test_generated_almmta_counts_are_refused_unless_ints_at_their_minimum(name, 
     cfg, _ = _journeys()
     ok = (
         isinstance(value, int) and not isinstance(value, bool) and value >= ALMMTA_COUNTS[name]
-    ) or (name == "warmup_steps" and value is None)
+    ) or (name in ("warmup_steps", "batch_size") and value is None)  # None: one epoch; auto
     if ok:
         dataclasses.replace(cfg, **{name: value})
     else:
