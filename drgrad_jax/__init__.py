@@ -119,8 +119,9 @@ from drgrad_jax._src.train import device_splits
 from drgrad_jax._src.train import make_train
 from drgrad_jax._src.train import select_by_validation
 
-# --- data parallelism over a device mesh, the shared training loop (submodules) ---
-from drgrad_jax import loop, parallel, tree
+# --- data parallelism over a device mesh, the shared training loop, hyperparameter
+# domains (submodules) ---
+from drgrad_jax import domains, loop, parallel, tree
 
 __version__ = "0.1.0"
 
@@ -130,6 +131,7 @@ __all__ = [
     "TrainState",
     "data",
     "device_splits",
+    "domains",
     "loop",
     "make_train",
     "metrics",

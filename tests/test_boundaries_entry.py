@@ -181,7 +181,7 @@ def test_generated_bad_values_in_drgrad_data_are_refused_naming_the_place(split,
 
 DRGRAD_COUNTS = ("batch_size", "num_epochs", "eval_batch_size")
 BAD_COUNTS = st.sampled_from([0, -1, 1.5, 16.0, float("nan"), True, "16", None])
-BAD_WEIGHTS = st.sampled_from([float("nan"), float("inf"), -1.0, -1e-9])
+BAD_WEIGHTS = st.sampled_from([float("nan"), float("inf"), -1.0, -1e-9, 1e39])
 
 
 @PROPERTY
@@ -343,8 +343,36 @@ ALMMTA_COUNTS = {
 }
 
 
+@pytest.mark.parametrize("name", ["learning_rate", "alpha", "lambda_max", "clip_norm"])
+def test_almmta_float_fields_beyond_float32_are_refused_naming_the_field(name):
+    """1e39 is a finite float64 but Inf in the float32 run: refused like NaN, by the
+    transformations' rule (drgrad_jax.domains)."""
+    cfg, _ = _journeys()
+    domain = "> 0" if name in ("learning_rate", "clip_norm") else ">= 0"
+    message = (
+        f"TrainConfig: {name} must be {domain} (a finite float32); "
+        "got 1e+39, which is inf in float32."
+    )
+    with pytest.raises(ValueError) as info:
+        dataclasses.replace(cfg, **{name: 1e39})
+    assert str(info.value) == message
+    dataclasses.replace(cfg, **{name: 3.0e38})  # large, but a finite float32
+
+
+def test_drgrad_task_weights_beyond_float32_are_refused():
+    cfg = dataclasses.replace(_config(), task_weights=(1.0, 1e39))
+    with pytest.raises(ValueError) as info:
+        dj.make_train(cfg, _drgrad())
+    assert str(info.value) == (
+        "config.task_weights[1] = 1e+39; task weights must be >= 0 (finite float32s)."
+    )
+
+
 def _almmta_float_ok(name, v):
-    """The documented domains, written out: closed at 0 for weights, open for scales."""
+    """The documented domains, written out: closed at 0 for weights, open for scales;
+    judged on the float32 the run computes with (1e39 is Inf, 1e-300 is 0)."""
+    with np.errstate(over="ignore"):
+        v = float(np.float32(v))
     if v != v or v in (float("inf"), float("-inf")):
         return False
     if name == "momentum":
@@ -356,7 +384,8 @@ def _almmta_float_ok(name, v):
 @given(
     name=st.sampled_from(sorted(ALMMTA_FLOATS)),
     value=st.one_of(
-        st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 1.0, -0.0])
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([0.0, 1.0, -0.0, 1e39, -1e39, 3.5e38, 3.4e38, 1e-300]),
     ),
 )
 def test_generated_almmta_float_fields_are_refused_iff_outside_their_domain(name, value):
@@ -365,7 +394,9 @@ def test_generated_almmta_float_fields_are_refused_iff_outside_their_domain(name
     if _almmta_float_ok(name, value):
         dataclasses.replace(cfg, **{name: value})
     else:
-        with pytest.raises(ValueError, match=rf"^{name} must be .* and finite, got"):
+        with pytest.raises(
+            ValueError, match=rf"^TrainConfig: {name} must be .* \(a finite float32\); got"
+        ):
             dataclasses.replace(cfg, **{name: value})
 
 
@@ -376,7 +407,7 @@ def test_generated_almmta_counts_are_refused_unless_ints_at_their_minimum(name, 
     cfg, _ = _journeys()
     ok = (
         isinstance(value, int) and not isinstance(value, bool) and value >= ALMMTA_COUNTS[name]
-    ) or (name == "warmup_steps" and value is None)
+    ) or (name in ("warmup_steps", "batch_size") and value is None)  # None: one epoch; auto
     if ok:
         dataclasses.replace(cfg, **{name: value})
     else:

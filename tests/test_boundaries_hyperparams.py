@@ -98,9 +98,12 @@ CASES = [(m, h) for m, (_, _, doms) in METHODS.items() for h in doms]
 
 
 def _inside(x: float, domain) -> bool:
+    """The value the update computes with, a float32, is finite and in the domain."""
     low, high, lc, hc = domain
-    if x != x or abs(x) > float(np.finfo(np.float32).max):
-        return False  # NaN, Inf, or Inf once cast to float32
+    with np.errstate(over="ignore"):
+        x = float(np.float32(x))  # beyond float32: Inf; 1 + 1e-12: 1.0; 1e-300: 0.0
+    if not math.isfinite(x):
+        return False
     return (x >= low if lc else x > low) and (x <= high if hc else x < high)
 
 

@@ -28,7 +28,7 @@ from almmta_jax._src.networks import ALMMTA, ModelConfig
 from almmta_jax._src.optimizer import default_optimizer
 from almmta_jax._src.parallel import state_sharding
 from almmta_jax._src.step import TrainState, make_step
-from drgrad_jax import loop
+from drgrad_jax import domains, loop
 from drgrad_jax.metrics import auc, log_loss
 
 MODES = ("grl", "simultaneous", "alternating")
@@ -152,33 +152,33 @@ class TrainConfig:
 
 _COUNTS = {"adversary_steps": 1, "batch_size": 1, "num_epochs": 1, "queue_size": 1}
 _COUNTS.update({"lr_warmup_steps": 0, "warmup_steps": 0, "eval_size": 1})
-# name -> (domain text, membership); NaN and +-Inf lie outside every domain.
+# The float fields' domains; the rule (NaN, Inf and values beyond float32 outside) is
+# drgrad_jax.domains', shared with the transformations' hyperparameters.
 _FLOATS = {
-    "alpha": (">= 0", lambda v: v >= 0),
-    "beta": (">= 0", lambda v: v >= 0),
-    "lambda_max": (">= 0", lambda v: v >= 0),
-    "weight_decay": (">= 0", lambda v: v >= 0),
-    "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
-    "temperature": ("> 0", lambda v: v > 0),
-    "learning_rate": ("> 0", lambda v: v > 0),
-    "clip_norm": ("> 0", lambda v: v > 0),
+    "alpha": domains.NON_NEGATIVE,
+    "beta": domains.NON_NEGATIVE,
+    "lambda_max": domains.NON_NEGATIVE,
+    "weight_decay": domains.NON_NEGATIVE,
+    "momentum": domains.UNIT_RIGHT_OPEN,
+    "temperature": domains.POSITIVE,
+    "learning_rate": domains.POSITIVE,
+    "clip_norm": domains.POSITIVE,
 }
 
 
 def _check_fields(config: TrainConfig) -> None:
-    """Counts are ints at or above their minimum; floats finite and in their domains."""
+    """Counts are ints at or above their minimum; floats finite float32s in their domains."""
     for name, low in _COUNTS.items():
         value = getattr(config, name)
         if value is None and name in ("warmup_steps", "batch_size"):
             continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
-    for name, (text, inside) in _FLOATS.items():
+    for name, domain in _FLOATS.items():
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
             raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
-        if not (np.isfinite(value) and inside(value)):
-            raise ValueError(f"{name} must be {text} and finite, got {value!r}.")
+        domains.check("TrainConfig", name, value, domain)
 
 
 class EvalMetrics(NamedTuple):

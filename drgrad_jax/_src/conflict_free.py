@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import NON_NEGATIVE, check_task_vector, with_domains
 from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
 
@@ -76,8 +77,14 @@ def conflict_free(
     zero update.
 
     Args:
-      pref_vector: ``[K]`` preference ``p`` (a float array, so
-        ``optax.inject_hyperparams`` can schedule it), or ``None`` for all ones.
+      pref_vector: ``[K]`` preference ``p``, each entry ``>= 0`` (a float
+        array, so ``optax.inject_hyperparams`` can schedule it), or ``None`` for
+        all ones. Only its direction matters. The cosine of the update with
+        ``g_k`` is proportional to ``p_k``, so ``p >= 0`` keeps the update
+        conflict-free (``p_k = 0``: orthogonal to ``g_k``; all zeros: a zero
+        update); a negative entry would ask for a conflict. Numbers outside, or
+        a vector of the wrong length, are refused; a JAX array outside makes
+        the update NaN (docs/drgrad.md, *Using the transformations*).
       num_tasks: optional ``K``, the length of the task axis; inferred from the
         gradients when ``None``, checked against them when given.
 
@@ -99,12 +106,11 @@ def conflict_free(
     """
     if num_tasks is not None:
         require_num_tasks(num_tasks, "conflict_free")
-    if pref_vector is not None and jnp.ndim(pref_vector) != 1:
-        raise ValueError(
-            f"pref_vector must be a vector [num_tasks]; got shape {jnp.shape(pref_vector)}."
-        )
-    return gramian_weighting(
-        lambda gram: conflict_free_weights(gram, pref_vector),
-        ConflictFreeState,
-        num_tasks=num_tasks,
-    )
+    check_task_vector("conflict_free", "pref_vector", pref_vector, num_tasks)
+
+    def weights_fn(gram):
+        check_task_vector("conflict_free", "pref_vector", pref_vector, gram.shape[0], axis=True)
+        return conflict_free_weights(gram, pref_vector)
+
+    tx = gramian_weighting(weights_fn, ConflictFreeState, num_tasks=num_tasks)
+    return with_domains(tx, "conflict_free", pref_vector=(pref_vector, NON_NEGATIVE))

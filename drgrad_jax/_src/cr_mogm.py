@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.conflict_free import conflict_free_weights
-from drgrad_jax._src.domains import UNIT, with_domains
+from drgrad_jax._src.domains import REAL, UNIT, check_task_vector, with_domains
 from drgrad_jax._src.dualproj import dualproj_weights
 from drgrad_jax._src.imtl import imtl_g_weights
 from drgrad_jax._src.min_norm import min_norm_weights
@@ -78,7 +78,11 @@ def cr_mogm(
         ``optax.inject_hyperparams`` list a callable in ``static_args``, since
         optax treats callables as schedules).
       alpha: EMA coefficient in ``[0, 1]`` on the previous weights.
-      initial_weights: ``[K]`` ``lambda_0``, or ``None`` for ``hat lambda_1``.
+      initial_weights: ``[K]`` ``lambda_0`` (any finite values: the weights of
+        ``imtl_g`` or ``conflict_free`` may be negative; MGDA's lie on the
+        simplex), or ``None`` for ``hat lambda_1``. NaN, Inf or a vector of the
+        wrong length is refused as numbers; as a JAX array a non-finite entry
+        makes the update NaN (docs/drgrad.md, *Using the transformations*).
       num_tasks: ``K`` (static; sizes ``lambda``).
 
     Returns:
@@ -109,10 +113,7 @@ def cr_mogm(
         weights_of = weighting
     else:
         raise TypeError(f"weighting must be a name or a callable; got {weighting!r}.")
-    if initial_weights is not None and jnp.shape(initial_weights) != (num_tasks,):
-        raise ValueError(
-            f"initial_weights has shape {jnp.shape(initial_weights)}; expected [{num_tasks}]."
-        )
+    check_task_vector("cr_mogm", "initial_weights", initial_weights, num_tasks)
 
     def init_fn(params):
         del params
@@ -143,4 +144,4 @@ def cr_mogm(
         return combine(lam, task_grads), new_state
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    return with_domains(tx, "cr_mogm", alpha=(alpha, UNIT))
+    return with_domains(tx, "cr_mogm", alpha=(alpha, UNIT), initial_weights=(initial_weights, REAL))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import NON_NEGATIVE, check_task_vector, with_domains
 from drgrad_jax._src.min_norm import box_qp_weights
 from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
 
@@ -69,8 +70,13 @@ def dualproj(
     impose no constraint.
 
     Args:
-      pref_vector: ``[K]`` non-negative preference ``u`` (a float array, so
-        ``optax.inject_hyperparams`` can schedule it), or ``None`` for ``1 / K``.
+      pref_vector: ``[K]`` preference ``u``, each entry ``>= 0`` (a float
+        array, so ``optax.inject_hyperparams`` can schedule it; ``G^T u`` is the
+        weighted mean that is projected), or ``None`` for ``1 / K``. Not
+        normalised: the update scales with ``u``, and all zeros give a zero
+        update. Numbers outside, or a vector of the wrong length, are refused;
+        a JAX array outside makes the update NaN (docs/drgrad.md, *Using the
+        transformations*).
       num_tasks: optional ``K``, the length of the task axis; inferred from the
         gradients when ``None``, checked against them when given.
 
@@ -94,10 +100,11 @@ def dualproj(
     """
     if num_tasks is not None:
         require_num_tasks(num_tasks, "dualproj")
-    if pref_vector is not None and jnp.ndim(pref_vector) != 1:
-        raise ValueError(
-            f"pref_vector must be a vector [num_tasks]; got shape {jnp.shape(pref_vector)}."
-        )
-    return gramian_weighting(
-        lambda gram: dualproj_weights(gram, pref_vector), DualProjState, num_tasks=num_tasks
-    )
+    check_task_vector("dualproj", "pref_vector", pref_vector, num_tasks)
+
+    def weights_fn(gram):
+        check_task_vector("dualproj", "pref_vector", pref_vector, gram.shape[0], axis=True)
+        return dualproj_weights(gram, pref_vector)
+
+    tx = gramian_weighting(weights_fn, DualProjState, num_tasks=num_tasks)
+    return with_domains(tx, "dualproj", pref_vector=(pref_vector, NON_NEGATIVE))

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.domains import NON_NEGATIVE, POSITIVE, with_domains
+from drgrad_jax._src.domains import NON_NEGATIVE, POSITIVE, REAL, check_task_vector, with_domains
 from drgrad_jax._src.loss_weighting import _losses_arg
 from drgrad_jax._src.task_grads import (
     check_matches_params,
@@ -92,7 +92,11 @@ def famo(
     Args:
       learning_rate: Adam step size of the logits (0.025 in the paper).
       weight_decay: decay ``gamma`` of the logits (1e-3 in the paper).
-      min_losses: ``[K]`` lower bounds ``b`` of the losses, or ``None`` for 0.
+      min_losses: ``[K]`` lower bounds ``b`` of the losses (any finite values;
+        each loss must stay above its bound), or ``None`` for 0. NaN, Inf or a
+        vector of the wrong length is refused as numbers; as a JAX array a
+        non-finite bound makes the update NaN (docs/drgrad.md, *Using the
+        transformations*).
       num_tasks: ``K`` (static; sizes the logits).
 
     Returns:
@@ -111,10 +115,7 @@ def famo(
       NeurIPS 2023, https://arxiv.org/abs/2306.03792.
     """
     require_num_tasks(num_tasks, "famo")
-    if min_losses is not None and jnp.shape(min_losses) != (num_tasks,):
-        raise ValueError(
-            f"min_losses has shape {jnp.shape(min_losses)}; expected [{num_tasks}] (one per task)."
-        )
+    check_task_vector("famo", "min_losses", min_losses, num_tasks)
 
     def bounds():
         if min_losses is None:
@@ -161,4 +162,5 @@ def famo(
         "famo",
         learning_rate=(learning_rate, POSITIVE),
         weight_decay=(weight_decay, NON_NEGATIVE),
+        min_losses=(min_losses, REAL),
     )

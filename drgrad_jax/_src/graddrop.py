@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import UNIT, check_task_vector, with_domains
 from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, require_num_tasks
 
 
@@ -76,9 +77,12 @@ def graddrop(
     exactly opposite gradients (``P = 1/2``) keep one of the two at random.
 
     Args:
-      leak: ``[K]`` leak values in ``[0, 1]`` (a float array, so
-        ``optax.inject_hyperparams`` can schedule it; ``1`` lets a task through
-        unmasked), or ``None`` for no leak.
+      leak: ``[K]`` leak values, each in ``[0, 1]`` as in the paper (a float
+        array, so ``optax.inject_hyperparams`` can schedule it; ``1`` lets a
+        task through unmasked, ``0`` masks it as plain GradDrop does), or
+        ``None`` for no leak. Numbers outside, or a vector of the wrong length,
+        are refused; a JAX array outside makes the update NaN (docs/drgrad.md,
+        *Using the transformations*).
       seed: seeds the key in the state that draws the thresholds.
       num_tasks: optional ``K``, the length of the task axis; inferred from the
         gradients when ``None``, checked against them when given.
@@ -103,8 +107,7 @@ def graddrop(
     """
     if num_tasks is not None:
         require_num_tasks(num_tasks, "graddrop")
-    if leak is not None and jnp.ndim(leak) != 1:
-        raise ValueError(f"leak must be a vector [num_tasks]; got shape {jnp.shape(leak)}.")
+    check_task_vector("graddrop", "leak", leak, num_tasks)
 
     def init_fn(params):
         del params
@@ -114,14 +117,14 @@ def graddrop(
         del extra_args
         k = check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
-        if leak is not None and jnp.shape(leak) != (k,):
-            raise ValueError(f"leak has shape {jnp.shape(leak)}; expected [{k}] (one per task).")
+        check_task_vector("graddrop", "leak", leak, k, axis=True)
         key, sub = jax.random.split(state.key)
         return graddrop_combine(task_grads, graddrop_uniforms(sub, task_grads), leak), (
             GradDropState(count=optax.safe_increment(state.count), key=key)
         )
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return with_domains(tx, "graddrop", leak=(leak, UNIT))
 
 
 def graddrop_uniforms(key: jax.Array, task_grads):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.domains import NON_NEGATIVE, check_task_vector, with_domains
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
@@ -42,8 +43,12 @@ def linear_scalarization(
     weights cancel to a zero update).
 
     Args:
-      weights: ``[K]`` task weights (a float array, so ``optax.inject_hyperparams``
-        can schedule it), or ``None`` for all ones.
+      weights: ``[K]`` task weights, each ``>= 0`` (a float array, so
+        ``optax.inject_hyperparams`` can schedule it), or ``None`` for all ones.
+        A negative weight would ascend its task's loss; a zero one drops the
+        task. Numbers outside, or a vector of the wrong length, are refused; a
+        JAX array outside makes the update NaN (docs/drgrad.md, *Using the
+        transformations*).
       num_tasks: optional ``K``, the length of the task axis; inferred from the
         gradients when ``None``, checked against them when given.
 
@@ -62,22 +67,25 @@ def linear_scalarization(
     References:
       Caruana, *Multitask Learning*, Machine Learning 28, 1997.
     """
+    return _weighted_sum("linear_scalarization", weights, num_tasks)
+
+
+def _weighted_sum(
+    factory: str, weights: jax.typing.ArrayLike | None, num_tasks: int | None
+) -> optax.GradientTransformationExtraArgs:
+    """``linear_scalarization`` and ``constant``: validated under ``factory``'s name."""
     if num_tasks is not None:
-        require_num_tasks(num_tasks, "linear_scalarization")
-    if weights is not None and jnp.ndim(weights) != 1:
-        raise ValueError(f"weights must be a vector [num_tasks]; got shape {jnp.shape(weights)}.")
+        require_num_tasks(num_tasks, factory)
+    check_task_vector(factory, "weights", weights, num_tasks)
 
     def weights_for(k: int) -> jax.Array:
         if weights is None:
             return jnp.ones((k,), jnp.float32)
-        w = jnp.asarray(weights, jnp.float32)
-        if w.shape != (k,):
-            raise ValueError(
-                f"weights has shape {w.shape}; expected [{k}] to match the task axis of task_grads."
-            )
-        return w
+        check_task_vector(factory, "weights", weights, k, axis=True)
+        return jnp.asarray(weights, jnp.float32)
 
-    return fixed_weighting(weights_for, LinearScalarizationState, num_tasks=num_tasks)
+    tx = fixed_weighting(weights_for, LinearScalarizationState, num_tasks=num_tasks)
+    return with_domains(tx, factory, weights=(weights, NON_NEGATIVE))
 
 
 def fixed_weighting(
@@ -121,8 +129,9 @@ def constant(
     list can name it. Its state is a ``LinearScalarizationState``.
 
     Args:
-      weights: ``[K]`` task weights (a float array, so ``optax.inject_hyperparams``
-        can schedule it).
+      weights: ``[K]`` task weights, each ``>= 0`` (a float array, so
+        ``optax.inject_hyperparams`` can schedule it); checked as in
+        ``linear_scalarization``.
       num_tasks: optional ``K``, the length of the task axis; inferred from the
         gradients when ``None``, checked against them when given.
 
@@ -132,8 +141,9 @@ def constant(
       arguments are ignored.
 
     Raises:
-      ValueError: ``weights`` is ``None`` or not a vector; at the first update,
-        its length differs from the task axis.
+      ValueError: ``weights`` is ``None``, not a vector, or (as numbers) outside
+        its domain; its length differs from ``num_tasks`` or, at the first
+        update, from the task axis.
 
     Example:
       >>> import jax.numpy as jnp
@@ -146,11 +156,9 @@ def constant(
       Quinton & Rey, *Jacobian Descent for Multi-Objective Optimization*, 2024,
       https://arxiv.org/abs/2406.16232 (TorchJD's ``Constant`` aggregator).
     """
-    if num_tasks is not None:
-        require_num_tasks(num_tasks, "constant")
     if weights is None:
         raise ValueError("constant needs weights: a vector [num_tasks] of task weights.")
-    return linear_scalarization(weights, num_tasks=num_tasks)
+    return _weighted_sum("constant", weights, num_tasks)
 
 
 class MeanState(NamedTuple):

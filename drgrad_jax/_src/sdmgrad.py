@@ -9,7 +9,13 @@ import jax.numpy as jnp
 import optax
 from optax.projections import projection_simplex
 
-from drgrad_jax._src.domains import NON_NEGATIVE, POSITIVE, UNIT_RIGHT_OPEN, with_domains
+from drgrad_jax._src.domains import (
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_RIGHT_OPEN,
+    check_task_vector,
+    with_domains,
+)
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
@@ -109,7 +115,13 @@ def sdmgrad(
         schedule it).
       learning_rate: inner SGD step size.
       momentum: inner heavy-ball momentum in ``[0, 1)``.
-      pref_vector: ``[K]`` preference ``tilde w``, or ``None`` for ``1/K``.
+      pref_vector: ``[K]`` preference ``tilde w``, each entry ``>= 0`` (the
+        preferred direction ``G^T tilde w`` is a non-negative combination of
+        the task gradients; ``1/K``, the mean, in the paper), or ``None`` for
+        ``1/K``. Not normalised: its scale sets the pull along with ``lam``.
+        Numbers outside, or a vector of the wrong length, are refused; a JAX
+        array outside makes the update NaN (docs/drgrad.md, *Using the
+        transformations*).
       num_tasks: ``K`` (static; sizes ``w``).
       n_iter: inner iterations per update (static).
 
@@ -133,10 +145,7 @@ def sdmgrad(
     require_num_tasks(num_tasks, "sdmgrad")
     if isinstance(n_iter, int) and n_iter < 1:
         raise ValueError(f"n_iter must be a positive int; got {n_iter!r}.")
-    if pref_vector is not None and jnp.shape(pref_vector) != (num_tasks,):
-        raise ValueError(
-            f"pref_vector has shape {jnp.shape(pref_vector)}; expected [{num_tasks}] (one per task)."
-        )
+    check_task_vector("sdmgrad", "pref_vector", pref_vector, num_tasks)
 
     def init_fn(params):
         del params
@@ -176,4 +185,5 @@ def sdmgrad(
         lam=(lam, NON_NEGATIVE),
         learning_rate=(learning_rate, POSITIVE),
         momentum=(momentum, UNIT_RIGHT_OPEN),
+        pref_vector=(pref_vector, NON_NEGATIVE),
     )

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.domains import POSITIVE, with_domains
+from drgrad_jax._src.domains import POSITIVE, REAL, check_task_vector, with_domains
 from drgrad_jax._src.loss_weighting import _losses_arg
 from drgrad_jax._src.task_grads import (
     check_matches_params,
@@ -67,14 +67,19 @@ def stch(
     losses (or set ``ideal``) to reproduce that.
 
     Degenerate inputs: the weights are a scaled softmax, finite for finite
-    losses; ``K = 1`` gives ``lambda_1 g_1``.
+    losses; ``K = 1`` gives ``lambda_1 g_1``. Hyperparameters outside their
+    domains, and vectors of the wrong length, are refused as numbers; as JAX
+    arrays they make the update NaN (docs/drgrad.md, *Using the transformations*).
 
     Args:
       mu: smoothing ``mu > 0`` (a float, so ``optax.inject_hyperparams`` can
         schedule it).
-      preference: ``[K]`` preference ``lambda`` (on the simplex in the paper), or
-        ``None`` for ``1/K``.
-      ideal: ``[K]`` ideal point ``z*``, or ``None`` for zeros.
+      preference: ``[K]`` preference ``lambda``, every entry ``> 0``, or
+        ``None`` for ``1/K``. The paper takes ``lambda`` on the simplex and
+        needs every ``lambda_k > 0`` for its solutions to be Pareto optimal (a
+        zero entry drops its task from the maximum). It is not normalised here:
+        ``c lambda`` is the scalarization of ``lambda`` at ``mu / c``, times ``c``.
+      ideal: ``[K]`` ideal point ``z*`` (any finite values), or ``None`` for zeros.
       num_tasks: optional ``K``, the length of the task axis; inferred from the
         gradients when ``None``, checked against them when given.
 
@@ -95,9 +100,9 @@ def stch(
     """
     if num_tasks is not None:
         require_num_tasks(num_tasks, "stch")
-    for name, value in (("preference", preference), ("ideal", ideal)):
-        if value is not None and jnp.ndim(value) != 1:
-            raise ValueError(f"{name} must be a vector [num_tasks]; got shape {jnp.shape(value)}.")
+    vectors = {"preference": (preference, POSITIVE), "ideal": (ideal, REAL)}
+    for name, (value, _) in vectors.items():
+        check_task_vector("stch", name, value, num_tasks)
 
     def init_fn(params):
         del params
@@ -107,13 +112,10 @@ def stch(
         k = check_task_grads(task_grads, num_tasks)
         check_matches_params(task_grads, params)
         losses = _losses_arg(extra_args, k, "stch")
-        for name, value in (("preference", preference), ("ideal", ideal)):
-            if value is not None and jnp.shape(value) != (k,):
-                raise ValueError(
-                    f"{name} has shape {jnp.shape(value)}; expected [{k}] (one per task)."
-                )
+        for name, (value, _) in vectors.items():
+            check_task_vector("stch", name, value, k, axis=True)
         weights = stch_weights(losses, mu, preference, ideal)
         return combine(weights, task_grads), STCHState(count=optax.safe_increment(state.count))
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    return with_domains(tx, "stch", mu=(mu, POSITIVE))
+    return with_domains(tx, "stch", mu=(mu, POSITIVE), **vectors)

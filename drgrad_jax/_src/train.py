@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from drgrad_jax._src import loop, metrics, networks, progress
 from drgrad_jax._src.data import MultiTaskData, Split
+from drgrad_jax._src.domains import NON_NEGATIVE
 from drgrad_jax._src.entry import batch_checker, check_data, check_ids, id_bounds
 from drgrad_jax._src.representation import check_shared_layer, representation
 from drgrad_jax._src.shared_sum import check_summed_shared_grads
@@ -272,11 +273,11 @@ def _check_config(config: TrainConfig, data: MultiTaskData) -> None:
             raise ValueError(
                 f"config.{name} has {len(value)} entries; expected {k} (one per task)."
             )
-        bad = [i for i, v in enumerate(value or ()) if not (np.isfinite(v) and v >= 0)]
+        bad = [i for i, v in enumerate(value or ()) if not NON_NEGATIVE.contains(np.float64(v))]
         if bad:
             raise ValueError(
-                f"config.{name}[{bad[0]}] = {value[bad[0]]!r}; task weights must be finite "
-                "and >= 0."
+                f"config.{name}[{bad[0]}] = {value[bad[0]]!r}; task weights must be >= 0 "
+                "(finite float32s)."
             )
     if isinstance(config.log_every, bool) or not isinstance(config.log_every, (int, np.integer)):
         raise ValueError(f"config.log_every must be an int >= 0; got {config.log_every!r}.")
