@@ -97,9 +97,12 @@ def time_fn(fn: Callable, *args, iters: int = 20, warmup: int = 2) -> dict:
 
 
 def _compile_all(steps: dict[str, tuple[Callable, tuple]]) -> dict[str, dict]:
-    """Calls each ``fn(*args)`` twice (compile, then warm up); records ``compile_s``, empty ``times_s``."""
+    """Calls each ``fn(*args)`` twice (compile, then warm up); records ``compile_s``, empty ``times_s``.
+
+    An ``i/N`` bar counts the functions compiled (``rows``): on a CPU each can take minutes.
+    """
     out = {}
-    for name, (fn, args) in steps.items():
+    for name, (fn, args) in rows(steps.items(), "compiling", leave=False, unit="fn"):
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
         out[name] = {"compile_s": time.perf_counter() - start, "times_s": []}
@@ -112,10 +115,12 @@ def time_interleaved(
 ) -> dict[str, dict]:
     """Times several functions in interleaved rounds so drift hits all alike.
 
+    A bar counts the rounds (``rows``), erased when the timing ends.
+
     Returns per name: ``compile_s`` and ``median_s`` over all rounds' steps.
     """
     out = _compile_all({name: (fn, args[name]) for name, fn in fns.items()})
-    for _ in range(rounds):
+    for _ in rows(range(rounds), "timing rounds", leave=False, unit="round"):
         for name, fn in fns.items():
             for _ in range(iters):
                 start = time.perf_counter()

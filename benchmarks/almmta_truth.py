@@ -209,13 +209,16 @@ def make_sweep(cfg: am.TrainConfig, train: am.data.JourneyBatch):
     (epochs under ``lax.scan``, its batch order and non-finite guard) whose
     step is the jointly jitted min-max step with the lane's own seed, λ_max and
     ``LossWeights``. ``cfg`` must have ``beta > 0`` so the contrastive term
-    exists (a lane's β scales it, 0 included).
+    exists (a lane's β scales it, 0 included). When progress shows
+    (``loop.progress_enabled``), a bar counts the lanes' steps per epoch: the
+    lanes run in step, so one bar stands for them all.
     """
     trainer = am.make_train(cfg, train)  # checks the journeys once
     spe, total = trainer.steps_per_epoch, trainer.total_steps
     warm = spe if cfg.warmup_steps is None else cfg.warmup_steps
     graphdef = am.split_model(nnx.eval_shape(lambda: am.ALMMTA(cfg.model, rngs=nnx.Rngs(0))))[0]
     raw_step = am.make_step(cfg, graphdef)
+    bar = loop.ProgressBar(total, name="training lanes") if loop.progress_enabled() else None
 
     def run(key, lambda_max, weights, data):
         schedule = lambda step: am.adversary_weight(step, 1.0, warm, total) * lambda_max
@@ -225,7 +228,13 @@ def make_sweep(cfg: am.TrainConfig, train: am.data.JourneyBatch):
             evaluate=lambda s, e: (),
         )
         lane = loop.Trainer(
-            recipe, data, None, config=cfg, batch_size=cfg.batch_size, num_epochs=cfg.num_epochs
+            recipe,
+            data,
+            None,
+            config=cfg,
+            batch_size=cfg.batch_size,
+            num_epochs=cfg.num_epochs,
+            progress=bar,
         )
         state, (steps, _) = lane(key)
         return state, steps
@@ -292,7 +301,8 @@ def run_settings(settings, cfg, world, seeds: int, seed: int, pool_size: int) ->
     """Trains every setting x seed as lanes of one program per balancer and scores them."""
     train, val = world[3], world[5]
     results = {}
-    for balancer in sorted({s.balancer for s in settings}):
+    balancers = sorted({s.balancer for s in settings})
+    for balancer in _common.rows(balancers, "balancers", unit="program"):
         group = [s for s in settings if s.balancer == balancer]
         bcfg = dataclasses.replace(cfg, balancer=balancer)
         trainer = am.make_train(bcfg, train, val)
@@ -316,7 +326,7 @@ def run_settings(settings, cfg, world, seeds: int, seed: int, pool_size: int) ->
         )
         start = time.perf_counter()
         per = {s.name: [] for s in group}
-        for i, (s, _) in enumerate(lanes):
+        for i, (s, _) in _common.rows(enumerate(lanes), "scoring lanes", leave=False, unit="lane"):
             state = jax.tree.map(lambda a, i=i: a[i], states)
             per[s.name].append(score_lane(trainer, state, world[:5], pool_size, s.score_all))
         print(f"  scored {len(lanes)} lanes in {time.perf_counter() - start:.0f}s", flush=True)
@@ -342,8 +352,55 @@ def _line(name, summary):
     )
 
 
+# The main table's columns: what a reader compares across settings.
+MAIN_COLUMNS = (
+    ("Spearman ipw_simple", "ipw_simple_spearman"),
+    ("Spearman explicit top-8", "explicit_top8_spearman"),
+    ("outcome AUC", "outcome_auc"),
+    ("adversary AUC", "adversary_auc"),
+)
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+
+
+def reading(results: dict) -> str:
+    """The line under the main table: the leading setting per reading, full minus ablation."""
+    leads = []
+    for label, key in MAIN_COLUMNS[:2]:
+        name = max(results, key=lambda n: results[n]["summary"][key]["mean"])
+        leads.append(f"{name} leads on {label} ({results[name]['summary'][key]['mean']:.3f})")
+    line = "*Reading:* among the settings, " + " and ".join(leads)
+    full, abl = results.get("default / full"), results.get("default / ablation")
+    if full is not None and abl is not None:
+        diffs = ", ".join(
+            f"{label.removeprefix('Spearman ')} "
+            f"{full['summary'][key]['mean'] - abl['summary'][key]['mean']:+.3f}"
+            for label, key in MAIN_COLUMNS[:2]
+        )
+        line += f"; in the default world the full method minus the ablation is {diffs}"
+    return line + ". Differences smaller than the ± spread over seeds are not measured ones."
+
+
 def results_section(payload: dict) -> str:
-    """The RESULTS.md span: one row per setting, mean ± std over seeds."""
+    """The RESULTS.md span: one row per setting, mean ± std over seeds.
+
+    The main table holds the truth scores and prediction metrics; each
+    setting's hyperparameters and the explicit reading over the whole pool
+    follow in a ``<details>`` block.
+    """
+    results = payload["results"]
+    main = [
+        [name] + [_pm(r["summary"][key]) for _, key in MAIN_COLUMNS] for name, r in results.items()
+    ]
+    detail = []
+    for name, res in results.items():
+        s, m = res["setting"], res["summary"]
+        yes = "yes" if s["proxy_on_negatives"] else "no"
+        cells = [f"{s['lambda_max']:g}", f"{s['beta']:g}", yes, s["balancer"]]
+        detail.append([name, *cells, _pm(m["explicit_all_spearman"])])
     rows = [
         "## ALM-MTA deletion uplifts vs the simulator's exact truth (`python -m benchmarks.almmta_truth`)",
         "",
@@ -355,19 +412,20 @@ def results_section(payload: dict) -> str:
         f"`delta_x` on {payload.get('scored_journeys', 600)} test journeys, averaged; explicit uses a pool of "
         f"{payload['pool_size']} training sequences (top-8, or all of them).",
         "",
-        "| setting | λ_max | β | proxy on negatives | balancer | Spearman ipw_simple | "
-        "Spearman explicit top-8 | Spearman explicit all | outcome AUC | adversary AUC |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *_table(["setting"] + [label for label, _ in MAIN_COLUMNS], main),
+        "",
+        reading(results),
+        "",
+        "<details><summary>Hyperparameters (λ_max, β, proxy on negatives, balancer) and "
+        "explicit over the whole pool</summary>",
+        "",
+        *_table(
+            ["setting", "λ_max", "β", "proxy on negatives", "balancer", "Spearman explicit all"],
+            detail,
+        ),
+        "",
+        "</details>",
     ]
-    for name, res in payload["results"].items():
-        s, m = res["setting"], res["summary"]
-        rows.append(
-            f"| {name} | {s['lambda_max']:g} | {s['beta']:g} | "
-            f"{'yes' if s['proxy_on_negatives'] else 'no'} | {s['balancer']} | "
-            f"{_pm(m['ipw_simple_spearman'])} | {_pm(m['explicit_top8_spearman'])} | "
-            f"{_pm(m['explicit_all_spearman'])} | {_pm(m['outcome_auc'])} | "
-            f"{_pm(m['adversary_auc'])} |"
-        )
     rows += ["", "### Measured answers", ""] + [f"- {a}" for a in payload["answers"]]
     return "\n".join(rows)
 
@@ -433,9 +491,10 @@ def stress(steps: int, seed: int = 0) -> dict:
     chunk = 20  # epochs per call: one compiled epoch function for the whole run
     start = time.perf_counter()
     nan_at = None
-    while int(state.step) < steps:
-        left = (trainer.total_steps - int(state.step)) // trainer.steps_per_epoch
-        state, (m, e) = trainer.run_epochs(state, min(chunk, left))
+    # epochs is the fewest that reach ``steps``, so every chunk is needed.
+    sizes = [min(chunk, epochs - done) for done in range(0, epochs, chunk)]
+    for n in _common.rows(sizes, "stress chunks", unit="chunk"):
+        state, (m, e) = trainer.run_epochs(state, n)
         leaves = jax.tree.leaves((state.params, state.adv_params, m, e))
         if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
             nan_at = int(state.step)

@@ -221,19 +221,21 @@ def _worker_steps(s: dict) -> dict:
         "num_devices": len(devices),
     }
     base = s["batches"][1]
-    for name, fn in (("almmta", _time_almmta), ("drgrad", _time_drgrad)):
+    trainers = (("almmta", _time_almmta), ("drgrad", _time_drgrad))
+    for name, fn in _common.rows(trainers, "step timing", unit="trainer"):
         by_dev = {}
-        for n in counts:
+        for n in _common.rows(counts, f"{name} device counts", leave=False, unit="mesh"):
             by_dev[str(n)] = fn(s, n, base)
             print(f"[{name}] devices={n} batch={base}: {by_dev[str(n)]['median_s'] * 1e3:.2f} ms")
         by_batch = {}
         # Quick mode sweeps the batch for ALM-MTA on the most devices only.
         sweep = [counts[-1]] if s["quick"] else sorted({1, counts[-1]})
-        for n in sweep if (name == "almmta" or not s["quick"]) else []:
-            for bs in s["batches"]:
-                rec = by_dev[str(n)] if bs == base else fn(s, n, bs)
-                by_batch[f"{n}dev_batch{bs}"] = rec
-                print(f"[{name}] devices={n} batch={bs}: {rec['median_s'] * 1e3:.2f} ms")
+        sweep = sweep if (name == "almmta" or not s["quick"]) else []
+        pairs = [(n, bs) for n in sweep for bs in s["batches"]]
+        for n, bs in _common.rows(pairs, f"{name} batch sizes", leave=False, unit="run"):
+            rec = by_dev[str(n)] if bs == base else fn(s, n, bs)
+            by_batch[f"{n}dev_batch{bs}"] = rec
+            print(f"[{name}] devices={n} batch={bs}: {rec['median_s'] * 1e3:.2f} ms")
         out[f"step_time_by_devices_{name}"] = by_dev
         out[f"step_time_by_batch_{name}"] = by_batch
     if len(devices) >= 8:
@@ -358,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     rss, rss_whole, disk = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="scaling-shards-") as tmp:
-        for factor in SIZE_FACTORS:
+        for factor in _common.rows(SIZE_FACTORS, "data sizes", unit="size"):
             d = pathlib.Path(tmp) / f"x{factor}"
             n = s["journeys_1x"] * factor
             shards = _write_shards(d, n, s["shard_journeys"], s["max_len"])

@@ -88,8 +88,8 @@ def drgrad_run(steps: int, chunk: int, param_limit: float, seed: int = 0) -> dic
     state = trainer.init(jax.random.key(seed))
     chunks, diverged_at = [], None
     start = time.perf_counter()
-    while int(state.step) < steps:
-        n = min(chunk, steps - int(state.step))
+    sizes = [min(chunk, steps - done) for done in range(0, steps, chunk)]
+    for n in _common.rows(sizes, "drgrad chunks", unit="chunk"):
         tick = time.perf_counter()
         state, losses = trainer.run(state, n)
         jax.block_until_ready(state)
@@ -152,7 +152,8 @@ def almmta_run(steps: int, chunk_epochs: int, param_limit: float, seed: int = 0)
     state = trainer.init(jax.random.key(seed))
     chunks, diverged_at = [], None
     start = time.perf_counter()
-    while int(state.step) < steps:
+    # epochs is a whole number of chunks, the fewest that reach ``steps``.
+    for _ in _common.rows(range(epochs // chunk_epochs), "almmta chunks", unit="chunk"):
         tick = time.perf_counter()
         state, (m, e) = trainer.run_epochs(state, chunk_epochs)
         jax.block_until_ready(state)

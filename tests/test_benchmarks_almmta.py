@@ -1,0 +1,113 @@
+"""Plumbing of the ALM-MTA truth benchmark: its RESULTS.md span and the line read from it."""
+
+import re
+
+import pytest
+
+pytest.importorskip("scipy")
+from benchmarks import almmta_truth  # noqa: E402
+
+MAIN_HEADER = (
+    "| setting | Spearman ipw_simple | Spearman explicit top-8 | outcome AUC | adversary AUC |"
+)
+DETAILS = (
+    "<details><summary>Hyperparameters (λ_max, β, proxy on negatives, balancer) and "
+    "explicit over the whole pool</summary>"
+)
+
+
+def _seed(ipw, top8, all_=None, auc=0.95, adv=0.6):
+    reading = lambda rho: {"spearman": rho, "rmse": 0.05, "mean_abs_uplift": 0.01}
+    rec = {
+        "ipw_simple": reading(ipw),
+        "explicit_top8": reading(top8),
+        "test": {"outcome_auc": auc, "adversary_auc": adv, "proxy_auc": 0.7},
+        "finite": True,
+    }
+    if all_ is not None:
+        rec["explicit_all"] = reading(all_)
+    return rec
+
+
+def _payload():
+    settings = {
+        "default / full": (almmta_truth.Setting("default / full", 0.3, 0.1, False), 0.60, 0.50),
+        "default / ablation": (
+            almmta_truth.Setting("default / ablation", 0.0, 0.0, False),
+            0.70,
+            0.58,
+        ),
+        "leak / full": (
+            almmta_truth.Setting("leak / full", 0.3, 0.1, True, score_all=False),
+            0.65,
+            0.62,
+        ),
+    }
+    results = {}
+    for name, (setting, ipw, top8) in settings.items():
+        per_seed = [
+            _seed(ipw + d, top8 - d, top8 if setting.score_all else None) for d in (-0.01, 0.01)
+        ]
+        results[name] = {
+            "setting": setting._asdict(),
+            "summary": almmta_truth.summarize(per_seed),
+            "per_seed": per_seed,
+        }
+    payload = dict(
+        results=results, quick=True, study=False, seed=0, seeds=2, epochs=1, batch_size=8,
+        pool_size=16, train_journeys=64, scored_journeys=32, d_model=8, num_layers=1,
+    )  # fmt: skip
+    payload["answers"] = almmta_truth.answers(results)
+    return payload
+
+
+def test_main_table_is_narrow_and_the_rest_sits_in_a_details_block():
+    text = almmta_truth.results_section(_payload())
+    lines = text.splitlines()
+    main = lines.index(MAIN_HEADER)
+    assert lines[main + 1] == "|---|---|---|---|---|"
+    assert (
+        lines[main + 2]
+        == "| default / full | 0.600 ± 0.010 | 0.500 ± 0.010 | 0.950 ± 0.000 | 0.600 ± 0.000 |"
+    )
+    opened, closed = lines.index(DETAILS), lines.index("</details>")
+    assert main < opened < closed < lines.index("### Measured answers")
+    detail = lines[opened + 2 : closed - 1]
+    assert detail[0] == (
+        "| setting | λ_max | β | proxy on negatives | balancer | Spearman explicit all |"
+    )
+    assert detail[2] == "| default / full | 0.3 | 0.1 | no | none | 0.500 ± 0.000 |"
+    assert detail[4] == "| leak / full | 0.3 | 0.1 | yes | none | – |"
+    # No hyperparameter column is left in the main table.
+    assert "λ_max" not in "\n".join(lines[main:opened])
+
+
+def test_reading_is_computed_from_the_numbers():
+    payload = _payload()
+    line = next(
+        ln
+        for ln in almmta_truth.results_section(payload).splitlines()
+        if ln.startswith("*Reading:*")
+    )
+    assert "default / ablation leads on Spearman ipw_simple (0.700)" in line
+    assert "leak / full leads on Spearman explicit top-8 (0.620)" in line
+    assert "full method minus the ablation is ipw_simple -0.100, explicit top-8 -0.080" in line
+    # Another world, another line: nothing in it is fixed prose about a winner.
+    full = payload["results"]["default / full"]["summary"]
+    full["ipw_simple_spearman"]["mean"] = 0.9
+    line = almmta_truth.reading(payload["results"])
+    assert "default / full leads on Spearman ipw_simple (0.900)" in line
+    assert re.search(r"ipw_simple \+0\.200", line)
+    # Without both default rows the difference is left out, not guessed.
+    del payload["results"]["default / ablation"]
+    assert "minus" not in almmta_truth.reading(payload["results"])
+
+
+def test_the_span_replaces_only_its_own_markers(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n\n<!-- drgrad:begin -->\nkept\n<!-- drgrad:end -->\n")
+    almmta_truth.write_results_section(almmta_truth.results_section(_payload()), path)
+    almmta_truth.write_results_section(almmta_truth.results_section(_payload()), path)
+    text = path.read_text()
+    assert text.count(almmta_truth.BEGIN) == 1 and text.count(MAIN_HEADER) == 1
+    assert "<!-- drgrad:begin -->\nkept\n<!-- drgrad:end -->" in text
