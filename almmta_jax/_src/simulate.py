@@ -7,6 +7,10 @@ mediator with no direct touchpoint-to-outcome edge. A hidden confounder ``w``
 drives both the exposure policy and the upload. Every front-door condition has a
 switch that breaks it (``gamma_TY``, ``gamma_WM``, ``eta_p``, ``kappa``,
 ``gamma_w``), and a randomized arm (uniform exposure) gives cluster-level truth.
+Two more switches set what an adversary or a deconfounder has to act on: a
+logged touch field caused by the upload (``outcome_leak``), and how closely the
+confounder's exposure loading follows the inspiration direction
+(``confounder_alignment``).
 
 Because the outcome is logistic in a Gaussian-noised linear index, every
 interventional probability is ``Psi(a, s) = E_{z~N(0,s^2)} sigmoid(a + z)``,
@@ -309,9 +313,10 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
     observed ``x ~ N(0, I)`` and hidden ``w ~ N(0, 1)``. Exposure draws L distinct
     items by Gumbel-top-L on
 
-    .. math:: \ell_u(\tau) = \kappa (e_\tau^\top A x_u + \gamma_w w_u s_\tau + b_\tau),
+    .. math:: \ell_u(\tau) = \kappa (e_\tau^\top A x_u + \gamma_w w_u s^w_\tau + b_\tau),
 
-    times ``t ~ U(0, H)`` sorted. The mediator is
+    with ``s^w = standardize(c_w^T e)`` correlated ``confounder_alignment`` with
+    ``s`` over the catalog (``s`` itself by default), times ``t ~ U(0, H)`` sorted. The mediator is
     ``mu_u(S) = sum_{j in S} rho(dt_j) softplus(c^T e_j + x^T D e_j - 1) + gamma_WM w_u``
     with ``M = mu(full) + eps``, ``eps ~ N(0, sigma_M^2)``, and
 

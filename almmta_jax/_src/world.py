@@ -1,7 +1,8 @@
 """The simulated CDP world: items, users, confounded exposure, the mediator and the proxy.
 
 Helpers of ``simulate_cdp`` (see docs/almmta.md, *CDP simulator* and *Simulator
-proxy*); everything is NumPy float64 drawn from one seeded generator.
+proxy*); everything is NumPy float64 drawn from the seed's generator, except the
+draws of the leak and alignment switches, which come from child streams of their own.
 """
 
 from __future__ import annotations
