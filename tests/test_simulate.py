@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, special
 
-from almmta_jax._src.data import validate_journeys
+from almmta_jax._src.data import time_features, validate_journeys
 from almmta_jax._src.frontdoor_oracle import (
     fd_fitted_nuisances,
     fd_oracle_nuisances,
@@ -29,11 +29,19 @@ from almmta_jax.simulate import (
 )
 
 UNIT = SimConfig.preset("unit_test")
+# The exact truths hold whatever the exposure policy: every world-level test runs on
+# today's world and on one whose confounder loads exposure off the inspiration axis.
+ALIGNMENTS = pytest.mark.parametrize("rho", [1.0, 0.3], ids=["aligned", "rho0.3"])
+
+
+@pytest.fixture(scope="module", params=[1.0, 0.3], ids=["aligned", "rho0.3"])
+def sim_cfg(request) -> SimConfig:
+    return dataclasses.replace(UNIT, confounder_alignment=request.param)
 
 
 @pytest.fixture(scope="module")
-def sim() -> SimData:
-    return simulate_cdp(UNIT, seed=3)
+def sim(sim_cfg) -> SimData:
+    return simulate_cdp(sim_cfg, seed=3)
 
 
 def _sigmoid(a):
@@ -129,16 +137,16 @@ def test_presets_and_validation():
 # ---------------------------------------------------------- generated data
 
 
-def test_shapes_dtypes_and_determinism(sim):
+def test_shapes_dtypes_and_determinism(sim, sim_cfg):
     n, L = UNIT.n_users + UNIT.num_rct, UNIT.max_len
     for name in ("item", "cluster", "music", "template"):
         assert getattr(sim, name).shape == (n, L) and getattr(sim, name).dtype == np.int32
     assert sim.x.dtype == np.float32 and sim.x.shape == (n, UNIT.d_x)
     assert sim.delta_x.dtype == np.float64 and sim.delta_unit.shape == (n, L)
-    again = simulate_cdp(UNIT, seed=3)
+    again = simulate_cdp(sim_cfg, seed=3)
     for a, b in zip(sim, again):
         np.testing.assert_array_equal(a, b)
-    other = simulate_cdp(UNIT, seed=4)
+    other = simulate_cdp(sim_cfg, seed=4)
     assert not np.array_equal(sim.item, other.item)
 
 
@@ -174,12 +182,12 @@ def test_mediator_matches_its_definition(sim):
 
 
 def test_serving_propensity(sim):
-    """serve_prob is the softmax of the exposure logits at the shown item."""
+    """serve_prob is the softmax of the exposure logits (w loading on s_w) at the shown item."""
     for u in (0, 17, 1234):
         x = sim.x[u].astype(np.float64)
         logit = UNIT.kappa * (
             sim.item_e.astype(np.float64) @ (sim.A @ x)
-            + UNIT.gamma_w * sim.w[u] * sim.item_s
+            + UNIT.gamma_w * sim.w[u] * sim.item_sw
             + sim.item_b
         )
         p = np.exp(logit - logit.max())
@@ -200,8 +208,9 @@ def test_base_rate_and_outcome_draws(sim):
     for arm in (obs, ~obs):
         se = np.sqrt((sim.p_unit[arm] * (1 - sim.p_unit[arm])).sum()) / arm.sum()
         assert abs(sim.y[arm].mean() - sim.p_unit[arm].mean()) < 4 * se
-    # Confounded exposure concentrates inspiring items on high-w users.
-    assert sim.y[~obs].mean() < sim.y[obs].mean()
+    # Confounded exposure concentrates inspiring items on high-w users (when aligned).
+    if np.array_equal(sim.item_sw, sim.item_s):
+        assert sim.y[~obs].mean() < sim.y[obs].mean()
 
 
 def _p_unit_quad(sim, u, keep, cfg=UNIT):
@@ -252,19 +261,22 @@ def test_deletion_truths_match_quadrature(sim):
     assert (sim.delta_unit[sim.mask] > 0).all() and (sim.delta_x[sim.mask] > 0).all()
 
 
-def test_w_to_mediator_edge_enters_the_unit_truth_through_the_mediator():
+@ALIGNMENTS
+def test_w_to_mediator_edge_enters_the_unit_truth_through_the_mediator(rho):
     # With gamma_WM != 0, w reaches Y directly (theta_w) and through the mediator
     # (theta_M gamma_WM); the default gamma_WM = 0 hides the second path.
-    cfg = dataclasses.replace(UNIT, gamma_WM=1.5)
+    cfg = dataclasses.replace(UNIT, gamma_WM=1.5, confounder_alignment=rho)
     sim = simulate_cdp(cfg, seed=1)
     full = np.ones(cfg.max_len, bool)
     for u in (0, 7, 19):
         assert abs(_p_unit_quad(sim, u, full, cfg) - sim.p_unit[u]) < 1e-9
 
 
-def test_direct_edge_switch():
-    base = simulate_cdp(dataclasses.replace(UNIT, n_rct=0), seed=1)
-    ty = simulate_cdp(dataclasses.replace(UNIT, n_rct=0, gamma_TY=1.0), seed=1)
+@ALIGNMENTS
+def test_direct_edge_switch(rho):
+    cfg = dataclasses.replace(UNIT, n_rct=0, confounder_alignment=rho)
+    base = simulate_cdp(cfg, seed=1)
+    ty = simulate_cdp(dataclasses.replace(cfg, gamma_TY=1.0), seed=1)
     np.testing.assert_array_equal(base.item, ty.item)
     # The direct score d enters the deletion truth: negative-d touches can now hurt.
     assert (ty.delta_unit[ty.mask] < 0).any() and not (base.delta_unit[base.mask] < 0).any()
@@ -361,6 +373,53 @@ def test_sim_to_batch(sim):
         sim_to_batch(sim, "val", ipw=np.ones(3))
 
 
+def test_deletion_time_features_against_a_journey_generated_without_the_touch(sim):
+    """Deleting touch j keeps the other touches' features as observed (docs/almmta.md, *CDP simulator*).
+
+    A journey generated without touch j has the other touches at the same times, so
+    the same hours to the window end, which is all the outcome and the deletion
+    truths read; but its touch j + 1 has the gap back to touch j - 1 and its touches
+    before j sit one position closer to the end. Models delete by ``keep`` and keep
+    the observed features: this pins where the two agree and where they differ.
+    """
+    b = sim_to_batch(sim, "test")
+    L = UNIT.max_len
+    for i in range(0, 40, 3):
+        u, n_u = b.user_id[i], int(b.touch_mask[i].sum())
+        seconds = -24.0 * 3600.0 * sim.dt[u].astype(np.float64)
+        for j in {0, n_u // 2, n_u - 1}:
+            kept = np.flatnonzero(b.touch_mask[i] & (np.arange(L) != j))
+            # The journey generated without j: the kept touches, packed, at their times.
+            short = np.zeros(L)
+            short[: kept.size] = seconds[kept]
+            regenerated = time_features(
+                short[None], (np.arange(L) < kept.size)[None], end_time=np.zeros(1)
+            )[0, : kept.size]
+            observed = b.tfeat[i, kept]
+            np.testing.assert_array_equal(regenerated[:, 0], observed[:, 0])
+            before, after = kept < j, kept > j
+            np.testing.assert_allclose(regenerated[before, 2], observed[before, 2] - 1.0 / L)
+            np.testing.assert_array_equal(regenerated[after, 2], observed[after, 2])
+            same_gap = np.ones(kept.size, bool)
+            if 0 < j < n_u - 1:  # the successor's gap, back to touch j - 1
+                k = int(np.flatnonzero(kept == j + 1)[0])
+                same_gap[k] = False
+                hours = 24.0 * (sim.dt[u, j - 1].astype(np.float64) - sim.dt[u, j + 1])
+                np.testing.assert_allclose(regenerated[k, 1], np.log1p(hours), rtol=1e-5)
+                assert regenerated[k, 1] >= observed[k, 1]
+            elif j == 0 and kept.size:  # the new first touch has no gap
+                same_gap[0] = False
+                assert regenerated[0, 1] == 0.0 and observed[0, 1] >= 0.0
+            np.testing.assert_allclose(regenerated[same_gap, 1], observed[same_gap, 1], rtol=1e-6)
+        # The truth's side: the deletion removes touch j's r alone (r reads only dt).
+        j = n_u // 2
+        tm = UNIT.theta_M
+        s_x = np.sqrt((tm * UNIT.sigma_M) ** 2 + UNIT.theta_w**2)
+        a_full = sim.theta_0 + tm * sim.r[u].sum() + sim.x[u].astype(np.float64) @ sim.theta_x
+        ref = sim.p_x[u] - gauss_hermite_psi(a_full - tm * sim.r[u, j], s_x)
+        assert abs(ref - sim.delta_x[u, j]) < 1e-12
+
+
 # ------------------------------------------------------------------ Shapley
 
 
@@ -376,9 +435,12 @@ def _shapley_loop(value, L):
     return phi
 
 
+@ALIGNMENTS
 @pytest.mark.parametrize("kind", ["x", "unit"])
-def test_shapley_truth_exact_and_permutation(kind):
-    cfg = dataclasses.replace(UNIT, n_users=40, n_rct=0, variable_length=True, gamma_TY=0.5)
+def test_shapley_truth_exact_and_permutation(kind, rho):
+    cfg = dataclasses.replace(
+        UNIT, n_users=40, n_rct=0, variable_length=True, gamma_TY=0.5, confounder_alignment=rho
+    )
     s = simulate_cdp(cfg, seed=7)
     exact = shapley_truth(s, cfg, kind=kind)
     u = 3

@@ -7,6 +7,10 @@ mediator with no direct touchpoint-to-outcome edge. A hidden confounder ``w``
 drives both the exposure policy and the upload. Every front-door condition has a
 switch that breaks it (``gamma_TY``, ``gamma_WM``, ``eta_p``, ``kappa``,
 ``gamma_w``), and a randomized arm (uniform exposure) gives cluster-level truth.
+Two more switches set what an adversary or a deconfounder has to act on: a
+logged touch field caused by the upload (``outcome_leak``), and how closely the
+confounder's exposure loading follows the inspiration direction
+(``confounder_alignment``).
 
 Because the outcome is logistic in a Gaussian-noised linear index, every
 interventional probability is ``Psi(a, s) = E_{z~N(0,s^2)} sigmoid(a + z)``,
@@ -25,11 +29,15 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from almmta_jax._src.data import JourneyBatch, time_features
-from almmta_jax._src.truth import gauss_hermite_psi, sigmoid
-from almmta_jax._src.world import draw_arm, draw_proxy, make_world, solve_theta0
+from almmta_jax._src.truth import cluster_truths, gauss_hermite_psi, sigmoid
+from almmta_jax._src.world import draw_arm, draw_leak, draw_proxy, make_world, solve_theta0
 
 SIM_TOUCH_FIELDS = ("item", "cluster", "music", "template")
-"""Column order of ``touch_ids`` in simulator batches."""
+"""Column order of ``touch_ids`` in simulator batches; a world with ``outcome_leak > 0``
+appends a fifth column, ``"leak"`` (see ``sim_to_batch``)."""
+
+SIM_LEAK_STEPS = 20
+"""The leak column holds 0 where v = 0, else 1 + round(SIM_LEAK_STEPS * v) (SIM_LEAK_STEPS + 2 ids)."""
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "rct": 3}
 """Codes of ``SimData.split``: observational 80/10/10, and the randomized arm."""
@@ -67,6 +75,14 @@ class SimConfig:
       theta_M, theta_w: outcome weights of the mediator and of w.
       sigma_M: sd of the mediator noise epsilon.
       theta_x_sd: sd of each entry of theta_x.
+      outcome_leak: probability that a journey carries the post-outcome log field
+        ``v_uj = Y_u B_u y'_uj`` (``B_u ~ Bern(outcome_leak)``), appended to its
+        touches' ids by ``sim_to_batch``; it has no edge into Y, so no truth
+        moves (0: no field, today's batches).
+      confounder_alignment: rho in [0, 1]: w loads exposure on
+        ``s_w = standardize(c_w^T e)``, whose correlation over the catalog with the
+        inspiration potency ``s = standardize(c^T e)`` is exactly rho (1: on s
+        itself, today's world).
       base_rate: target P(Y=1) on the observational arm (theta_0 solved numerically).
       gh_nodes: Gauss-Hermite nodes of Psi.
       chunk_users: users generated per chunk (memory bound).
@@ -97,6 +113,8 @@ class SimConfig:
     theta_w: float = 1.0
     sigma_M: float = 0.5
     theta_x_sd: float = 0.3
+    outcome_leak: float = 0.0
+    confounder_alignment: float = 1.0
     base_rate: float = 0.10
     gh_nodes: int = 32
     chunk_users: int = 2_000
@@ -125,9 +143,15 @@ class SimConfig:
                 f"{self.music_per_cluster} (n_music={self.n_music}), template_per_cluster="
                 f"{self.template_per_cluster} (n_template={self.n_template})."
             )
-        for name in ("palette_prob", "eta_p"):
+        for name in ("palette_prob", "eta_p", "outcome_leak", "confounder_alignment"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"SimConfig.{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.confounder_alignment < 1.0 and (self.d_e < 2 or self.n_items < 3):
+            raise ValueError(
+                f"SimConfig.confounder_alignment={self.confounder_alignment} < 1 needs a "
+                "catalog direction uncorrelated with c: d_e >= 2 and n_items >= 3, got "
+                f"d_e={self.d_e}, n_items={self.n_items}."
+            )
         if not 0.0 < self.base_rate < 1.0:
             raise ValueError(f"SimConfig.base_rate must be in (0, 1), got {self.base_rate}.")
         if self.kappa < 0:
@@ -160,9 +184,10 @@ class SimConfig:
         return self.n_users if self.n_rct is None else int(self.n_rct)
 
     @property
-    def vocab_sizes(self) -> tuple[int, int, int, int]:
-        """Vocabulary of each ``touch_ids`` column: (item, cluster, music, template)."""
-        return (self.n_items, self.n_clusters, self.n_music, self.n_template)
+    def vocab_sizes(self) -> tuple[int, ...]:
+        """Vocabulary of each ``touch_ids`` column: (item, cluster, music, template[, leak])."""
+        ids = (self.n_items, self.n_clusters, self.n_music, self.n_template)
+        return ids + (SIM_LEAK_STEPS + 2,) if self.outcome_leak > 0 else ids
 
 
 class SimData(NamedTuple):
@@ -212,12 +237,20 @@ class SimData(NamedTuple):
         the exact cluster-removal effect (NaN when no user is exposed).
       item_e: ``[N_I, d_e]`` float32 item content embeddings.
       item_cluster, item_music, item_template: ``[N_I]`` int32 item ids.
+      leak: ``[N, L]`` float32 the post-outcome log field v = Y B y' (0 where
+        the journey is not logged, y = 0 or padded; all 0 when outcome_leak = 0).
+      leak_logged: ``[N]`` bool B, whether the journey's log field was joined.
+      outcome_leak: float, the switch that generated ``leak`` (``sim_to_batch``
+        appends the leak column when it is > 0).
       item_s: ``[N_I]`` float64 inspiration potency s (standardized c^T e).
+      item_sw: ``[N_I]`` float64 the confounder's exposure loading, standardized
+        c_w^T e (``item_s`` when confounder_alignment = 1).
       item_d: ``[N_I]`` float64 direct score d (used by ``gamma_TY``).
       item_b: ``[N_I]`` float64 item popularity b.
       theta_0: float, the solved intercept.
       theta_x: ``[d_x]`` float64 outcome weights of x.
       c_vec: ``[d_e]`` float64 the mediator direction c.
+      cw_vec: ``[d_e]`` float64 the confounder's exposure direction c_w.
       D: ``[d_x, d_e]`` float64 the mediator's user-item interaction.
       A: ``[d_e, d_x]`` float64 the exposure policy's user-item interaction.
     """
@@ -253,16 +286,21 @@ class SimData(NamedTuple):
     removal_x: np.ndarray
     rct_cluster_uplift: np.ndarray
     obs_cluster_removal: np.ndarray
+    leak: np.ndarray
+    leak_logged: np.ndarray
+    outcome_leak: float
     item_e: np.ndarray
     item_cluster: np.ndarray
     item_music: np.ndarray
     item_template: np.ndarray
     item_s: np.ndarray
+    item_sw: np.ndarray
     item_d: np.ndarray
     item_b: np.ndarray
     theta_0: float
     theta_x: np.ndarray
     c_vec: np.ndarray
+    cw_vec: np.ndarray
     D: np.ndarray
     A: np.ndarray
 
@@ -275,9 +313,10 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
     observed ``x ~ N(0, I)`` and hidden ``w ~ N(0, 1)``. Exposure draws L distinct
     items by Gumbel-top-L on
 
-    .. math:: \ell_u(\tau) = \kappa (e_\tau^\top A x_u + \gamma_w w_u s_\tau + b_\tau),
+    .. math:: \ell_u(\tau) = \kappa (e_\tau^\top A x_u + \gamma_w w_u s^w_\tau + b_\tau),
 
-    times ``t ~ U(0, H)`` sorted. The mediator is
+    with ``s^w = standardize(c_w^T e)`` correlated ``confounder_alignment`` with
+    ``s`` over the catalog (``s`` itself by default), times ``t ~ U(0, H)`` sorted. The mediator is
     ``mu_u(S) = sum_{j in S} rho(dt_j) softplus(c^T e_j + x^T D e_j - 1) + gamma_WM w_u``
     with ``M = mu(full) + eps``, ``eps ~ N(0, sigma_M^2)``, and
 
@@ -317,8 +356,12 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
         raise TypeError(f"config must be a SimConfig, got {type(cfg).__name__}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
-    rng = np.random.Generator(np.random.PCG64(int(seed)))
-    world = make_world(cfg, rng)
+    # The main stream is PCG64(seed) as it always was; the alignment direction and
+    # the leak draw from child streams, so turning a switch moves no other draw.
+    root = np.random.SeedSequence(int(seed))
+    rng = np.random.Generator(np.random.PCG64(root))
+    align_rng, leak_rng = (np.random.Generator(np.random.PCG64(s)) for s in root.spawn(2))
+    world = make_world(cfg, rng, align_rng)
     n_obs, n_rct = cfg.n_users, cfg.num_rct
     obs = draw_arm(cfg, world, n_obs, False, rng)
     if n_rct > 0:
@@ -373,25 +416,10 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
     split[perm[n_tr : n_tr + n_va]] = SPLIT_CODES["val"]
     split[perm[n_tr + n_va :]] = SPLIT_CODES["test"]
 
-    K = cfg.n_clusters
-    exposed = np.zeros((n, K), dtype=bool)
-    rows = np.broadcast_to(np.arange(n)[:, None], clus.shape)
-    exposed[rows[mask], clus[mask]] = True
-    rct_cluster_uplift = np.full(K, np.nan)
-    if n_rct > 0:
-        e_r, p_r = exposed[n_obs:], p_x[n_obs:]
-        n_pos = e_r.sum(axis=0)
-        n_neg = n_rct - n_pos
-        s_pos = p_r @ e_r
-        s_neg = p_r.sum() - s_pos
-        ok = (n_pos > 0) & (n_neg > 0)
-        rct_cluster_uplift[ok] = s_pos[ok] / n_pos[ok] - s_neg[ok] / n_neg[ok]
-    # Per user and cluster, the removal effect (any of the user's touches of c carries it).
-    rem_uc = np.zeros((n_obs, K))
-    rem_uc[rows[:n_obs][mask[:n_obs]], clus[:n_obs][mask[:n_obs]]] = removal_x[:n_obs][mask[:n_obs]]
-    n_exp = exposed[:n_obs].sum(axis=0)
-    obs_cluster_removal = np.full(K, np.nan)
-    obs_cluster_removal[n_exp > 0] = rem_uc.sum(axis=0)[n_exp > 0] / n_exp[n_exp > 0]
+    rct_cluster_uplift, obs_cluster_removal = cluster_truths(
+        p_x, removal_x, clus, mask, n_obs, cfg.n_clusters
+    )
+    leak_logged, leak = draw_leak(cfg, yp.astype(np.float32), y, leak_rng)
 
     f32 = np.float32
     return SimData(
@@ -426,16 +454,21 @@ def simulate_cdp(config: SimConfig | None = None, seed: int = 0) -> SimData:
         removal_x=removal_x,
         rct_cluster_uplift=rct_cluster_uplift,
         obs_cluster_removal=obs_cluster_removal,
+        leak=leak.astype(f32),
+        leak_logged=leak_logged,
+        outcome_leak=float(cfg.outcome_leak),
         item_e=world.item_e.astype(f32),
         item_cluster=world.item_cluster,
         item_music=world.item_music,
         item_template=world.item_template,
         item_s=world.item_s,
+        item_sw=world.item_sw,
         item_d=world.item_d,
         item_b=world.item_b,
         theta_0=float(theta_0),
         theta_x=world.theta_x,
         c_vec=world.c,
+        cw_vec=world.c_w,
         D=world.D,
         A=world.A,
     )
@@ -451,7 +484,11 @@ def sim_to_batch(
     """The journeys of one split as a ``JourneyBatch`` of NumPy arrays.
 
     ``touch_ids`` columns are ``SIM_TOUCH_FIELDS`` = (item, cluster, music,
-    template), with vocabularies ``SimConfig.vocab_sizes``. ``tfeat`` holds
+    template), with vocabularies ``SimConfig.vocab_sizes``. When the world was
+    generated with ``outcome_leak > 0`` a fifth column carries the post-outcome log
+    field ``sim.leak`` as an id: 0 where v = 0, else ``1 + round(SIM_LEAK_STEPS * v)``;
+    it is there at train and test time alike, and every model that embeds
+    ``touch_ids`` sees it in its touch embedding. ``tfeat`` holds
     log1p(hours to the window end H), log1p(hours since the previous touch; 0 for
     the first) and position-from-end / L. ``yp`` is ``[N, L, 1]`` and ``yp_mask``
     is ``touch_mask & (y == 1)``. ``user_id`` is the row of the user in ``sim``.
@@ -479,6 +516,10 @@ def sim_to_batch(
     hours_to_end = sim.dt[rows].astype(np.float64) * 24.0
     y = sim.y[rows].astype(np.float32)
     n = rows.shape[0]
+    ids = [sim.item[rows], sim.cluster[rows], sim.music[rows], sim.template[rows]]
+    if sim.outcome_leak > 0:
+        v = sim.leak[rows].astype(np.float64)
+        ids.append(np.where(v > 0, 1 + np.rint(SIM_LEAK_STEPS * v), 0))
     if ipw is None:
         ipw = np.ones(n, np.float32)
     else:
@@ -488,9 +529,7 @@ def sim_to_batch(
     return JourneyBatch(
         x=sim.x[rows],
         user_id=rows.astype(np.int32),
-        touch_ids=np.stack(
-            [sim.item[rows], sim.cluster[rows], sim.music[rows], sim.template[rows]], axis=-1
-        ).astype(np.int32),
+        touch_ids=np.stack(ids, axis=-1).astype(np.int32),
         tfeat=time_features(-hours_to_end * 3600.0, mask, end_time=np.zeros(n)),
         touch_mask=mask,
         y=y,

@@ -72,3 +72,44 @@ def gauss_hermite_psi(a, s, num_nodes: int = 32) -> np.ndarray:
         scratch += a[lo : lo + block, None]
         out[lo : lo + block] = _sigmoid_(scratch) @ wts
     return out.reshape(shape)
+
+
+def cluster_truths(p_x, removal_x, clusters, mask, n_obs: int, num_clusters: int):
+    """The two cluster-level truths of ``SimData`` (docs/almmta.md, *Exact truth*).
+
+    Args:
+      p_x: ``[N]`` P^x(full), observational users first, then the randomized arm.
+      removal_x: ``[N, L]`` exact effect of removing the cluster of touch j.
+      clusters: ``[N, L]`` int cluster of each touch.
+      mask: ``[N, L]`` bool valid touches.
+      n_obs: observational users (the first rows).
+      num_clusters: K.
+
+    Returns:
+      ``(rct_cluster_uplift [K], obs_cluster_removal [K])``: the randomized arm's
+      mean p_x of users exposed to c minus that of the unexposed, and the mean
+      over exposed observational users of the cluster-removal effect (NaN where
+      a side is empty).
+    """
+    n, K = p_x.shape[0], num_clusters
+    n_rct = n - n_obs
+    exposed = np.zeros((n, K), dtype=bool)
+    rows = np.broadcast_to(np.arange(n)[:, None], clusters.shape)
+    exposed[rows[mask], clusters[mask]] = True
+    rct_cluster_uplift = np.full(K, np.nan)
+    if n_rct > 0:
+        e_r, p_r = exposed[n_obs:], p_x[n_obs:]
+        n_pos = e_r.sum(axis=0)
+        n_neg = n_rct - n_pos
+        s_pos = p_r @ e_r
+        s_neg = p_r.sum() - s_pos
+        ok = (n_pos > 0) & (n_neg > 0)
+        rct_cluster_uplift[ok] = s_pos[ok] / n_pos[ok] - s_neg[ok] / n_neg[ok]
+    # Per user and cluster, the removal effect (any of the user's touches of c carries it).
+    obs, rows_o = mask[:n_obs], rows[:n_obs]
+    rem_uc = np.zeros((n_obs, K))
+    rem_uc[rows_o[obs], clusters[:n_obs][obs]] = removal_x[:n_obs][obs]
+    n_exp = exposed[:n_obs].sum(axis=0)
+    obs_cluster_removal = np.full(K, np.nan)
+    obs_cluster_removal[n_exp > 0] = rem_uc.sum(axis=0)[n_exp > 0] / n_exp[n_exp > 0]
+    return rct_cluster_uplift, obs_cluster_removal

@@ -1,7 +1,8 @@
 """The simulated CDP world: items, users, confounded exposure, the mediator and the proxy.
 
 Helpers of ``simulate_cdp`` (see docs/almmta.md, *CDP simulator* and *Simulator
-proxy*); everything is NumPy float64 drawn from one seeded generator.
+proxy*); everything is NumPy float64 drawn from the seed's generator, except the
+draws of the leak and alignment switches, which come from child streams of their own.
 """
 
 from __future__ import annotations
@@ -25,13 +26,40 @@ class World(NamedTuple):
     item_s: np.ndarray
     item_d: np.ndarray
     item_ce: np.ndarray  # c^T e per item
+    item_sw: np.ndarray  # the confounder's exposure loading, standardized c_w^T e
     c: np.ndarray
+    c_w: np.ndarray
     A: np.ndarray  # [d_e, d_x]
     D: np.ndarray  # [d_x, d_e]
     theta_x: np.ndarray
 
 
-def make_world(cfg: SimConfig, rng: np.random.Generator) -> World:
+def _standardize(v):
+    return (v - v.mean()) / v.std()
+
+
+def confounder_direction(e, c, rho: float, rng: np.random.Generator) -> np.ndarray:
+    """``c_w = rho c^ + sqrt(1 - rho^2) c^perp`` in the catalog's own geometry.
+
+    Hats and orthogonality are taken in the inner product ``<u, v> = u^T Sigma v``
+    with ``Sigma`` the covariance of the item embeddings ``e``, so ``c_w^T e`` has
+    unit variance over the catalog and correlation exactly ``rho`` with ``c^T e``
+    (docs/almmta.md, *CDP simulator*). ``c^perp`` is the part of a standard normal
+    draw from ``rng`` orthogonal to ``c``; ``rng`` is a stream of its own, so no
+    other draw of the world depends on it. ``rho = 1`` returns ``c`` itself.
+    """
+    if rho == 1.0:
+        return c
+    sigma = np.cov(e, rowvar=False, bias=True)
+    norm = lambda v: np.sqrt(v @ sigma @ v)
+    c_hat = c / norm(c)
+    g = rng.standard_normal(c.shape[0])
+    g -= (g @ sigma @ c_hat) * c_hat
+    return rho * c_hat + np.sqrt(1.0 - rho**2) * g / norm(g)
+
+
+def make_world(cfg: SimConfig, rng: np.random.Generator, align_rng: np.random.Generator) -> World:
+    """Items and the world's weights; ``align_rng`` draws only the confounder's off-axis direction."""
     n, k, de, dx = cfg.n_items, cfg.n_clusters, cfg.d_e, cfg.d_x
     cluster = rng.integers(0, k, size=n)
     centroids = rng.standard_normal((k, de))
@@ -63,17 +91,19 @@ def make_world(cfg: SimConfig, rng: np.random.Generator) -> World:
     A = rng.standard_normal((de, dx)) * np.sqrt(1.0 / (de * dx))
     theta_x = rng.standard_normal(dx) * cfg.theta_x_sd
     ce = e @ c
-    s = (ce - ce.mean()) / ce.std()
+    c_w = confounder_direction(e, c, float(cfg.confounder_alignment), align_rng)
     return World(
         item_e=e,
         item_cluster=cluster.astype(np.int32),
         item_music=music.astype(np.int32),
         item_template=template.astype(np.int32),
         item_b=b,
-        item_s=s,
+        item_s=_standardize(ce),
         item_d=d,
         item_ce=ce,
+        item_sw=_standardize(e @ c_w),
         c=c,
+        c_w=c_w,
         A=A,
         D=D,
         theta_x=theta_x,
@@ -93,7 +123,7 @@ def draw_arm(cfg: SimConfig, world: World, n: int, randomized: bool, rng: np.ran
     serve = np.empty((n, L))
     # Bound the [chunk, n_items] logit block to ~2e7 float64s at scale.
     chunk = max(1, min(cfg.chunk_users, 20_000_000 // ni))
-    item_s32 = world.item_s.astype(np.float32)
+    item_sw32 = world.item_sw.astype(np.float32)
     item_e32 = world.item_e.astype(np.float32)
     item_b32 = world.item_b.astype(np.float32)
     for lo in range(0, n, chunk):
@@ -104,7 +134,7 @@ def draw_arm(cfg: SimConfig, world: World, n: int, randomized: bool, rng: np.ran
         else:
             xa = x[lo:hi] @ world.A.T  # [m, d_e]
             logits = xa.astype(np.float32) @ item_e32.T
-            logits += (cfg.gamma_w * w[lo:hi, None]).astype(np.float32) * item_s32[None, :]
+            logits += (cfg.gamma_w * w[lo:hi, None]).astype(np.float32) * item_sw32[None, :]
             logits += item_b32[None, :]
             logits *= np.float32(cfg.kappa)
         # Gumbel-top-L: L distinct items, softmax sampling without replacement. The
@@ -196,3 +226,21 @@ def draw_proxy(cfg, world, items, mask, r, y, rng):
     up_template = np.where(up, tp_up, -1)
     up_e = np.where(up[:, None], e_up, 0.0)
     return yp, comp_m, comp_t, comp_c, src, up_item, up_music, up_template, up_e
+
+
+def draw_leak(cfg: SimConfig, yp: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+    """The post-outcome log field ``v_uj = Y_u B_u y'_uj`` (docs/almmta.md, *CDP simulator*).
+
+    ``B_u ~ Bern(outcome_leak)`` once per journey: the log is joined to all of a
+    journey's touches or to none. ``rng`` is a stream of its own and is not drawn
+    from when ``outcome_leak = 0``, so the leak never moves another draw.
+
+    Returns:
+      ``(logged [n] bool, leak [n, L])``: ``B`` and ``v`` (0 at padding, since y' is).
+    """
+    n = y.shape[0]
+    if cfg.outcome_leak == 0.0:
+        logged = np.zeros(n, bool)
+    else:
+        logged = rng.random(n) < cfg.outcome_leak
+    return logged, np.where((logged & (y == 1))[:, None], yp, 0.0)
