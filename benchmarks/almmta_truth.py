@@ -32,28 +32,28 @@ std over 3 training seeds; RESULTS.md between the almmta-truth markers holds the
 last run's table):
 
 * The full method is NOT better than the ablation, in either setting. Default:
-  ipw_simple 0.655 ± 0.075 vs 0.691 ± 0.032, explicit 0.511 ± 0.106 vs
-  0.589 ± 0.054. Leak: ipw_simple 0.657 ± 0.064 vs 0.691 ± 0.038, explicit
-  0.530 ± 0.074 vs 0.639 ± 0.050. So the answer is not "the adversary only helps
+  ipw_simple 0.652 ± 0.074 vs 0.687 ± 0.032, explicit 0.511 ± 0.103 vs
+  0.588 ± 0.055. Leak: ipw_simple 0.655 ± 0.063 vs 0.688 ± 0.038, explicit
+  0.531 ± 0.070 vs 0.640 ± 0.049. So the answer is not "the adversary only helps
   when there is a leak": it does not help here even with the leak.
 * Why. The mediator is a deterministic function M̂ = φ(x, t), so no label
   information can reach it other than through (x, t). In this world Y depends on
   the touches only through the true mediator, so the (x, t) → Y signal the
   adversary strips from M̂ is the causal signal itself; the leak of
   ``proxy_on_negatives`` only teaches M̂ more of that same association. The
-  adversary does what it is told (held-out adversary AUC 0.92 → 0.74 → 0.53 for
+  adversary does what it is told (held-out adversary AUC 0.92 → 0.76 → 0.55 for
   λ_max = 0 → 0.1 → 0.3), and the outcome head keeps its AUC (0.95 → 0.94) by
   reading the treatment summary z(t) and s(x) instead of M̂.
 * Why ``explicit`` suffers most: it holds z at the reference sequences', so a
-  deletion acts only through M̂: its Spearman falls with λ_max (0.608, 0.551,
-  0.511, 0.195 ± 0.354 at λ_max = 0, 0.1, 0.3, 1, β = 0.1), while
+  deletion acts only through M̂: its Spearman falls with λ_max (0.606, 0.551,
+  0.511, 0.199 ± 0.349 at λ_max = 0, 0.1, 0.3, 1, β = 0.1), while
   ``ipw_simple``, where a deletion also moves z(t), stays at 0.65-0.69. At
-  λ_max = 1 the adversary's held-out AUC drops to 0.36, below chance: the
+  λ_max = 1 the adversary's held-out AUC drops to 0.39, below chance: the
   reversal overpowers the one-step adversary and M̂ keeps the label with its
   sign flipped.
-* The contrastive term is not what hurts: λ_max = 0, β = 0.1 gives 0.693 /
-  0.608 (ablation 0.691 / 0.589); the adversary alone (λ_max = 0.3, β = 0) gives
-  0.614 / 0.392. The top-8 high-match set equals the whole pool to 0.001, so the
+* The contrastive term is not what hurts: λ_max = 0, β = 0.1 gives 0.689 /
+  0.606 (ablation 0.687 / 0.588); the adversary alone (λ_max = 0.3, β = 0) gives
+  0.610 / 0.392. The top-8 high-match set equals the whole pool to 0.001, so the
   K restriction is not the cause either; the GRL sign, detach and two-player
   equivalence are unit-tested (tests/test_almmta_train.py).
 * ``balancer="drgrad"`` (same script, same world and seeds, an earlier run with
