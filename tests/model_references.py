@@ -156,10 +156,11 @@ def split_mmoe(p, cat, dense, user, vocab_sizes, mu, mix="logits", ppnet=None, a
     return split_mmoe_heads(p, v1, vs, mu, mix, act)
 
 
-def _leaves(tree, path=()):
+def leaves(tree, path=()):
+    """``(path, leaf)`` of a nested dict, keys in sorted order (a fixed flattening order)."""
     if isinstance(tree, dict):
         for k in sorted(tree, key=str):
-            yield from _leaves(tree[k], path + (k,))
+            yield from leaves(tree[k], path + (k,))
     else:
         yield path, tree
 
@@ -172,7 +173,7 @@ def fd_grad(f, tree, h=1e-6):
     """
     shape = np.shape(f(tree))
     grads = {}
-    for path, leaf in _leaves(tree):
+    for path, leaf in leaves(tree):
         g = np.zeros(shape + leaf.shape)
         for idx in np.ndindex(leaf.shape):
             old = leaf[idx]

@@ -81,12 +81,12 @@ def router(g1p, g1pp, g2, pairing, gamma=1.0):
 
 
 def flat(tree):
-    return np.concatenate([leaf.ravel() for _, leaf in ref._leaves(tree)])
+    return np.concatenate([leaf.ravel() for _, leaf in ref.leaves(tree)])
 
 
 def unflat(vec, like):
     out, i = {}, 0
-    for path, leaf in ref._leaves(like):
+    for path, leaf in ref.leaves(like):
         node = out
         for k in path[:-1]:
             node = node.setdefault(k, {})
@@ -171,7 +171,9 @@ def loop_two_steps(space, pairing, seed):
 def assert_grad_close(p_before, p_after, grad):
     """The loop's update read as a gradient, ``(p_before - p_after) / lr``, against ``grad``."""
     implied = jax.tree.map(lambda a, b: (a - b) / LR, p_before, p_after)
-    for (path, got), (_, want) in zip(ref._leaves(implied), ref._leaves(grad)):
+    pairs = list(zip(ref.leaves(implied), ref.leaves(grad), strict=True))
+    for (path, got), (path_want, want) in pairs:
+        assert path == path_want
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=str(path))
 
 
