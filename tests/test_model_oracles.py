@@ -32,12 +32,12 @@ def inputs(seed=0):
 
 
 def randomized(build, seed=0):
-    """``(call, params)``: ``build(rngs=...)``'s parameters drawn from N(0, 0.7^2), and its methods.
+    """``(call, params)``: ``build(rngs=...)``'s parameters drawn from N(0, 0.7^2), and a runner.
 
     The model is built abstractly (no initializer runs) and every parameter,
-    biases included, drawn here. ``call(method, *args, **kwargs)`` runs
-    ``model.method`` with them as one jitted program (compiling once beats
-    dispatching op by op); ``params`` is the float64 copy the reference reads.
+    biases included, drawn here. ``call(fn, *args)`` runs ``fn(model, *args)``
+    with them as one jitted program (compiling once beats dispatching op by
+    op); ``params`` is the float64 copy the reference reads.
     """
     graphdef, params = models.params_of(nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0))))
     leaves, treedef = jax.tree.flatten(params)
@@ -45,9 +45,8 @@ def randomized(build, seed=0):
     new = [jnp.asarray(0.7 * rng.normal(size=x.shape), jnp.float32) for x in leaves]
     params = jax.tree.unflatten(treedef, new)
 
-    def call(method, *args, **kwargs):
-        run = lambda p, a, kw: getattr(nnx.merge(graphdef, p), method)(*a, **kw)
-        return jax.jit(run)(params, args, kwargs)
+    def call(fn, *args):
+        return jax.jit(lambda p, a: fn(nnx.merge(graphdef, p), *a))(params, args)
 
     return call, ref.as_float64(params)
 
@@ -65,7 +64,7 @@ def test_shared_bottom_matches_numpy_oracle():
     call, p = randomized(build, 1)
     cat, dense, _ = inputs(1)
     want = ref.shared_bottom(p, cat, dense, VOCABS, "tanh")
-    assert_logits_close(call("__call__", cat, dense), want)
+    assert_logits_close(call(lambda m, c, d: m(c, d), cat, dense), want)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +78,8 @@ def test_ple_matches_numpy_oracle(num_levels, num_specific, num_shared, gate_hid
     )  # fmt: skip
     call, p = randomized(build, 2)
     cat, dense, _ = inputs(2)
-    assert_logits_close(call("__call__", cat, dense), ref.ple(p, cat, dense, VOCABS))
+    got = call(lambda m, c, d: m(c, d), cat, dense)
+    assert_logits_close(got, ref.ple(p, cat, dense, VOCABS))
 
 
 @pytest.mark.parametrize(
@@ -96,10 +96,11 @@ def test_split_mmoe_matches_numpy_oracle(mix, ppnet):
     user = None if ppnet is None else user
     mu = np.array([0.8, 0.2])
     want = ref.split_mmoe(p, cat, dense, user, VOCABS, mu, mix, ppnet)
-    assert_logits_close(call("__call__", cat, dense, user, mu=np.float32(mu)), want)
+    both = lambda m, c, d, u, mu: (m(c, d, u, mu=mu), m.drgrad_trunk(c, d, u))
+    logits, reps = call(both, cat, dense, user, np.float32(mu))
+    assert_logits_close(logits, want)
     # DRGrad's own cut hands the towers the same v1 and (gated) v_s.
     v1, vs = ref.split_mmoe_reps(p, cat, dense, user, VOCABS, ppnet)
-    reps = call("drgrad_trunk", cat, dense, user)
     assert_logits_close(reps["v1"], v1)
     assert_logits_close(reps["vs"], vs)
     # mu' weighs T1'(v1): the reference with the weights swapped is far from the model.
@@ -113,6 +114,6 @@ def test_personalized_gate_matches_numpy_oracle(kind):
     call, p = randomized(build, 4)
     v_pp = 1.5 * np.random.default_rng(4).normal(size=(B, 3)).astype(np.float32)
     want = ref.personalized_gate(p, v_pp.astype(np.float64), kind)
-    assert_logits_close(call("__call__", v_pp), want)
+    assert_logits_close(call(lambda gate, v: gate(v), v_pp), want)
     # The values span both sides of 1: the gate amplifies some coordinates and damps others.
     assert want.min() < 0.7 and want.max() > 1.3 and np.all((want > 0) & (want < 2))
