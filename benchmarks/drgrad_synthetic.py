@@ -1,21 +1,29 @@
-"""DRGrad's synthetic Table 2: MMoE, Split-MMoE and DRGrad under cooperating and conflicting tasks.
+"""DRGrad's synthetic Table 2 on worlds whose task relation is known and measured.
 
-Data: ``data.drgrad_synthetic`` (MMoE's generator with task correlation
-p = +0.5, "cooperate", and p = -0.5, "conflict"). For each setting MMoE,
-Split-MMoE (the same network DRGrad trains, summed loss, mu = 0.5/0.5) and
-DRGrad (Split-MMoE + router + cumulative updater, no personalized gate) are
-trained for several seeds in ONE vmapped program each; the test AUC is read at
-the epoch of best validation task-1 AUC (``select_by_validation(result,
-rule=0)``: DRGrad serves a primary task and the paper reports it; the test
-AUCs of every task at that epoch are kept, so a seesaw on task 2 shows), and
-the learning rate is chosen from a small grid on validation task-1 AUC only
-(recorded in the JSON). Also: a sweep
-over p (MMoE vs DRGrad), and the personalized setting (DRGrad with and without
-the personalized gate).
+Worlds (``data.cooperate_world``, ``conflict_world``, ``personalized_world``,
+``paper_world``; docs/drgrad.md, *Synthetic worlds*): each is first measured
+(``measure_world``): ``mean_task_cos``, the mean over the training steps of a
+plain MMoE (summed loss, Adam) of the cosine between the two tasks'
+gradients at its shared representation, over seeds; the same cosine for
+converged linear heads on the inputs (a relation no linear last layer can
+undo); the labels' correlation. Then MMoE, Split-MMoE (the same network
+DRGrad trains, summed loss, mu = 0.5/0.5) and DRGrad (Split-MMoE + router +
+cumulative updater) are trained for several seeds in ONE vmapped program
+each; in the personalized world, DRGrad with and without the personalized
+gate (the only input that sees the user). The test AUC is read at the epoch
+of best validation task-1 AUC (``select_by_validation(result, rule=0)``:
+DRGrad serves a primary task and the paper reports it; the test AUCs of every
+task at that epoch are kept, so a seesaw on task 2 shows), and the learning
+rate is chosen from a small grid on validation task-1 AUC only (recorded in
+the JSON). Also: MMoE's generator over p (this benchmark's former
+cooperate / conflict settings), measured the same way.
 
 Plots (``benchmarks/out/drgrad_synthetic_*.png``): the per-step cosine between
 the two tasks' gradients on the shared parameters and their norm ratio, for
 MMoE vs DRGrad (the paper's Fig. 4-7), and mu' over training.
+
+JSON (``--json``): ``{"worlds": {world: {"mean_task_cos", "linear_head_cos",
+..., "results": {method: {"task1_auc_mean", ...}}}}, "sweep": ..., ...}``.
 
 Usage: ``python -m benchmarks.drgrad_synthetic [--quick] [--json PATH]``
 """
@@ -140,17 +148,33 @@ def run_method(
 # --- per-step diagnostics (Fig. 4-7) -----------------------------------------------
 
 
-def gradient_trace(
-    method: Method, d: data.MultiTaskData, *, steps: int, batch_size: int, lr: float, seed=0
-) -> dict[str, np.ndarray]:
-    """Per-step cosine / norm ratio of the task gradients on shared parameters, and mu.
+def representation_cosine(graphdef, params, batch: data.Split, mu=None) -> jax.Array:
+    """cos(dL1/dZ, dL2/dZ) at the model's shared representation Z = ``trunk(...)``.
 
-    A jitted ``lax.scan`` over ``steps`` Adam steps of ``method`` (its transform
-    or the summed loss), recording before each update: ``cos`` = cos(g1, g2)
-    and ``ratio`` = ||g1|| / ||g2|| over the shared leaves (those read by both
-    tasks), mu' of the DRGrad updater (0.5 without one), and the router's own
-    ``xi_aux`` / ``ratio_aux`` (NaN without DRGrad).
+    The two tasks' mean BCE losses are differentiated at ``Z`` (the cut the
+    representation-level methods use, docs/drgrad.md, *Shared representation*)
+    with ``per_task_rep_grads``; each task's cotangent is flattened over the
+    batch and every leaf of ``Z`` (``[B, ...]``) and the cosine is read off
+    their Gramian: ``G12 / sqrt(G11 G22)``. This is the task relation that
+    names a synthetic world cooperating (> 0) or conflicting (< 0)
+    (docs/drgrad.md, *Synthetic worlds*).
     """
+
+    def trunk(p, b):
+        return nnx.merge(graphdef, p).trunk(b.cat, b.dense, b.user)
+
+    def heads(p, reps, b):
+        logits = nnx.merge(graphdef, p).heads(reps, mu=mu)
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, b.labels), axis=0)
+
+    g = drgrad_jax.gramian(
+        drgrad_jax.per_task_rep_grads(trunk, heads, params, batch).rep_task_grads
+    )
+    return g[0, 1] / jnp.maximum(jnp.sqrt(g[0, 0] * g[1, 1]), 1e-12)
+
+
+def _trace_program(method: Method, d: data.MultiTaskData, *, steps, batch_size, lr):
+    """The jitted ``run(key) -> per-step records`` behind ``gradient_trace`` and ``task_cosine``."""
     abstract = nnx.eval_shape(lambda: method.model(rngs=nnx.Rngs(0)))
     graphdef, _ = nnx.split(abstract)
     labels = models.task_of(abstract)
@@ -158,8 +182,7 @@ def gradient_trace(
     tx = optax.with_extra_args_support(optax.chain(transform, optax.adam(lr)))
     if method.space != "params":
         raise ValueError("gradient_trace supports space='params' methods only.")
-    train = drgrad_jax.device_splits(d)[0]
-    n = train.labels.shape[0]
+    n = d.train.num_examples
 
     def loss_fn(params, batch, mu):
         logits = nnx.merge(graphdef, params)(batch.cat, batch.dense, batch.user, mu=mu)
@@ -173,7 +196,7 @@ def gradient_trace(
         ]
         return jnp.concatenate(leaves, axis=1)
 
-    def step(carry, key):
+    def step(carry, key, train):
         params, state = carry
         idx = jax.random.randint(key, (batch_size,), 0, n)
         batch = jax.tree.map(lambda a: None if a is None else a[idx], train)
@@ -182,12 +205,14 @@ def gradient_trace(
         rows = shared_rows(g)
         norms = jnp.linalg.norm(rows, axis=1)
         cos = jnp.vdot(rows[0], rows[1]) / jnp.maximum(norms[0] * norms[1], 1e-12)
+        rep_cos = representation_cosine(graphdef, params, batch, mu)
         updates, state = tx.update(g, state, params, losses=losses)
         params = optax.apply_updates(params, updates)
         ds = drgrad_jax.find_drgrad_state(state)
         nan = jnp.full((), jnp.nan)
         rec = {
             "cos": cos,
+            "rep_cos": rep_cos,
             "ratio": norms[0] / jnp.maximum(norms[1], 1e-12),
             "mu1": jnp.asarray(0.5) if mu is None else jnp.asarray(mu).reshape(-1)[0],
             "xi_aux": nan if ds is None else ds.diagnostics.xi_aux.reshape(-1)[0],
@@ -196,14 +221,117 @@ def gradient_trace(
         }
         return (params, state), rec
 
-    @jax.jit
-    def run(key):
+    def run(key, train: data.Split):
         init_key, data_key = jax.random.split(key)
         params = nnx.to_pure_dict(nnx.state(method.model(rngs=nnx.Rngs(init_key))))
-        _, recs = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(data_key, steps))
-        return recs
+        carry = (params, tx.init(params))
+        body = functools.partial(step, train=train)
+        return jax.lax.scan(body, carry, jax.random.split(data_key, steps))[1]
 
-    return {k: np.asarray(v) for k, v in run(jax.random.key(seed)).items()}
+    # The data are an argument, not a constant of the program: worlds of one
+    # shape share one compiled program (and the persistent cache).
+    return run, drgrad_jax.device_splits(d)[0]
+
+
+def gradient_trace(
+    method: Method, d: data.MultiTaskData, *, steps: int, batch_size: int, lr: float, seed=0
+) -> dict[str, np.ndarray]:
+    """Per-step cosine / norm ratio of the task gradients on shared parameters, and mu.
+
+    A jitted ``lax.scan`` over ``steps`` Adam steps of ``method`` (its transform
+    or the summed loss) on batches drawn with replacement, recording before
+    each update: ``cos`` = cos(g1, g2) and ``ratio`` = ||g1|| / ||g2|| over the
+    shared leaves (those read by both tasks), ``rep_cos`` = the cosine of the
+    two tasks' gradients at the model's shared representation
+    (``representation_cosine``), mu' of the DRGrad updater (0.5 without one),
+    and the router's own ``xi_aux`` / ``ratio_aux`` (NaN without DRGrad).
+    """
+    run, train = _trace_program(method, d, steps=steps, batch_size=batch_size, lr=lr)
+    return {k: np.asarray(v) for k, v in jax.jit(run)(jax.random.key(seed), train).items()}
+
+
+def task_cosine(
+    method: Method, d: data.MultiTaskData, *, steps: int, batch_size: int, lr: float, seeds: int
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """A world's measured task relation: ``rep_cos`` of ``gradient_trace`` averaged over training.
+
+    ``mean_task_cos`` is the mean over ``steps`` Adam steps (every step, from
+    initialization) and over ``seeds`` seeds (one vmapped program) of the
+    cosine between the two tasks' gradients at the shared representation,
+    for ``method`` (a plain MMoE with the summed loss in the tables). Also the
+    per-seed means and the second half's mean, when the heads have learned
+    what to read (docs/drgrad.md, *Synthetic worlds*).
+
+    Returns:
+      ``(summary, traces)``: a JSON-ready summary, and every record of
+      ``gradient_trace`` with a leading seed axis ``[seeds, steps]``.
+    """
+    run, train = _trace_program(method, d, steps=steps, batch_size=batch_size, lr=lr)
+    keys = jax.random.split(jax.random.key(0), seeds)
+    traces = jax.jit(jax.vmap(run, in_axes=(0, None)))(keys, train)
+    traces = {k: np.asarray(v) for k, v in traces.items()}
+    rep_cos = traces["rep_cos"]
+    summary = {
+        "mean_task_cos": float(rep_cos.mean()),
+        "mean_task_cos_per_seed": rep_cos.mean(1).tolist(),
+        "second_half_task_cos": float(rep_cos[:, steps // 2 :].mean()),
+        "task_cos_steps": steps,
+        "task_cos_model": method.name,
+    }
+    return summary, traces
+
+
+class LinearHeads(nnx.Module):
+    """Logistic regression per task on the raw inputs: trunk = the dense features, heads linear.
+
+    The best a linear last layer can do with the world's whole observable
+    input: ``representation_cosine`` of a converged ``LinearHeads`` is the task
+    relation no choice of linear head (sign flips included) can undo.
+    """
+
+    def __init__(self, num_dense: int, num_tasks: int = 2, *, rngs: nnx.Rngs):
+        self.heads_ = nnx.List([nnx.Linear(num_dense, 1, rngs=rngs) for _ in range(num_tasks)])
+
+    def trunk(self, cat, dense, user=None):
+        del cat, user
+        return {"inputs": dense}
+
+    def heads(self, reps, *, mu=None):
+        del mu
+        return jnp.concatenate([h(reps["inputs"]) for h in self.heads_], axis=1)
+
+    def __call__(self, cat, dense, user=None, *, mu=None):
+        return self.heads(self.trunk(cat, dense, user), mu=mu)
+
+
+def linear_head_cosine(d: data.MultiTaskData, *, steps: int = 500, lr: float = 0.05) -> float:
+    """``representation_cosine`` at the inputs of converged per-task logistic regressions.
+
+    Full-batch Adam on the training split (a convex problem, so the heads are
+    the world's, not the seed's); the cosine is then taken over the whole
+    training split. Flipping task 2's label flips its head and its error
+    together, so this number is invariant to the flip.
+    """
+    graphdef, params = nnx.split(LinearHeads(d.num_dense, d.num_tasks, rngs=nnx.Rngs(0)))
+    params = nnx.to_pure_dict(params)
+    train = drgrad_jax.device_splits(d)[0]
+    tx = optax.adam(lr)
+
+    def loss(p):
+        logits = nnx.merge(graphdef, p)(train.cat, train.dense, train.user)
+        return jnp.sum(jnp.mean(optax.sigmoid_binary_cross_entropy(logits, train.labels), 0))
+
+    def step(carry, _):
+        p, state = carry
+        updates, state = tx.update(jax.grad(loss)(p), state, p)
+        return (optax.apply_updates(p, updates), state), None
+
+    @jax.jit
+    def fit(p):
+        (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), None, length=steps)
+        return representation_cosine(graphdef, p, train)
+
+    return float(fit(params))
 
 
 def plot_trace_series(series: dict, path: pathlib.Path, title: str | None = None) -> pathlib.Path:
@@ -285,21 +413,136 @@ def methods(d: data.MultiTaskData, sizes: dict, *, ppnet: str | None = None) -> 
     return out
 
 
-def markdown_table2(results: dict) -> str:
+PAPER_COLUMN = {  # which of the paper's Table 2 columns a world stands beside
+    "cooperate": "cooperate",
+    "conflict": "conflict",
+    "paper_theta60": "cooperate",
+    "paper_theta120": "conflict",
+}
+
+
+def markdown_table2(worlds: dict) -> str:
     lines = [
-        "| Setting | Method | label-1 AUC (ours) | label-2 AUC (ours) | label-1 [paper] |"
-        " label-2 [paper] |",
-        "|---|---|---|---|---|---|",
+        "| World | cos at Z (MMoE) | Method | label-1 AUC (ours) | label-2 AUC (ours) |"
+        " label-1 [paper] | label-2 [paper] |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for setting, rows in results.items():
-        for name, r in rows.items():
-            paper = PAPER_TABLE2.get(setting, {}).get(name)
+    for world, w in worlds.items():
+        column = PAPER_TABLE2.get(PAPER_COLUMN.get(world, ""), {})
+        for name, r in w["results"].items():
+            paper = column.get(name)
             pa = ("-", "-") if paper is None else (f"{paper[0]:.4f}", f"{paper[1]:.4f}")
             lines.append(
-                f"| {setting} | {name} | {r['task1_auc_mean']:.4f} +- {r['task1_auc_std']:.4f}"
+                f"| {world} | {w['mean_task_cos']:+.3f} | {name}"
+                f" | {r['task1_auc_mean']:.4f} +- {r['task1_auc_std']:.4f}"
                 f" | {r['task2_auc_mean']:.4f} +- {r['task2_auc_std']:.4f} | {pa[0]} | {pa[1]} |"
             )
     return "\n".join(lines)
+
+
+def world_makers(n_train: int, n_eval: int, quick: bool) -> dict[str, Callable]:
+    """The synthetic worlds of the table, by name (docs/drgrad.md, *Synthetic worlds*)."""
+    sizes = (n_train, n_eval, n_eval)
+    out = {
+        "cooperate": lambda: data.cooperate_world(*sizes),
+        "conflict": lambda: data.conflict_world(*sizes),
+        "personalized": lambda: data.personalized_world(*sizes, num_users=20),
+        "paper_theta60": lambda: data.paper_world(*sizes, cos_theta=0.5),
+        "paper_theta120": lambda: data.paper_world(*sizes, cos_theta=-0.5),
+    }
+    if quick:
+        del out["paper_theta60"]  # the same label-flip world as theta120 up to the flip
+    return out
+
+
+def _groups(d: data.MultiTaskData, num_groups: int = 2) -> list[data.MultiTaskData]:
+    """The training split of each user group (``user mod num_groups``) as a world of its own."""
+    out = []
+    for g in range(num_groups):
+        keep = d.train.user % num_groups == g
+        train = data.Split(*(None if a is None else a[keep] for a in d.train._replace(user=None)))
+        out.append(dataclasses.replace(d, train=train, num_users=0))
+    return out
+
+
+def measure_world(
+    d: data.MultiTaskData, mmoe: Method, kw: dict, *, groups: bool = False
+) -> tuple[dict, dict]:
+    """What the world contains, measured before any table: the task relation, three ways.
+
+    ``mean_task_cos`` (``task_cosine`` for a plain MMoE), ``linear_head_cos``
+    (converged linear heads on x, flip-invariant), the labels' correlation and
+    agreement, and (``groups``) the linear-head cosine within each user group.
+    """
+    summary, traces = task_cosine(mmoe, d, **kw)
+    y = d.train.labels
+    summary |= {
+        "linear_head_cos": linear_head_cosine(d),
+        "label_corr": float(np.corrcoef(y.T)[0, 1]),
+        "label_agreement": float(np.mean(y[:, 0] == y[:, 1])),
+        "description": d.description,
+    }
+    if groups:
+        summary["group_linear_head_cos"] = [linear_head_cosine(g) for g in _groups(d)]
+    print(
+        f"  measured: mean_task_cos {summary['mean_task_cos']:+.3f} "
+        f"(per seed {np.round(summary['mean_task_cos_per_seed'], 3).tolist()}), "
+        f"linear-head cos {summary['linear_head_cos']:+.3f}, "
+        f"label corr {summary['label_corr']:+.3f}"
+        + (
+            f", per group {np.round(summary['group_linear_head_cos'], 3).tolist()}"
+            if "group_linear_head_cos" in summary
+            else ""
+        ),
+        flush=True,
+    )
+    return summary, traces
+
+
+def run_worlds(makers: dict, sizes: dict, kw: dict, cos_kw: dict, trace_kw: dict):
+    """Every world: its measurement, its table rows, and the traces behind the plots."""
+    worlds, traces_json, trace_series = {}, {}, {}
+    for name, make in makers.items():
+        d = make()
+        print(f"\n[{name}] {d.description}")
+        personalized = d.train.user is not None  # the user id reaches the gate only
+        ms = methods(d, sizes, ppnet="single" if personalized else None)
+        if personalized:
+            ms = [m for m in ms if m.name != "Split-MMoE"]
+        by_name = {m.name: m for m in ms}
+        summary, mmoe_traces = measure_world(d, by_name["MMoE"], cos_kw, groups=personalized)
+        rows = {m.name: run_method(m, d, **kw) for m in _common.rows(ms, name)}
+        worlds[name] = summary | {"results": rows}
+        if name in ("cooperate", "conflict"):
+            traces = {
+                "MMoE": {k: v[0] for k, v in mmoe_traces.items()},
+                "DRGrad": gradient_trace(by_name["DRGrad"], d, **trace_kw),
+            }
+            traces_json[name] = {k: trace_summary(v) for k, v in traces.items()}
+            trace_series[name] = {k: thin(v) for k, v in traces.items()}
+            title = f"{name} (mean cos at Z, MMoE: {summary['mean_task_cos']:+.2f})"
+            plot_trace_series(trace_series[name], OUT_DIR / f"drgrad_synthetic_{name}.png", title)
+    return worlds, traces_json, trace_series
+
+
+def mmoe_generator_sweep(n_train, n_eval, dim, sizes, kw, cos_kw, ps) -> dict:
+    """MMoE's generator over p: the measured relation, and (``kw``) MMoE vs DRGrad.
+
+    p = -0.5 was this benchmark's "conflict" before the worlds above: it
+    measures as no conflict, since a flip of task 2's label maps it to p = +0.5.
+    """
+    sweep = {}
+    for corr in ps:
+        d = data.drgrad_synthetic("cooperate", n_train, n_eval, n_eval, dim=dim, correlation=corr)
+        print(f"\n[MMoE generator p={corr:+.1f}]")
+        ms = [m for m in methods(d, sizes) if m.name in ("MMoE", "DRGrad")]
+        entry, _ = measure_world(d, ms[0], cos_kw)
+        if kw:
+            entry["results"] = {
+                m.name: run_method(m, d, **kw) for m in _common.rows(ms, f"p={corr}")
+            }
+        sweep[f"{corr:+.1f}"] = entry
+    return sweep
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -309,83 +552,60 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     q = args.quick
     seeds = args.seeds or (2 if q else 5)
-    epochs = args.epochs or (1 if q else 10)
-    n_train, n_eval = (2000, 1000) if q else (100_000, 10_000)
-    dim = 16 if q else 100
+    epochs = args.epochs or 10  # quick: 310 steps, enough for the gate to find the groups
+    n_train, n_eval = (4000, 1000) if q else (100_000, 10_000)
     sizes = {"experts": 4 if q else 8, "expert_width": 16 if q else 32, "tower": 8}
     lrs = (3e-3,) if q else (1e-3, 3e-3)
     batch = 128 if q else 512
     start_all = time.perf_counter()
     kw = dict(seeds=seeds, epochs=epochs, batch_size=batch, lrs=lrs)
+    cos_kw = dict(steps=300 if q else 1500, batch_size=batch, lr=lrs[0], seeds=seeds)
+    trace_kw = dict(steps=cos_kw["steps"], batch_size=batch, lr=lrs[0])
 
-    table, traces_json, trace_series = {}, {}, {}
-    for setting in ("cooperate", "conflict"):
-        d = data.drgrad_synthetic(setting, n_train, n_eval, n_eval, dim=dim, num_users=20)
-        print(f"\n[{setting}] {d.description}")
-        ms = methods(d, sizes)
-        table[setting] = {m.name: run_method(m, d, **kw) for m in _common.rows(ms, setting)}
-        traces = {
-            m.name: gradient_trace(m, d, steps=100 if q else 1500, batch_size=batch, lr=lrs[0])
-            for m in ms
-            if m.name in ("MMoE", "DRGrad")
-        }
-        traces_json[setting] = {k: trace_summary(v) for k, v in traces.items()}
-        trace_series[setting] = {k: thin(v) for k, v in traces.items()}
-        plot_trace_series(
-            trace_series[setting],
-            OUT_DIR / f"drgrad_synthetic_{setting}.png",
-            f"{setting} (p={0.5 if setting == 'cooperate' else -0.5:+.1f})",
-        )
-
-    # p = -0.5 / +0.5 are the table's conflict / cooperate runs; quick mode adds no others.
-    sweep = {
-        "-0.5": {k: table["conflict"][k] for k in ("MMoE", "DRGrad")},
-        "0.5": {k: table["cooperate"][k] for k in ("MMoE", "DRGrad")},
-    }
-    for corr in () if q else (-0.9, -0.2, 0.0, 0.2, 0.9):
-        d = data.drgrad_synthetic("cooperate", n_train, n_eval, n_eval, dim=dim, correlation=corr)
-        print(f"\n[sweep p={corr}]")
-        ms = [m for m in methods(d, sizes) if m.name in ("MMoE", "DRGrad")]
-        sweep[str(corr)] = {m.name: run_method(m, d, **kw) for m in _common.rows(ms, f"p={corr}")}
-
-    d = data.drgrad_synthetic("personalized", n_train, n_eval, n_eval, dim=dim, num_users=20)
-    print(f"\n[personalized] {d.description}")
-    ms = [m for m in methods(d, sizes, ppnet="single") if m.name != "Split-MMoE"]
-    table["personalized"] = {
-        m.name: run_method(m, d, **kw) for m in _common.rows(ms, "personalized")
-    }
+    worlds, traces_json, trace_series = run_worlds(
+        world_makers(n_train, n_eval, q), sizes, kw, cos_kw, trace_kw
+    )
+    ps = (-0.5, 0.5) if q else (-0.9, -0.5, -0.2, 0.0, 0.2, 0.5, 0.9)
+    dim = 16 if q else 100
+    sweep = mmoe_generator_sweep(n_train, n_eval, dim, sizes, {} if q else kw, cos_kw, ps)
 
     duration = time.perf_counter() - start_all
-    md = markdown_table2(table)
+    md = markdown_table2(worlds)
     sweep_md = "\n".join(
-        [
-            "| p | MMoE label-1 | DRGrad label-1 | MMoE label-2 | DRGrad label-2 |",
-            "|---|---|---|---|---|",
-        ]
+        ["| p | mean cos at Z (MMoE) | linear-head cos | label corr |", "|---|---|---|---|"]
         + [
-            f"| {c} | {r['MMoE']['task1_auc_mean']:.4f} | {r['DRGrad']['task1_auc_mean']:.4f} "
-            f"| {r['MMoE']['task2_auc_mean']:.4f} | {r['DRGrad']['task2_auc_mean']:.4f} |"
-            for c, r in sorted(sweep.items(), key=lambda kv: float(kv[0]))
+            f"| {c} | {r['mean_task_cos']:+.3f} | {r['linear_head_cos']:+.3f} "
+            f"| {r['label_corr']:+.3f} |"
+            for c, r in sweep.items()
         ]
     )
+    checks = {
+        "conflict_mean_task_cos_below_-0.1": worlds["conflict"]["mean_task_cos"] < -0.1,
+        "cooperate_mean_task_cos_above_0.1": worlds["cooperate"]["mean_task_cos"] > 0.1,
+    }
     print(
-        f"\nDRGrad Table 2 (synthetic, {n_train} train / {n_eval} val / {n_eval} test, "
-        f"{seeds} seeds x {epochs} epochs, {'quick' if q else 'full'} mode):\n{md}"
+        f"\nDRGrad Table 2 on worlds with a measured relation ({n_train} train / {n_eval} val / "
+        f"{n_eval} test, {seeds} seeds x {epochs} epochs, {'quick' if q else 'full'} mode):\n{md}"
     )
-    print(f"\nSweep over p:\n{sweep_md}")
+    print(f"\nMMoE's generator over p (the former cooperate / conflict settings):\n{sweep_md}")
     print(f"\nGradient traces (second half of training): {traces_json}")
+    print(f"\nchecks: {checks}")
     print(f"\nfull duration: {duration:.1f}s")
-    results = {f"{s}/{m}": r for s, rows in table.items() for m, r in rows.items()}
+    results = {f"{w}/{m}": r for w, rows in worlds.items() for m, r in rows["results"].items()}
     payload = {
+        "worlds": worlds,
         "results": results,
         "sweep": sweep,
         "traces": traces_json,
         "trace_series": trace_series,
+        "checks": checks,
         "split": f"{n_train}/{n_eval}/{n_eval} generated",
         "seeds": seeds,
         "epochs": epochs,
         "sizes": sizes,
         "lr_grid": list(lrs),
+        "task_cos_measurement": "rep_cos of a plain MMoE (summed loss, Adam at lr_grid[0]), "
+        f"mean over {cos_kw['steps']} steps of batch {batch} and {seeds} seeds",
         "hyperparameter_selection": "lr by mean best-validation task-1 AUC over seeds",
         "epoch_selection": "best validation task-1 AUC (select_by_validation rule=0)",
         "duration_s": duration,
@@ -394,6 +614,9 @@ def main(argv: list[str] | None = None) -> dict:
         "markdown": md,
     }
     _common.write_json(args.json, payload)
+    failed = [k for k, ok in checks.items() if not ok]
+    if failed:
+        raise SystemExit(f"measured task relation out of its band: {failed}")
     return payload
 
 

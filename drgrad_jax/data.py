@@ -1,4 +1,4 @@
-"""Multi-task data sets: MMoE's synthetic generator, DRGrad's settings, Census-Income (KDD).
+"""Multi-task data sets: synthetic worlds with a known task relation, MMoE's generator, Census-Income.
 
 Example:
   >>> from drgrad_jax import data
@@ -14,13 +14,25 @@ from drgrad_jax._src.data import (
     drgrad_synthetic,
     mmoe_synthetic,
 )
+from drgrad_jax._src.worlds import (
+    conflict_world,
+    cooperate_world,
+    paper_world,
+    personalized_world,
+    relation_world,
+)
 
 __all__ = [
     "CENSUS_COLUMNS",
     "CENSUS_TASKS",
     "MultiTaskData",
     "Split",
+    "conflict_world",
+    "cooperate_world",
     "drgrad_synthetic",
     "load_census_income",
     "mmoe_synthetic",
+    "paper_world",
+    "personalized_world",
+    "relation_world",
 ]
