@@ -115,10 +115,16 @@ class Tower(nnx.Module):
 
 
 class ExpertPool(nnx.Module):
-    """``num_experts`` identical MLP experts stored stacked and run as one einsum.
+    """``num_experts`` identical MLP experts, stored stacked and run expert-major.
 
     ``x`` ``[B, in]`` -> ``[B, num_experts, out]``; every layer is followed by
     the activation (experts end in a nonlinearity, as in MMoE and PLE).
+    Kernels are stored ``[num_experts, in, out]``. Every expert reads the same
+    ``x`` in the first layer, so that layer is ONE matmul against the experts'
+    kernels side by side (``[in, num_experts * out]``); later layers are one
+    batched matmul with the expert as the batch axis, laid out ``[E, B, d]``
+    (XLA's CPU dot is slow when the batch axis sits between others, as in
+    ``einsum("bei,eio->beo")``); the output is put back to ``[B, E, d]`` once.
     """
 
     def __init__(
@@ -152,10 +158,14 @@ class ExpertPool(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         act = activation_fn(self.activation)
-        h = act(jnp.einsum("bi,eio->beo", x, self.kernels[0][...]) + self.biases[0][...][None])
+        w = self.kernels[0][...]
+        e, d_in, d_out = w.shape
+        side_by_side = jnp.transpose(w, (1, 0, 2)).reshape(d_in, e * d_out)
+        h = jnp.transpose((x @ side_by_side).reshape(x.shape[0], e, d_out), (1, 0, 2))
+        h = act(h + self.biases[0][...][:, None])
         for w, b in zip(self.kernels[1:], self.biases[1:]):
-            h = act(jnp.einsum("bei,eio->beo", h, w[...]) + b[...][None])
-        return h
+            h = act(jnp.einsum("ebi,eio->ebo", h, w[...]) + b[...][:, None])
+        return jnp.transpose(h, (1, 0, 2))
 
 
 class Gate(nnx.Module):
