@@ -136,6 +136,27 @@ def _copies(reps, k):
     return jax.tree.map(lambda r: jnp.broadcast_to(r, (k,) + r.shape), reps)
 
 
+SPLITS = [(name, ("trunk", "heads", "task_heads")) for name in sorted(BUILDERS)] + [
+    ("split_mmoe_ppnet", ("drgrad_trunk", "drgrad_heads", "drgrad_task_heads"))
+]
+
+
+@pytest.mark.parametrize(("name", "split"), SPLITS)
+def test_task_heads_give_the_logits_and_per_task_cotangents_of_heads(name, split):
+    """On per-task copies: the same logits, and d(sum logits)/d(copy k) = row k of heads' Jacobian."""
+    model = BUILDERS[name](rngs=nnx.Rngs(0))
+    trunk, heads, task_heads = (getattr(model, method) for method in split)
+    cat, dense, user = batch(2)
+    reps = trunk(cat, dense, user)
+    copies = jax.tree.map(lambda r: jnp.broadcast_to(r, (3,) + r.shape), reps)
+    np.testing.assert_allclose(task_heads(copies), heads(reps), rtol=1e-6)
+    jac = jax.jacrev(lambda r: jnp.sum(heads(r), axis=0))(reps)
+    got = jax.grad(lambda c: jnp.sum(task_heads(c)))(copies)
+    assert jax.tree.structure(got) == jax.tree.structure(jac)
+    for g, j in zip(jax.tree.leaves(got), jax.tree.leaves(jac)):
+        np.testing.assert_allclose(g, j, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
 def test_mix_logits_oracle_and_stability():
     rng = np.random.default_rng(0)
     z1 = rng.normal(size=20).astype(np.float32) * 3

@@ -1,11 +1,14 @@
 """Building blocks of the multi-task networks (Flax NNX): MLP, tower, expert pool, gates.
 
 The MLP here is the one both packages build on (``drgrad_jax.models.MLP``).
+``TaskHeads`` gives a model its ``heads`` on the shared representation and its
+``task_heads`` on one copy of it per task (docs/drgrad.md, *Shared representation*).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -243,3 +246,43 @@ class PersonalizedGate(nnx.Module):
 
     def __call__(self, v_pp: jax.Array) -> jax.Array:
         return 2.0 * jax.nn.sigmoid(self.mlp(v_pp))
+
+
+# --- heads on per-task copies -------------------------------------------------------
+
+
+def rep_reader(reps, per_task: bool) -> Callable[[int, str], Any]:
+    """``read(k, name)``: task k's view of ``reps[name]``, the tensor or its copy k (``task_heads``).
+
+    The copies are split off once per leaf (``jnp.unstack``), so the backward
+    pass stacks the K cotangents in one op rather than adding K zero-padded ones.
+    """
+    if not per_task:
+        return lambda k, name: reps[name]
+    leaves, treedef = jax.tree.flatten(reps)
+    pieces = [jnp.unstack(leaf) for leaf in leaves]
+    views = [jax.tree.unflatten(treedef, copy) for copy in zip(*pieces)]
+    return lambda k, name: views[k][name]
+
+
+class TaskHeads:
+    """A model's ``heads`` and ``task_heads``, both from its ``_logits(read)``.
+
+    ``read(k, name)`` (``rep_reader``) is what task k reads of the
+    representation's entry ``name``: the one tensor in ``heads``, its copy k in
+    ``task_heads``.
+    """
+
+    def heads(self, reps, *, mu=None) -> jax.Array:
+        del mu
+        return self._logits(rep_reader(reps, per_task=False))
+
+    def task_heads(self, reps, *, mu=None) -> jax.Array:
+        """``heads`` on one copy of ``reps`` per task (leaves ``[K, ...]``); task k reads copy k.
+
+        Task k's head runs once, so the gradient at the copies costs one
+        backward pass through each task's head, where K one-hot cotangents
+        through ``heads`` run every head K times.
+        """
+        del mu
+        return self._logits(rep_reader(reps, per_task=True))
