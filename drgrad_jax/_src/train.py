@@ -354,7 +354,7 @@ def _gradient_step(config: TrainConfig, graphdef, abstract, num_tasks: int):
     loss_fn, trunk_fn, heads_fn = _losses(
         config, graphdef, num_tasks, (names[0], per_task or names[1])
     )
-    copies = {} if per_task is None else {"num_tasks": num_tasks}
+    copies = None if per_task is None else num_tasks
     labels_of = None
     if config.mtl_transform is not None and config.space == "params" and config.use_task_of:
         if hasattr(abstract, "task_owner"):
@@ -381,7 +381,7 @@ def _gradient_step(config: TrainConfig, graphdef, abstract, num_tasks: int):
             )
             grads, mtl_state = mtl.update(task_grads, mtl_state, params, losses=losses)
         else:
-            rep = per_task_rep_grads(trunk_fn, heads_fn, params, batch, mu, **copies)
+            rep = per_task_rep_grads(trunk_fn, heads_fn, params, batch, mu, num_tasks=copies)
             rep_update, mtl_state = mtl.update(
                 rep.rep_task_grads, mtl_state, rep.reps, losses=rep.losses
             )
