@@ -12,8 +12,9 @@ step paired with a plain step run right next to it, at two levels:
   declared shared representation, the one ``TrainConfig(space="activations")``
   uses: ``MMoE.trunk``, the gates' input and the expert outputs ``[B, E, d]``
   (docs/drgrad.md, *Shared representation*). ``per_task_rep_grads`` gives the
-  K cotangents there (one vmapped backward pass through the gates and towers,
-  ``MMoE.heads``), the method combines them, and ONE VJP pulls the result back
+  K cotangents there (``MMoE.task_heads`` on one copy of the representation per
+  task: one backward pass through the gates and towers, each task's gate and
+  tower once), the method combines them, and ONE VJP pulls the result back
   through the experts.
 * ``floor_K<k>``: the cost any parameter-level method must pay on this model:
   the same per-task gradients, simply summed, then Adam.
@@ -122,12 +123,13 @@ def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0):
         return bce(nnx.merge(graphdef, p)(None, dense))
 
     # Representation level: the model's own shared representation (trunk) and
-    # the task parts that read it (heads), as the trainer cuts it.
+    # the task parts that read it, on one copy per task (task_heads), as the
+    # trainer cuts it.
     def trunk_fn(p):
         return nnx.merge(graphdef, p).trunk(None, dense)
 
-    def heads_fn(p, reps):
-        return bce(nnx.merge(graphdef, p).heads(reps))
+    def heads_fn(p, copies):
+        return bce(nnx.merge(graphdef, p).task_heads(copies))
 
     adam = optax.adam(1e-3)
 
@@ -158,7 +160,7 @@ def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0):
         @jax.jit
         def step(p, s):
             tx_state, opt_state = s
-            rg = drgrad_jax.per_task_rep_grads(trunk_fn, heads_fn, p)
+            rg = drgrad_jax.per_task_rep_grads(trunk_fn, heads_fn, p, num_tasks=k)
             rep_update, tx_state = tx.update(rg.rep_task_grads, tx_state, rg.reps, losses=rg.losses)
             u, opt_state = adam.update(rg.finish(rep_update), opt_state, p)
             return optax.apply_updates(p, u), (tx_state, opt_state)

@@ -75,14 +75,25 @@ def test_task_of_labels_are_exact(built):
     assert set(flat_labels) >= {0, 1, 2}
 
 
+def numpy_experts(pool, h, act=lambda x: np.maximum(x, 0)):
+    """Slow expert pool ``[B, E, d]``: each expert's own MLP, one expert at a time."""
+    layers = sorted(pool["kernels"])  # the pure dict keys an nnx.List by position
+    out = []
+    for e in range(pool["kernels"][0].shape[0]):
+        x = h
+        for w, b in ((pool["kernels"][i], pool["biases"][i]) for i in layers):
+            x = act(x @ w[e] + b[e])
+        out.append(x)
+    return np.stack(out, axis=1)
+
+
 def numpy_mmoe(params, cat, dense, offsets):
     """Slow MMoE forward from the parameter dict (relu experts, linear gates)."""
     p = jax.tree.map(np.asarray, params)
     table = p["encoder"]["table"]["embedding"]
     emb = [table[np.asarray(cat)[:, f] + offsets[f]] for f in range(len(offsets))]
     h = np.concatenate(emb + [np.asarray(dense)], axis=1)
-    w, b = p["experts"]["kernels"][0], p["experts"]["biases"][0]
-    experts = np.stack([np.maximum(h @ w[e] + b[e], 0) for e in range(w.shape[0])], axis=1)
+    experts = numpy_experts(p["experts"], h)
     out = []
     for k in range(len(p["towers"])):
         g = p["gates"][k]["mlp"]["layers"][0]
@@ -96,14 +107,54 @@ def numpy_mmoe(params, cat, dense, offsets):
     return np.stack(out, axis=1)
 
 
-def test_mmoe_matches_numpy_oracle():
-    model = models.MMoE(VOCABS, NUM_DENSE, 2, num_experts=4, expert_hidden=(5,), rngs=nnx.Rngs(3))
+@pytest.mark.parametrize("expert_hidden", [(5,), (6, 5, 3)])
+def test_mmoe_matches_numpy_oracle(expert_hidden):
+    model = models.MMoE(
+        VOCABS, NUM_DENSE, 2, num_experts=4, expert_hidden=expert_hidden, rngs=nnx.Rngs(3)
+    )
     cat, dense, _ = batch(4)
     _, params = models.params_of(model)
     offsets = np.cumsum((0,) + VOCABS[:-1])
     np.testing.assert_allclose(
         model(cat, dense), numpy_mmoe(params, cat, dense, offsets), rtol=1e-5, atol=1e-6
     )
+
+
+def test_expert_pool_matches_per_expert_numpy_oracle():
+    """The one-GEMM first layer and expert-major later layers: each expert's own MLP."""
+    pool = models.ExpertPool(7, 5, (6, 4), activation="mish", rngs=nnx.Rngs(2))
+    # Nonzero biases, so a bias given to the wrong expert shows.
+    for b in pool.biases:
+        b[...] = jnp.asarray(np.random.default_rng(1).normal(size=b.shape), jnp.float32)
+    x = np.random.default_rng(0).normal(size=(9, 7)).astype(np.float32)
+    p = jax.tree.map(np.asarray, models.params_of(pool)[1])
+    mish = lambda z: z * np.tanh(np.log1p(np.exp(z)))
+    np.testing.assert_allclose(pool(x), numpy_experts(p, x, mish), rtol=1e-5, atol=1e-6)
+
+
+def _copies(reps, k):
+    return jax.tree.map(lambda r: jnp.broadcast_to(r, (k,) + r.shape), reps)
+
+
+SPLITS = [(name, ("trunk", "heads", "task_heads")) for name in sorted(BUILDERS)] + [
+    ("split_mmoe_ppnet", ("drgrad_trunk", "drgrad_heads", "drgrad_task_heads"))
+]
+
+
+@pytest.mark.parametrize(("name", "split"), SPLITS)
+def test_task_heads_give_the_logits_and_per_task_cotangents_of_heads(name, split):
+    """On per-task copies: the same logits, and d(sum logits)/d(copy k) = row k of heads' Jacobian."""
+    model = BUILDERS[name](rngs=nnx.Rngs(0))
+    trunk, heads, task_heads = (getattr(model, method) for method in split)
+    cat, dense, user = batch(2)
+    reps = trunk(cat, dense, user)
+    copies = jax.tree.map(lambda r: jnp.broadcast_to(r, (3,) + r.shape), reps)
+    np.testing.assert_allclose(task_heads(copies), heads(reps), rtol=1e-6)
+    jac = jax.jacrev(lambda r: jnp.sum(heads(r), axis=0))(reps)
+    got = jax.grad(lambda c: jnp.sum(task_heads(c)))(copies)
+    assert jax.tree.structure(got) == jax.tree.structure(jac)
+    for g, j in zip(jax.tree.leaves(got), jax.tree.leaves(jac)):
+        np.testing.assert_allclose(g, j, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_mix_logits_oracle_and_stability():

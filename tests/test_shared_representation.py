@@ -21,6 +21,7 @@ from flax import nnx
 
 import drgrad_jax
 from drgrad_jax import data, models
+from drgrad_jax._src.representation import task_heads_name
 
 VOCABS, NUM_DENSE, N, USERS = (5, 4), 3, 32, 6
 
@@ -361,6 +362,49 @@ def test_a_representation_no_two_tasks_read_is_refused(conflict):
     )
     with pytest.raises(ValueError, match="declares its shared representation"):
         drgrad_jax.make_train(no_trunk, conflict)
+
+
+class SwappedCopies(models.MMoE):
+    """An MMoE whose ``task_heads`` lets task k read the other task's copy."""
+
+    def task_heads(self, reps, *, mu=None):
+        return super().task_heads(jax.tree.map(lambda r: r[::-1], reps), mu=mu)
+
+
+def test_task_heads_that_disagree_with_heads_are_refused_or_ignored(conflict):
+    """Wrong copies are refused at ``make_train``; a subclass overriding ``heads`` alone keeps it."""
+    swapped = functools.partial(SwappedCopies, VOCABS, NUM_DENSE, 2, num_experts=2)
+    config = drgrad_jax.TrainConfig(
+        swapped, mtl_transform=drgrad_jax.mgda(), space="activations", batch_size=N
+    )
+    with pytest.raises(ValueError, match="task k must read copy k"):
+        drgrad_jax.make_train(config, conflict)
+    mixtures = PerTaskMixtures(VOCABS, NUM_DENSE, 2, num_experts=2, rngs=nnx.Rngs(0))
+    assert task_heads_name(mixtures, "heads") is None
+    mmoe = models.MMoE(VOCABS, NUM_DENSE, 2, rngs=nnx.Rngs(0))
+    assert task_heads_name(mmoe, "heads") == "task_heads"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_task_heads_give_the_hand_written_cotangents(conflict, name):
+    """``per_task_rep_grads(num_tasks=K)`` on ``task_heads``: the cut's jacrev, and what ``heads`` gives."""
+    builder, trunk, heads = MODELS[name]
+    model, joint = _rep_grads_on(conflict, name)
+    graphdef, params = models.params_of(model)
+    s = conflict.train
+    batch = (jnp.asarray(s.cat), jnp.asarray(s.dense), jnp.asarray(s.user))
+    fast = drgrad_jax.per_task_rep_grads(
+        lambda p: nnx.merge(graphdef, p).trunk(*batch),
+        lambda p, c: _task_losses(nnx.merge(graphdef, p).task_heads(c), jnp.asarray(s.labels)),
+        params,
+        num_tasks=2,
+    )
+    _, want = _rep_task_grads(model, conflict, trunk, heads)
+    np.testing.assert_allclose(_rows(fast.rep_task_grads), want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(fast.losses, joint.losses, rtol=1e-6)
+    np.testing.assert_allclose(
+        _flat(fast.head_grads), _flat(joint.head_grads), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_drgrad_at_activations_still_routes_at_v1_and_vs(conflict):

@@ -121,6 +121,41 @@ def test_rep_grads_from_separate_heads_equal_joint_heads(setup):
     assert with_aux.aux == ({"task": 0}, {"task": 1}, {"task": 2})
 
 
+def copies_heads_fn(p, copies, x):
+    """``heads_fn`` on one copy of the representation per task: task k reads copy k."""
+    del x
+    return jnp.stack([jnp.mean((copies["h"][k] @ t["w"]) ** 2) for k, t in enumerate(p["towers"])])
+
+
+def test_rep_grads_from_per_task_copies_equal_joint_heads(setup):
+    """``num_tasks``: one backward pass at the copies gives what K one-hot VJPs give."""
+    params, x = setup
+    joint = per_task_rep_grads(trunk_fn, heads_fn, params, x)
+    fast = per_task_rep_grads(trunk_fn, copies_heads_fn, params, x, num_tasks=3)
+    assert fast.reps["h"].shape == joint.reps["h"].shape == (6, 4)
+    np.testing.assert_allclose(fast.losses, joint.losses, rtol=1e-6)
+    np.testing.assert_allclose(
+        fast.rep_task_grads["h"], joint.rep_task_grads["h"], rtol=1e-5, atol=1e-7
+    )
+    for a, b in zip(jax.tree.leaves(fast.head_grads), jax.tree.leaves(joint.head_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    w = jnp.asarray([0.2, -1.0, 3.0])
+    combo = lambda r: r.finish({"h": jnp.tensordot(w, r.rep_task_grads["h"], axes=1)})
+    for a, b in zip(jax.tree.leaves(combo(fast)), jax.tree.leaves(combo(joint))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with_aux = per_task_rep_grads(
+        trunk_fn, lambda p, c, x: (copies_heads_fn(p, c, x), "aux"), params, x,
+        has_aux=True, num_tasks=3,
+    )  # fmt: skip
+    assert with_aux.aux == "aux"
+    with pytest.raises(ValueError, match="the 2 task losses"):
+        per_task_rep_grads(trunk_fn, copies_heads_fn, params, x, num_tasks=2)
+    with pytest.raises(ValueError, match="num_tasks must be a positive int"):
+        per_task_rep_grads(trunk_fn, copies_heads_fn, params, x, num_tasks=0)
+    with pytest.raises(TypeError, match="num_tasks goes with one heads_fn"):
+        per_task_rep_grads(trunk_fn, _task_heads(), params, x, num_tasks=3)
+
+
 def test_separate_heads_bad_input(setup):
     params, x = setup
     with pytest.raises(ValueError, match="empty sequence"):

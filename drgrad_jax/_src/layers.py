@@ -1,11 +1,14 @@
 """Building blocks of the multi-task networks (Flax NNX): MLP, tower, expert pool, gates.
 
 The MLP here is the one both packages build on (``drgrad_jax.models.MLP``).
+``TaskHeads`` gives a model its ``heads`` on the shared representation and its
+``task_heads`` on one copy of it per task (docs/drgrad.md, *Shared representation*).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -115,10 +118,16 @@ class Tower(nnx.Module):
 
 
 class ExpertPool(nnx.Module):
-    """``num_experts`` identical MLP experts stored stacked and run as one einsum.
+    """``num_experts`` identical MLP experts, stored stacked and run expert-major.
 
     ``x`` ``[B, in]`` -> ``[B, num_experts, out]``; every layer is followed by
     the activation (experts end in a nonlinearity, as in MMoE and PLE).
+    Kernels are stored ``[num_experts, in, out]``. Every expert reads the same
+    ``x`` in the first layer, so that layer is ONE matmul against the experts'
+    kernels side by side (``[in, num_experts * out]``); later layers are one
+    batched matmul with the expert as the batch axis, laid out ``[E, B, d]``
+    (XLA's CPU dot is slow when the batch axis sits between others, as in
+    ``einsum("bei,eio->beo")``); the output is put back to ``[B, E, d]`` once.
     """
 
     def __init__(
@@ -152,10 +161,14 @@ class ExpertPool(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         act = activation_fn(self.activation)
-        h = act(jnp.einsum("bi,eio->beo", x, self.kernels[0][...]) + self.biases[0][...][None])
+        w = self.kernels[0][...]
+        e, d_in, d_out = w.shape
+        side_by_side = jnp.transpose(w, (1, 0, 2)).reshape(d_in, e * d_out)
+        h = jnp.transpose((x @ side_by_side).reshape(x.shape[0], e, d_out), (1, 0, 2))
+        h = act(h + self.biases[0][...][:, None])
         for w, b in zip(self.kernels[1:], self.biases[1:]):
-            h = act(jnp.einsum("bei,eio->beo", h, w[...]) + b[...][None])
-        return h
+            h = act(jnp.einsum("ebi,eio->ebo", h, w[...]) + b[...][:, None])
+        return jnp.transpose(h, (1, 0, 2))
 
 
 class Gate(nnx.Module):
@@ -233,3 +246,43 @@ class PersonalizedGate(nnx.Module):
 
     def __call__(self, v_pp: jax.Array) -> jax.Array:
         return 2.0 * jax.nn.sigmoid(self.mlp(v_pp))
+
+
+# --- heads on per-task copies -------------------------------------------------------
+
+
+def rep_reader(reps, per_task: bool) -> Callable[[int, str], Any]:
+    """``read(k, name)``: task k's view of ``reps[name]``, the tensor or its copy k (``task_heads``).
+
+    The copies are split off once per leaf (``jnp.unstack``), so the backward
+    pass stacks the K cotangents in one op rather than adding K zero-padded ones.
+    """
+    if not per_task:
+        return lambda k, name: reps[name]
+    leaves, treedef = jax.tree.flatten(reps)
+    pieces = [jnp.unstack(leaf) for leaf in leaves]
+    views = [jax.tree.unflatten(treedef, copy) for copy in zip(*pieces)]
+    return lambda k, name: views[k][name]
+
+
+class TaskHeads:
+    """A model's ``heads`` and ``task_heads``, both from its ``_logits(read)``.
+
+    ``read(k, name)`` (``rep_reader``) is what task k reads of the
+    representation's entry ``name``: the one tensor in ``heads``, its copy k in
+    ``task_heads``.
+    """
+
+    def heads(self, reps, *, mu=None) -> jax.Array:
+        del mu
+        return self._logits(rep_reader(reps, per_task=False))
+
+    def task_heads(self, reps, *, mu=None) -> jax.Array:
+        """``heads`` on one copy of ``reps`` per task (leaves ``[K, ...]``); task k reads copy k.
+
+        Task k's head runs once, so the gradient at the copies costs one
+        backward pass through each task's head, where K one-hot cotangents
+        through ``heads`` run every head K times.
+        """
+        del mu
+        return self._logits(rep_reader(reps, per_task=True))

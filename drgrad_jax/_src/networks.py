@@ -17,6 +17,11 @@ methods (MGDA-UB) compare the per-task gradients there
 (``per_task_rep_grads``), so at least one of those tensors is read by several
 tasks (see docs/drgrad.md, *Shared representation*). ``SplitMMoE`` also has
 DRGrad's own split at (v1, v_s), ``drgrad_trunk`` / ``drgrad_heads``.
+``task_heads`` (and ``drgrad_task_heads``) compute the same logits from one copy
+of the representation per task (leaves ``[K, ...]``, task k reads copy k
+only), so the gradient of the summed loss with respect to the copies is the K
+per-task cotangents in one backward pass through the heads
+(``per_task_rep_grads(..., num_tasks=K)``).
 ``task_of(model)`` labels each parameter with the one task that reads it (or
 ``SHARED``) so ``per_task_grads`` only pays K backward passes through the
 shared part. Models are trained functionally:
@@ -40,8 +45,10 @@ from drgrad_jax._src.layers import (
     ExpertPool,
     Gate,
     PersonalizedGate,
+    TaskHeads,
     Tower,
     check_positive,
+    rep_reader,
 )
 from drgrad_jax._src.task_grads import SHARED, key_name
 
@@ -62,7 +69,7 @@ def _stack_logits(logits: Sequence[jax.Array]) -> jax.Array:
 # --- models --------------------------------------------------------------------
 
 
-class SharedBottom(nnx.Module):
+class SharedBottom(TaskHeads, nnx.Module):
     """Shared-Bottom multi-task network: one shared MLP, one tower per task.
 
     ::
@@ -116,9 +123,8 @@ class SharedBottom(nnx.Module):
         del user
         return {"bottom": self.bottom(self.encoder(cat, dense))}
 
-    def heads(self, reps, *, mu=None) -> jax.Array:
-        del mu
-        return _stack_logits([t(reps["bottom"]) for t in self.towers])
+    def _logits(self, read) -> jax.Array:
+        return _stack_logits([t(read(k, "bottom")) for k, t in enumerate(self.towers)])
 
     def __call__(self, cat, dense, user=None, *, mu=None) -> jax.Array:
         return self.heads(self.trunk(cat, dense, user), mu=mu)
@@ -127,7 +133,7 @@ class SharedBottom(nnx.Module):
         return int(path[1]) if path[0] == "towers" else SHARED
 
 
-class MMoE(nnx.Module):
+class MMoE(TaskHeads, nnx.Module):
     """Multi-gate Mixture-of-Experts: one softmax gate per task over a shared expert pool.
 
     ::
@@ -201,10 +207,10 @@ class MMoE(nnx.Module):
         h = self.encoder(cat, dense)
         return {"inputs": h, "experts": self.experts(h)}
 
-    def heads(self, reps, *, mu=None) -> jax.Array:
-        del mu
-        h, experts = reps["inputs"], reps["experts"]
-        return _stack_logits([t(g(h, experts)) for g, t in zip(self.gates, self.towers)])
+    def _logits(self, read) -> jax.Array:
+        """Task k's head: gate k and tower k on the shared expert outputs."""
+        pairs = enumerate(zip(self.gates, self.towers))
+        return _stack_logits([t(g(read(k, "inputs"), read(k, "experts"))) for k, (g, t) in pairs])
 
     def __call__(self, cat, dense, user=None, *, mu=None) -> jax.Array:
         return self.heads(self.trunk(cat, dense, user), mu=mu)
@@ -213,7 +219,7 @@ class MMoE(nnx.Module):
         return int(path[1]) if path[0] in ("towers", "gates") else SHARED
 
 
-class PLE(nnx.Module):
+class PLE(TaskHeads, nnx.Module):
     """Progressive Layered Extraction: stacked CGC levels of task-specific and shared experts.
 
     At level l, task k's gate mixes task k's experts with the shared experts
@@ -351,15 +357,15 @@ class PLE(nnx.Module):
             return {"inputs": h, "shared_experts": common}
         return {"task_inputs": tuple(task_in), "shared_experts": common}
 
-    def heads(self, reps, *, mu=None) -> jax.Array:
-        del mu
+    def _logits(self, read) -> jax.Array:
         last = self.num_levels - 1
-        common = reps["shared_experts"]
-        task_in = reps.get("task_inputs") or (reps["inputs"],) * self.num_tasks
         logits = []
-        for k, x in enumerate(task_in):
+        for k in range(self.num_tasks):
+            x = read(k, "task_inputs")[k] if last else read(k, "inputs")
             own = self.specific_experts[last][k](x)
-            mixed = self.task_gates[last][k](x, jnp.concatenate([own, common], axis=1))
+            mixed = self.task_gates[last][k](
+                x, jnp.concatenate([own, read(k, "shared_experts")], axis=1)
+            )
             logits.append(self.towers[k](mixed))
         return _stack_logits(logits)
 
@@ -576,6 +582,12 @@ class SplitMMoE(nnx.Module):
         v1 = self.gate_dedicated(reps["inputs"], reps["experts"])
         return self.drgrad_heads({"v1": v1, "vs": reps["vs"]}, mu=mu)
 
+    def task_heads(self, reps, *, mu=None) -> jax.Array:
+        """``heads`` on one copy of ``reps`` per task (leaves ``[K, ...]``); task k reads copy k."""
+        read = rep_reader(reps, per_task=True)
+        v1 = self.gate_dedicated(read(0, "inputs"), read(0, "experts"))
+        return self._logits(v1, lambda k: read(k, "vs"), mu)
+
     def drgrad_trunk(self, cat, dense, user=None) -> dict[str, jax.Array]:
         """DRGrad's representations ``{"v1": v1, "vs": v_s}`` (docs/drgrad.md, *Router space*)."""
         h = self.encoder(cat, dense)
@@ -584,10 +596,17 @@ class SplitMMoE(nnx.Module):
 
     def drgrad_heads(self, reps, *, mu=None) -> jax.Array:
         """The towers on DRGrad's representations: ``model(...) == drgrad_heads(drgrad_trunk(...))``."""
-        z1 = mix_logits(
-            self.tower_dedicated(reps["v1"]), self.tower_shared(reps["vs"]), mu, self.mix
-        )
-        aux = [self.aux_towers[str(j)](reps["vs"]) for j in range(1, self.num_tasks)]
+        return self._logits(reps["v1"], lambda k: reps["vs"], mu)
+
+    def drgrad_task_heads(self, reps, *, mu=None) -> jax.Array:
+        """``drgrad_heads`` on one copy of ``reps`` per task (leaves ``[K, ...]``)."""
+        read = rep_reader(reps, per_task=True)
+        return self._logits(read(0, "v1"), lambda k: read(k, "vs"), mu)
+
+    def _logits(self, v1, vs, mu) -> jax.Array:
+        """The towers on v1 (task 0 only) and on task k's v_s, ``vs(k)``."""
+        z1 = mix_logits(self.tower_dedicated(v1), self.tower_shared(vs(0)), mu, self.mix)
+        aux = [self.aux_towers[str(j)](vs(j)) for j in range(1, self.num_tasks)]
         return _stack_logits([z1] + aux)
 
     def __call__(self, cat, dense, user=None, *, mu=None) -> jax.Array:

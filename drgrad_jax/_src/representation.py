@@ -6,7 +6,10 @@ and pulls the combined one back through that layer once. The layer must be one
 the tasks share, or the per-task gradients there are orthogonal by
 construction. Each model declares it with ``trunk`` / ``heads`` (and DRGrad's
 v1 / v_s with ``drgrad_trunk`` / ``drgrad_heads``); docs/drgrad.md, *Shared
-representation*.
+representation*. A model may also give the heads on one copy of the
+representation per task, ``task_heads`` (``drgrad_task_heads``), which the
+activations path then uses: the K cotangents in one backward pass through the
+heads.
 """
 
 from __future__ import annotations
@@ -36,8 +39,27 @@ def representation(config, abstract) -> tuple[str, str]:
     return "trunk", "heads"
 
 
+def task_heads_name(abstract, heads: str) -> str | None:
+    """The per-task-copies form of the model's ``heads`` method (``task_heads``), if it has one.
+
+    Only one defined with ``heads`` or below it counts: a subclass that
+    overrides ``heads`` alone inherits a ``task_heads`` of other heads.
+    """
+    name = heads.replace("heads", "task_heads")
+    mro = type(abstract).__mro__
+    owner = {n: next((c for c in mro if n in vars(c)), None) for n in (heads, name)}
+    if owner[name] is None or owner[heads] is None or not issubclass(owner[name], owner[heads]):
+        return None
+    return name
+
+
 def check_shared_layer(config, train: Split, names, num_tasks: int) -> None:
-    """Refuses a representation where no tensor is read by two tasks (on a few rows, once)."""
+    """Refuses a representation no two tasks read, or ``task_heads`` that disagree with ``heads``.
+
+    Both are checked once, on a few rows: the cotangents of the summed logits
+    at the representation, per task, through ``heads`` (one-hot) and through
+    the per-task copies of ``task_heads`` must agree.
+    """
     if num_tasks < 2:
         return
     model = config.model(rngs=nnx.Rngs(0))
@@ -60,3 +82,14 @@ def check_shared_layer(config, train: Split, names, num_tasks: int) -> None:
             f"the layer the tasks share from {names[0]}() "
             "(docs/drgrad.md, *Shared representation*), or use space='params'."
         )
+    per_task = task_heads_name(model, names[1])
+    if per_task is not None:
+        copies = jax.tree.map(lambda r: jnp.broadcast_to(r, (num_tasks,) + r.shape), reps)
+        got = jax.grad(lambda c: jnp.sum(getattr(model, per_task)(c)))(copies)
+        pairs = zip(jax.tree.leaves(got), jax.tree.leaves(cotangents))
+        if not all(np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in pairs):
+            raise ValueError(
+                f"{type(model).__name__}.{per_task}() gives other per-task cotangents than "
+                f"{names[1]}(): task k must read copy k of every tensor and nothing else "
+                "(docs/drgrad.md, *Shared representation*)."
+            )

@@ -544,6 +544,7 @@ def per_task_rep_grads(
     params,
     *args,
     has_aux: bool = False,
+    num_tasks: int | None = None,
 ) -> RepGrads:
     """Per-task gradients at a shared representation with a single trunk VJP left to do.
 
@@ -567,6 +568,14 @@ def per_task_rep_grads(
       params: the parameter pytree.
       *args: further arguments shared by both functions (the batch, ...).
       has_aux: whether ``heads_fn`` returns ``(losses, aux)``.
+      num_tasks: K, when ``heads_fn`` reads one copy of the representation per
+        task: every leaf of the ``reps`` it is given has a leading axis
+        ``[K, ...]`` and task k's loss reads copy k only (a model's
+        ``task_heads``; docs/drgrad.md, *Shared representation*). The K
+        cotangents are then the gradient of the summed loss with respect to
+        the copies: ONE backward pass through the heads, each task's part
+        once, which also gives ``head_grads``. A ``heads_fn`` where a task
+        reads another task's copy gives wrong cotangents.
 
     Returns:
       A ``RepGrads``.
@@ -584,9 +593,20 @@ def per_task_rep_grads(
       >>> sep = [lambda p, h, x: jnp.sum(h), lambda p, h, x: jnp.sum(p["a"] * h)]
       >>> per_task_rep_grads(trunk, sep, p, jnp.ones(2)).rep_task_grads.tolist()
       [[1.0, 1.0], [3.0, 3.0]]
+      >>> copies = lambda p, h, x: jnp.stack([jnp.sum(h[0]), jnp.sum(p["a"] * h[1])])
+      >>> per_task_rep_grads(trunk, copies, p, jnp.ones(2), num_tasks=2).rep_task_grads.tolist()
+      [[1.0, 1.0], [3.0, 3.0]]
     """
     reps, trunk_vjp = jax.vjp(lambda p: trunk_fn(p, *args), params)
-    if isinstance(heads_fn, (list, tuple)):
+    if num_tasks is not None:
+        if isinstance(heads_fn, (list, tuple)):
+            raise TypeError(
+                "num_tasks goes with one heads_fn reading per-task copies; got a sequence."
+            )
+        losses, rep_task_grads, head_grads, aux = _task_copies(
+            heads_fn, params, reps, args, has_aux, num_tasks
+        )
+    elif isinstance(heads_fn, (list, tuple)):
         losses, rep_task_grads, head_grads, aux = _separate_heads(
             heads_fn, params, reps, args, has_aux
         )
@@ -617,6 +637,25 @@ def _joint_heads(heads_fn, params, reps, args, has_aux):
     k = losses.shape[0]
     head_grads = heads_vjp(jnp.ones((k,), losses.dtype))[0]
     rep_task_grads = jax.vmap(lambda ct: heads_vjp(ct)[1])(jnp.eye(k, dtype=losses.dtype))
+    return losses, rep_task_grads, head_grads, aux
+
+
+def _task_copies(heads_fn, params, reps, args, has_aux, num_tasks):
+    """K cotangents from a ``heads_fn`` reading copy k for task k: one backward pass."""
+    if isinstance(num_tasks, bool) or int(num_tasks) != num_tasks or num_tasks < 1:
+        raise ValueError(f"num_tasks must be a positive int; got {num_tasks!r}.")
+    copies = jax.tree.map(lambda r: jnp.broadcast_to(r, (num_tasks,) + jnp.shape(r)), reps)
+    f = lambda p, c: heads_fn(p, c, *args)
+    if has_aux:
+        losses, vjp, aux = jax.vjp(f, params, copies, has_aux=True)
+    else:
+        (losses, vjp), aux = jax.vjp(f, params, copies), None
+    if jnp.shape(losses) != (num_tasks,):
+        raise ValueError(
+            f"heads_fn must return the {num_tasks} task losses [num_tasks]; "
+            f"got shape {jnp.shape(losses)}."
+        )
+    head_grads, rep_task_grads = vjp(jnp.ones_like(losses))
     return losses, rep_task_grads, head_grads, aux
 
 

@@ -38,7 +38,11 @@ from drgrad_jax._src import loop, metrics, networks, progress
 from drgrad_jax._src.data import MultiTaskData, Split
 from drgrad_jax._src.domains import NON_NEGATIVE
 from drgrad_jax._src.entry import batch_checker, check_data, check_ids, id_bounds
-from drgrad_jax._src.representation import check_shared_layer, representation
+from drgrad_jax._src.representation import (
+    check_shared_layer,
+    representation,
+    task_heads_name,
+)
 from drgrad_jax._src.shared_sum import check_summed_shared_grads
 from drgrad_jax._src.task_grads import per_task_grads, per_task_rep_grads
 from drgrad_jax._src.transform import mixing_weights
@@ -346,7 +350,12 @@ def _gradient_step(config: TrainConfig, graphdef, abstract, num_tasks: int):
     """``step(state, batch) -> (state, losses[K])``: the unguarded multi-task step."""
     activations = config.space == "activations"
     names = representation(config, abstract) if activations else ("trunk", "heads")
-    loss_fn, trunk_fn, heads_fn = _losses(config, graphdef, num_tasks, names)
+    # Heads on per-task copies give the K cotangents in one backward pass.
+    per_task = task_heads_name(abstract, names[1]) if activations else None
+    loss_fn, trunk_fn, heads_fn = _losses(
+        config, graphdef, num_tasks, (names[0], per_task or names[1])
+    )
+    copies = None if per_task is None else num_tasks
     labels_of = None
     if config.mtl_transform is not None and config.space == "params" and config.use_task_of:
         if hasattr(abstract, "task_owner"):
@@ -373,7 +382,7 @@ def _gradient_step(config: TrainConfig, graphdef, abstract, num_tasks: int):
             )
             grads, mtl_state = mtl.update(task_grads, mtl_state, params, losses=losses)
         else:
-            rep = per_task_rep_grads(trunk_fn, heads_fn, params, batch, mu)
+            rep = per_task_rep_grads(trunk_fn, heads_fn, params, batch, mu, num_tasks=copies)
             rep_update, mtl_state = mtl.update(
                 rep.rep_task_grads, mtl_state, rep.reps, losses=rep.losses
             )
