@@ -64,10 +64,10 @@ def build(batch: int, seed: int = 0):
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y), axis=0)
 
     def trunk_fn(p):
-        return nnx.merge(graphdef, p).trunk(cat, dense)
+        return nnx.merge(graphdef, p).drgrad_trunk(cat, dense)
 
     def heads_fn(p, reps, mu):
-        logits = nnx.merge(graphdef, p).heads(reps, mu=mu)
+        logits = nnx.merge(graphdef, p).drgrad_heads(reps, mu=mu)
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y), axis=0)
 
     adam = optax.adam(1e-3)

@@ -1,5 +1,7 @@
 """Plumbing of the DRGrad benchmarks: the RESULTS.md span, the paired t-test, paired timing."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
@@ -157,3 +159,15 @@ def test_mtl_speed_rep_rows_cut_at_the_models_shared_representation():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     pcgrad, pcgrad_args = steps["pcgrad_rep"]
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(pcgrad(*pcgrad_args)[0]))
+
+
+def test_drgrad_speed_activation_step_routes_at_the_drgrad_split():
+    """The activation-space step cuts where DRGrad's tower roles are (v1 / v_s) and steps."""
+    from benchmarks import drgrad_speed
+
+    _, steps = drgrad_speed.build(8)
+    fn, (params, state) = steps["drgrad_activations"]
+    new, _ = fn(params, state)
+    leaves = jax.tree.leaves(jax.tree.map(lambda a, b: jnp.any(a != b), params, new))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new))
+    assert any(bool(x) for x in leaves)  # the step moved the parameters
