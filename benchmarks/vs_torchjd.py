@@ -1,0 +1,211 @@
+"""Is this library faster than PyTorch + TorchJD on the same model? MMoE, batch 2048, K in {2, 4}.
+
+The ``mtl_speed`` model (``drgrad_jax.models.MMoE``, 512 dense inputs, 8
+experts 512 -> 256 -> 128, towers with one hidden layer of 64, float32,
+per-task binary cross-entropy) is built once in JAX by ``mtl_speed.build`` and
+once in PyTorch with the same weights copied across (``benchmarks/_torch_mmoe.py``),
+and the same training steps are timed in pairs, ours next to theirs, in one
+process:
+
+* ``plain``: the summed-loss step with Adam (lr 1e-3). Ours: ``jax.grad`` of
+  the summed losses, ``optax.adam``. Theirs: ``loss.backward()``,
+  ``torch.optim.Adam``.
+* ``<method>_params``: parameter level. Ours: ``per_task_grads`` with the
+  model's task labels, then ``drgrad_jax.<method>()`` chained with Adam.
+  Theirs: ``torchjd.autojac.mtl_backward`` with the expert outputs as
+  features, then ``jac_to_grad`` with TorchJD's aggregator on every shared
+  (expert) parameter, then Adam.
+* ``<method>_rep``: representation level, at the model's shared
+  representation (``MMoE.trunk``: the gates' input and the expert outputs).
+  Ours: ``per_task_rep_grads``, the method on the K cotangents there, ONE VJP
+  back through the experts (as ``mtl_speed``'s ``*_rep`` rows). Theirs:
+  ``mtl_backward`` with that representation as the features and as the
+  shared "parameters", ``jac_to_grad`` there, and one ``backward`` of the
+  aggregated cotangent through the experts.
+
+Methods: UPGrad, PCGrad and MGDA (TorchJD's ``UPGrad()``, ``PCGrad()``,
+``MGDA()`` with their defaults; ours ``upgrad()``, ``pcgrad()``, ``mgda()``).
+PyTorch runs eagerly (TorchJD's ``mtl_backward`` does not work on compiled
+functions) with ``torch.set_num_threads`` set to this machine's cores, the
+threads XLA's CPU client uses for ours; the table says how many.
+
+A ratio is our time over theirs: the median, over ``--rounds`` pairs, of our
+step's time over theirs timed right next to it (alternating which runs first),
+so the drift of a shared machine cancels. ``compile_s`` is the first call:
+tracing and compiling (or loading from the persistent cache) for ours, the
+first eager step for theirs.
+
+Targets, reported and not asserted: plain ratio <= 1; parameter level <= 1;
+representation level <= 1 / 1.5 (ours at least 1.5x faster), at K = 2 and 4.
+
+Without PyTorch and TorchJD it prints how to install them (the ``compare``
+extra, ``pip install -e ".[compare]"``) and exits 0.
+
+Usage: ``python -m benchmarks.vs_torchjd [--quick] [--json PATH] [--methods ...] [--tasks ...]
+[--rounds N] [--tiny]``
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import time
+
+import jax
+
+from benchmarks import _common, mtl_speed
+from drgrad_jax import models
+
+METHODS = ("upgrad", "pcgrad", "mgda")
+TARGETS = {"plain": 1.0, "params": 1.0, "rep": 1 / 1.5}
+FULL = mtl_speed.Size()
+TINY = mtl_speed.Size(num_dense=12, num_experts=3, expert_hidden=(10, 6), tower=(4,))
+MISSING = (
+    "[vs_torchjd] skipped: PyTorch and TorchJD are not installed ({error}). They come with "
+    'the compare extra: pip install -e ".[compare]"'
+)
+
+
+def load_torch():
+    """``(torch, _torch_mmoe)``, or ``None`` with the reason when the compare extra is absent."""
+    try:
+        import torch
+        import torchjd  # noqa: F401
+
+        from benchmarks import _torch_mmoe
+    except ImportError as e:
+        return None, str(e)
+    return (torch, _torch_mmoe), None
+
+
+def build(k: int, batch: int, methods=METHODS, size=FULL, seed: int = 0) -> dict:
+    """``{name: {"ours": (fn, args), "theirs": (fn, args)}}`` for ``plain`` and every method x level."""
+    loaded, error = load_torch()
+    if error:
+        raise ImportError(error)
+    torch_side = loaded[1]
+    model, ours = mtl_speed.build(k, batch, list(methods), seed, size)
+    dense, y = mtl_speed.make_batch(k, batch, size, seed)
+    params = jax.device_get(models.params_of(model)[1])
+    theirs = torch_side.steps(params, jax.device_get(dense), jax.device_get(y), methods)
+    return {name: {"ours": ours[name], "theirs": step} for name, step in theirs.items()}
+
+
+def target_of(name: str) -> float:
+    return TARGETS[name.rsplit("_", 1)[-1]]
+
+
+def env(torch, threads: int) -> dict:
+    """Versions, threads and the machine's load, to read the times against."""
+    version = importlib.metadata.version
+    return {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": version("flax"),
+        "optax": version("optax"),
+        "torch": torch.__version__,
+        "torchjd": version("torchjd"),
+        "backend": jax.default_backend(),
+        "cores": threads,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],
+        "compilation_cache": _common.CACHE_DIR,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = _common.parser(__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    p.add_argument("--tasks", nargs="*", type=int, default=[2, 4], help="task counts K")
+    p.add_argument(
+        "--rounds", type=int, default=None, help="timed pairs per step (4 quick, 12 full)"
+    )
+    p.add_argument(
+        "--tiny", action="store_true", help="tiny widths: a smoke run, times meaningless"
+    )
+    args = p.parse_args(argv)
+    loaded, error = load_torch()
+    if error:
+        print(MISSING.format(error=error))
+        payload = {"skipped": MISSING.format(error=error)}
+        _common.write_json(args.json, payload)
+        return payload
+    torch = loaded[0]
+    threads = len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    batch, size = (32, TINY) if args.tiny else (2048, FULL)
+    rounds = args.rounds or (4 if args.quick else 12)
+    print(
+        f"[vs_torchjd] MMoE {size.num_dense} -> {size.num_experts} experts "
+        f"{'->'.join(map(str, size.expert_hidden))} -> towers {size.tower}, batch {batch}; "
+        f"torch {torch.__version__} eager with {torch.get_num_threads()} threads (= the "
+        f"{threads} cores XLA uses), jax {jax.__version__} on {jax.default_backend()}; "
+        f"{rounds} pairs per step"
+    )
+    start = time.perf_counter()
+    info = env(torch, threads)
+    ratios, times, compiles, minima = {}, {}, {}, {}
+    met = {}
+    for k in args.tasks:
+        pairs = build(k, batch, tuple(args.methods), size)
+        for name in _common.rows(pairs, f"K={k} pairs (ours vs theirs)", unit="pair"):
+            rec = _common.time_paired(pairs[name], rounds=rounds, baseline="theirs")
+            ours, theirs = (_common.summarize_paired(rec[side]) for side in ("ours", "theirs"))
+            key = f"{name}_K{k}"
+            ratios[key] = ours["ratio"]
+            minima[key] = ours["min_s"] / theirs["min_s"]
+            times[key] = {"ours_s": ours["median_s"], "theirs_s": theirs["median_s"]}
+            compiles[key] = {"ours_s": ours["compile_s"], "theirs_s": theirs["compile_s"]}
+            met[key] = ours["ratio"] <= target_of(name)
+            print(
+                f"  {key:18s} ours {ours['median_s'] * 1e3:7.1f} ms  theirs "
+                f"{theirs['median_s'] * 1e3:7.1f} ms  ratio {ours['ratio']:5.2f} "
+                f"(<= {target_of(name):.2f}: {'ok' if met[key] else 'MISSED'})  "
+                f"ratio of minima {minima[key]:5.2f}  compile {ours['compile_s']:.1f}s "
+                f"(theirs' first step {theirs['compile_s']:.2f}s)"
+            )
+    info["load_average_1min_end"] = os.getloadavg()[0]
+    payload = {
+        "ratios": ratios,
+        "times": times,
+        "compile_s": compiles,
+        "env": info,
+        "ratios_of_minima": minima,
+        "targets": {level: round(t, 4) for level, t in TARGETS.items()},
+        "targets_met": met,
+        "all_targets_met": all(met.values()),
+        "pairs_per_step": rounds,
+        "tasks": list(args.tasks),
+        "batch": batch,
+        "quick": bool(args.quick),
+        "tiny": bool(args.tiny),
+        "wall_s": time.perf_counter() - start,
+    }
+    print(table(payload))
+    _common.write_json(args.json, payload)
+    return payload
+
+
+def table(payload: dict) -> str:
+    """Markdown: one row per step, our time over theirs at each K (and whether its target holds)."""
+    tasks, ratios, met = payload["tasks"], payload["ratios"], payload["targets_met"]
+    names = list(dict.fromkeys(key.rsplit("_K", 1)[0] for key in ratios))
+    lines = [
+        "| step | target | " + " | ".join(f"K={k} ours / theirs" for k in tasks) + " |",
+        "|---" * (2 + len(tasks)) + "|",
+    ]
+    for name in names:
+        cells = []
+        for k in tasks:
+            key, t = f"{name}_K{k}", payload["times"][f"{name}_K{k}"]
+            cells.append(
+                f"{ratios[key]:.2f} ({t['ours_s'] * 1e3:.0f} / {t['theirs_s'] * 1e3:.0f} ms)"
+                + ("" if met[key] else " MISSED")
+            )
+        lines.append(f"| {name} | <= {target_of(name):.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
