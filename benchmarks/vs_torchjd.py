@@ -27,7 +27,10 @@ Methods: UPGrad, PCGrad and MGDA (TorchJD's ``UPGrad()``, ``PCGrad()``,
 ``MGDA()`` with their defaults; ours ``upgrad()``, ``pcgrad()``, ``mgda()``).
 PyTorch runs eagerly (TorchJD's ``mtl_backward`` does not work on compiled
 functions) with ``torch.set_num_threads`` set to this machine's cores, the
-threads XLA's CPU client uses for ours; the table says how many.
+threads XLA's CPU client uses for ours (``--torch-threads`` changes it); the
+first line says how many. On a machine busy with other work (load average
+above the cores, recorded in ``env``) PyTorch's OpenMP threads lose far more
+time than XLA's, which tilts every ratio towards ours; the run warns then.
 
 A ratio is our time over theirs: the median, over ``--rounds`` pairs, of our
 step's time over theirs timed right next to it (alternating which runs first),
@@ -42,7 +45,7 @@ Without PyTorch and TorchJD it prints how to install them (the ``compare``
 extra, ``pip install -e ".[compare]"``) and exits 0.
 
 Usage: ``python -m benchmarks.vs_torchjd [--quick] [--json PATH] [--methods ...] [--tasks ...]
-[--rounds N] [--tiny]``
+[--rounds N] [--tiny] [--torch-threads N]``
 """
 
 from __future__ import annotations
@@ -133,16 +136,22 @@ def main(argv: list[str] | None = None) -> dict:
         return payload
     torch = loaded[0]
     threads = len(os.sched_getaffinity(0))
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.torch_threads or threads)
     batch, size = (32, TINY) if args.tiny else (2048, FULL)
     rounds = args.rounds or (4 if args.quick else 12)
     print(
         f"[vs_torchjd] MMoE {size.num_dense} -> {size.num_experts} experts "
         f"{'->'.join(map(str, size.expert_hidden))} -> towers {size.tower}, batch {batch}; "
-        f"torch {torch.__version__} eager with {torch.get_num_threads()} threads (= the "
-        f"{threads} cores XLA uses), jax {jax.__version__} on {jax.default_backend()}; "
+        f"torch {torch.__version__} eager with {torch.get_num_threads()} threads (XLA uses "
+        f"the {threads} cores), jax {jax.__version__} on {jax.default_backend()}; "
         f"{rounds} pairs per step"
     )
+    if os.getloadavg()[0] > threads:
+        print(
+            f"[vs_torchjd] warning: load average {os.getloadavg()[0]:.1f} on {threads} cores. "
+            "Under contention PyTorch's OpenMP threads lose more time than XLA's, so the "
+            "ratios favour ours; compare them on a quiet machine."
+        )
     start = time.perf_counter()
     info = env(torch, threads)
     ratios, times, compiles, minima = {}, {}, {}, {}
