@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--tiny", action="store_true", help="tiny widths: a smoke run, times meaningless"
     )
+    p.add_argument(
+        "--torch-threads", type=int, default=None, help="PyTorch's threads (default: the cores)"
+    )
     args = p.parse_args(argv)
     loaded, error = load_torch()
     if error:
