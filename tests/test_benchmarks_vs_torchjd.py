@@ -99,7 +99,10 @@ def test_a_tiny_run_writes_every_ratio(tmp_path):
     path = tmp_path / "vs.json"
     argv = ["--tiny", "--rounds", "1", "--tasks", "2", "--methods", "pcgrad", "--json", str(path)]
     payload = vs_torchjd.main(argv)
-    assert set(payload["ratios"]) == {"plain_K2", "pcgrad_params_K2", "pcgrad_rep_K2"}
+    pairs = {"plain_K2", "pcgrad_params_K2", "pcgrad_rep_K2", "pcgrad_rep_vs_rep_K2"}
+    assert set(payload["ratios"]) == pairs and set(payload["targets_met"]) == pairs - {
+        "pcgrad_rep_vs_rep_K2"
+    }
     saved = json.loads(path.read_text())
     for field in ("ratios", "times", "compile_s", "env"):
         assert set(saved[field]) >= (
