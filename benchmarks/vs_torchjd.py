@@ -33,9 +33,11 @@ Methods: UPGrad, PCGrad and MGDA (TorchJD's ``UPGrad()``, ``PCGrad()``,
 PyTorch runs eagerly (TorchJD's ``mtl_backward`` does not work on compiled
 functions) with ``torch.set_num_threads`` set to this machine's cores, the
 threads XLA's CPU client uses for ours (``--torch-threads`` changes it); the
-first line says how many. On a machine busy with other work (load average
-above the cores, recorded in ``env``) PyTorch's OpenMP threads lose far more
-time than XLA's, which tilts every ratio towards ours; the run warns then.
+first line says how many. On a machine busy with other work PyTorch's
+OpenMP threads lose far more time than XLA's, which tilts every ratio
+towards ours: the run times PyTorch's plain step with its threads and with
+one (``env["torch_plain_s_by_threads"]``, next to the load average) and warns
+when more threads are slower.
 
 A ratio is our time over theirs: the median, over ``--rounds`` pairs, of our
 step's time over theirs timed right next to it (alternating which runs first),
@@ -59,6 +61,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import statistics
 import time
 
 import jax
@@ -126,6 +129,38 @@ def _verdict(name: str, ratio: float) -> tuple[bool | None, str]:
     return met, f"<= {target:.2f}: {'ok' if met else 'MISSED'}"
 
 
+def contention(torch, plain_step, calls: int = 3) -> dict:
+    """PyTorch's plain step time (median of ``calls``) with its threads and with one thread.
+
+    On a quiet machine more threads are faster. When other work holds a core,
+    PyTorch's OpenMP threads wait at every parallel region for the one that
+    lost its core, and the step can become several times slower than with one
+    thread, while XLA's work-stealing pool loses far less: every ratio then
+    tilts towards ours. The run warns when that is measured.
+    """
+    threads = torch.get_num_threads()
+    out = {}
+    for n in (threads, 1):
+        torch.set_num_threads(n)
+        plain_step()
+        out[str(n)] = statistics.median(_timed(plain_step) for _ in range(calls))
+    torch.set_num_threads(threads)
+    if threads > 1 and out[str(threads)] > out["1"]:
+        print(
+            f"[vs_torchjd] warning: PyTorch's plain step takes {out[str(threads)] * 1e3:.0f} ms "
+            f"with {threads} threads and {out['1'] * 1e3:.0f} ms with one: other work on this "
+            "machine stalls its OpenMP threads, so the ratios favour ours. Compare on a quiet "
+            "machine."
+        )
+    return out
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def env(torch, threads: int) -> dict:
     """Versions, threads and the machine's load, to read the times against."""
     version = importlib.metadata.version
@@ -176,18 +211,14 @@ def main(argv: list[str] | None = None) -> dict:
         f"the {threads} cores), jax {jax.__version__} on {jax.default_backend()}; "
         f"{rounds} pairs per step"
     )
-    if os.getloadavg()[0] > threads:
-        print(
-            f"[vs_torchjd] warning: load average {os.getloadavg()[0]:.1f} on {threads} cores. "
-            "Under contention PyTorch's OpenMP threads lose more time than XLA's, so the "
-            "ratios favour ours; compare them on a quiet machine."
-        )
     start = time.perf_counter()
     info = env(torch, threads)
     ratios, times, compiles, minima = {}, {}, {}, {}
     met = {}
     for k in args.tasks:
         pairs = build(k, batch, tuple(args.methods), size)
+        if "torch_plain_s_by_threads" not in info:
+            info["torch_plain_s_by_threads"] = contention(torch, pairs["plain"]["theirs"][0])
         first = {}
         for name in _common.rows(pairs, f"K={k} pairs (ours vs theirs)", unit="pair"):
             rec = _common.time_paired(pairs[name], rounds=rounds, baseline="theirs")

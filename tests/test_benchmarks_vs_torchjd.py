@@ -109,3 +109,4 @@ def test_a_tiny_run_writes_every_ratio(tmp_path):
             {"torch", "torchjd"} if field == "env" else set(payload["ratios"])
         )
     assert saved["env"]["torch_threads"] == saved["env"]["cores"]
+    assert set(saved["env"]["torch_plain_s_by_threads"]) == {str(saved["env"]["cores"]), "1"}
