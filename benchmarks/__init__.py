@@ -10,11 +10,13 @@ paper-table reproductions.
 # ``main(argv: list[str] | None = None) -> dict``. The main job runs BENCHMARKS in
 # quick mode (minutes each on 2 CPU cores); SLOW_BENCHMARKS (the ALM-MTA table
 # reproductions, the scaling and the long-run stability checks, whose quick modes
-# still take longer) run with ``python -m benchmarks --all`` or by name.
+# still take longer) run with ``python -m benchmarks --all`` or by name. ``vs_torchjd``
+# needs the ``compare`` extra (PyTorch, TorchJD) and says so, skipping, without it.
 BENCHMARKS = [
     "drgrad_speed",
     "mmoe_census",
     "mtl_speed",
+    "vs_torchjd",
     "almmta_speed",
     "drgrad_synthetic",
     "drgrad_census",

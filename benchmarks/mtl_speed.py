@@ -43,6 +43,7 @@ Usage: ``python -m benchmarks.mtl_speed [--quick] [--json PATH] [--methods ...] 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import time
@@ -99,22 +100,43 @@ def methods(k: int) -> dict:
     }
 
 
-def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0):
-    """The MMoE, a random batch, and every step function for ``k`` tasks."""
-    model = models.MMoE(
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """The widths of the benchmark's MMoE; the defaults are the timed model."""
+
+    num_dense: int = NUM_DENSE
+    num_experts: int = 8
+    expert_hidden: tuple[int, ...] = (256, 128)
+    tower: tuple[int, ...] = (64,)
+
+
+def make_model(k: int, size: Size = Size(), seed: int = 0) -> models.MMoE:
+    """The benchmark's MMoE for ``k`` tasks."""
+    return models.MMoE(
         (),
-        NUM_DENSE,
+        size.num_dense,
         num_tasks=k,
-        num_experts=8,
-        expert_hidden=(256, 128),
-        tower=(64,),
+        num_experts=size.num_experts,
+        expert_hidden=size.expert_hidden,
+        tower=size.tower,
         rngs=nnx.Rngs(seed),
     )
+
+
+def make_batch(k: int, batch: int, size: Size = Size(), seed: int = 0):
+    """``(dense [batch, num_dense], y [batch, k])``: Gaussian features, random binary labels."""
+    rng = np.random.default_rng(seed)
+    dense = jnp.asarray(rng.normal(size=(batch, size.num_dense)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 2, (batch, k)), jnp.float32)
+    return dense, y
+
+
+def build(k: int, batch: int, only: list[str] | None = None, seed: int = 0, size: Size = Size()):
+    """The MMoE, a random batch, and every step function for ``k`` tasks."""
+    model = make_model(k, size, seed)
     graphdef, params = models.params_of(model)
     task_of = models.task_of(model)
-    rng = np.random.default_rng(seed)
-    dense = jnp.asarray(rng.normal(size=(batch, NUM_DENSE)), jnp.float32)
-    y = jnp.asarray(rng.integers(0, 2, (batch, k)), jnp.float32)
+    dense, y = make_batch(k, batch, size, seed)
 
     def bce(logits):
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y), axis=0)
