@@ -356,16 +356,31 @@ def plot_trace_series(series: dict, path: pathlib.Path, title: str | None = None
     return _common.save_figure(fig, path)
 
 
-def trace_summary(tr: dict[str, np.ndarray]) -> dict:
-    """Means over the second half of a trace (JSON-ready)."""
-    half = {k: v[len(v) // 2 :] for k, v in tr.items()}
-    return {
-        "mean_cos": float(np.mean(half["cos"])),
-        "mean_abs_cos": float(np.mean(np.abs(half["cos"]))),
+TRACE_MU_STEPS = (1, 10, 20, 200)  # mu' is reported after these many updates
+
+
+def trace_summary(tr: dict[str, np.ndarray]) -> dict[str, float]:
+    """One per-step trace reduced to JSON-ready numbers.
+
+    Over every step: the share with ``cos >= 0`` and with ``xi_aux >= 0`` (NaN
+    for a model without DRGrad's router), mean |cos| and the number of sign
+    changes of ``cos``; over the second half: mean cos and the median norm
+    ratio; mu' after ``TRACE_MU_STEPS`` updates (``mu1[t]`` is read before
+    update ``t``, so the weight after s updates is ``mu1[s]``) and at the end.
+    """
+    steps = len(tr["cos"])
+    half = slice(steps // 2, None)
+    xi = np.asarray(tr["xi_aux"])
+    out = {
+        "cos_nonneg": float(np.mean(tr["cos"] >= 0)),
+        "mean_abs_cos": float(np.mean(np.abs(tr["cos"]))),
         "sign_changes": int(np.sum(np.diff(np.sign(tr["cos"])) != 0)),
-        "median_ratio": float(np.median(half["ratio"])),
-        "final_mu1": float(tr["mu1"][-1]),
+        "mean_cos": float(np.mean(tr["cos"][half])),
+        "median_ratio": float(np.median(tr["ratio"][half])),
+        "xi_aux_nonneg": float("nan") if np.all(np.isnan(xi)) else float(np.mean(xi >= 0)),
+        "mu1_final": float(tr["mu1"][-1]),
     }
+    return out | {f"mu1_after_{k}": float(tr["mu1"][k]) for k in TRACE_MU_STEPS if k < steps}
 
 
 def thin(tr: dict[str, np.ndarray], points: int = 200) -> dict:

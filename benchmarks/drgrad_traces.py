@@ -35,32 +35,20 @@ import numpy as np
 
 from benchmarks import _common
 from benchmarks.drgrad_census import all_methods, subsample
-from benchmarks.drgrad_synthetic import gradient_trace, plot_trace_series, thin
+from benchmarks.drgrad_synthetic import (
+    TRACE_MU_STEPS,
+    gradient_trace,
+    plot_trace_series,
+    thin,
+    trace_summary,
+)
 from benchmarks.mmoe_census import generated_census
 from drgrad_jax import data
 
 MARKER = "drgrad-traces"
 METHODS = ("MMoE", "DRGrad (paper mode)")
-MU_STEPS = (1, 10, 20, 200)
+MU_STEPS = TRACE_MU_STEPS
 FIGURE = "drgrad_census_traces.png"
-
-
-def summarize(tr: dict[str, np.ndarray]) -> dict[str, float]:
-    """One seed's trace reduced to the table's measurements (JSON-ready floats)."""
-    steps = len(tr["cos"])
-    half = slice(steps // 2, None)
-    out = {
-        "cos_nonneg": float(np.mean(tr["cos"] >= 0)),
-        "mean_abs_cos": float(np.mean(np.abs(tr["cos"]))),
-        "median_ratio": float(np.median(tr["ratio"][half])),
-        "xi_aux_nonneg": float(np.mean(tr["xi_aux"] >= 0)),  # NaN >= 0 is False: 0 w/o DRGrad
-        "mu1_final": float(tr["mu1"][-1]),
-    }
-    # mu1[t] is read before update t: the weight after s updates is mu1[s].
-    out |= {f"mu1_after_{s}": float(tr["mu1"][s]) for s in MU_STEPS if s < steps}
-    if np.all(np.isnan(tr["xi_aux"])):
-        out["xi_aux_nonneg"] = float("nan")
-    return out
 
 
 def _cell(seeds: list[dict], key: str, fmt: str) -> str:
@@ -153,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
             gradient_trace(by_name[name], d, steps=steps, batch_size=256, lr=args.lr, seed=s)
             for s in range(seeds)
         ]
-        summaries[name] = [summarize(tr) for tr in runs]
+        summaries[name] = [trace_summary(tr) for tr in runs]
         series[name] = thin(runs[0])
     payload = {
         "data": d.description,

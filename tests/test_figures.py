@@ -15,7 +15,13 @@ pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")
 import scipy.stats  # noqa: E402
 
-from benchmarks import almmta_criteo, almmta_simulator, drgrad_census, drgrad_traces  # noqa: E402
+from benchmarks import (  # noqa: E402
+    almmta_criteo,
+    almmta_simulator,
+    drgrad_census,
+    drgrad_synthetic,
+    drgrad_traces,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 60_000
@@ -235,7 +241,7 @@ def test_trace_summary_counts_signs_and_reads_mu_after_s_updates():
     rng = np.random.default_rng(0)
     sign = np.where(np.arange(300) < 120, 1.0, -1.0)  # 40% of steps agree
     tr = _trace(rng, 300, sign, 1.0)
-    got = drgrad_traces.summarize(tr)
+    got = drgrad_synthetic.trace_summary(tr)
     assert got["cos_nonneg"] == pytest.approx(0.4)
     assert got["xi_aux_nonneg"] == pytest.approx(0.25)  # every 4th step routes
     assert got["mean_abs_cos"] == pytest.approx(np.abs(tr["cos"]).mean())
@@ -244,7 +250,7 @@ def test_trace_summary_counts_signs_and_reads_mu_after_s_updates():
     assert got["mu1_after_10"] == tr["mu1"][10] and got["mu1_final"] == tr["mu1"][-1]
     assert "mu1_after_200" in got and "mu1_after_1000" not in got
     assert np.isnan(
-        drgrad_traces.summarize(_trace(rng, 50, sign[:50], 0.5, xi=False))["xi_aux_nonneg"]
+        drgrad_synthetic.trace_summary(_trace(rng, 50, sign[:50], 0.5, xi=False))["xi_aux_nonneg"]
     )
 
 
@@ -263,7 +269,7 @@ def test_traces_from_json_writes_table_reading_and_figure(tmp_path):
         "seeds": 2,
         "lr": 0.003,
         "quick": False,
-        "summaries": {n: [drgrad_traces.summarize(t) for t in r] for n, r in runs.items()},
+        "summaries": {n: [drgrad_synthetic.trace_summary(t) for t in r] for n, r in runs.items()},
         "series": {n: drgrad_traces.thin(r[0]) for n, r in runs.items()},
     }
     path, md = tmp_path / "run.json", tmp_path / "bench" / "RESULTS.md"
