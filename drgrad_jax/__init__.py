@@ -118,6 +118,7 @@ from drgrad_jax._src.train import TrainState
 from drgrad_jax._src.train import device_splits
 from drgrad_jax._src.train import make_train
 from drgrad_jax._src.train import select_by_validation
+from drgrad_jax._src.train import sweep_learning_rates
 
 # --- data parallelism over a device mesh, the shared training loop, hyperparameter
 # domains (submodules) ---
@@ -138,6 +139,7 @@ __all__ = [
     "models",
     "parallel",
     "select_by_validation",
+    "sweep_learning_rates",
     "tree",
     "AlignedMTLState",
     "aligned_mtl",

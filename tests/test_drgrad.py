@@ -212,6 +212,28 @@ def test_updater_over_several_steps(rng, updater):
         assert int(state.count) == t
 
 
+@pytest.mark.parametrize("case", range(4))
+def test_updater_only_ablation_routes_nothing(rng, case):
+    """router=False: the plain task sum on every leaf, mu from the UNROUTED norms."""
+    params = make_params()
+    tx = drgrad(TOWERS, router=False)
+    state = tx.init(params)
+    acc = np.zeros(2)
+    for t in range(1, 4):
+        _, tg = with_sign_case(rng, (case + t) % 4)
+        out, state = tx.update(tg, state, params)
+        for name in ("trunk", "t1a", "t1b", "t2"):
+            for k, leaf in tg[name].items():
+                np.testing.assert_allclose(out[name][k], np.sum(leaf, 0), rtol=1e-6, atol=1e-7)
+        acc += [np.linalg.norm(flat_row(tg, "t1a", 0)), np.linalg.norm(flat_row(tg, "t1b", 0))]
+        np.testing.assert_allclose(mixing_weights(state), softmax2(*acc), rtol=1e-4, atol=1e-6)
+    g1p, g2 = flat_row(tg, "t1a", 0), flat_row(tg, "t2", 1)
+    cos = g1p @ g2 / np.linalg.norm(g1p) / np.linalg.norm(g2)
+    np.testing.assert_allclose(state.diagnostics.xi_aux[0, 0], cos, rtol=1e-5)
+    with pytest.raises(TypeError, match="router must be a bool"):
+        drgrad(TOWERS, router="off")
+
+
 def test_several_auxiliary_tasks(rng):
     shapes = {"a": (6,)}
     params = {name: {"a": jnp.zeros(6)} for name in ("trunk", "d", "s", "x1", "x2", "x3")}

@@ -67,6 +67,24 @@ def test_five_seeds_in_one_vmapped_program(five_seeds):
     assert leaf.shape[0] == 5
 
 
+def test_learning_rate_grid_is_one_program_equal_to_separate_runs(synth, five_seeds):
+    """Each (rate, seed) lane of the sweep equals its own make_train run (up to rounding)."""
+    config = drgrad_jax.TrainConfig(mmoe(synth), optax.adam(1.0), batch_size=64, num_epochs=8)
+    keys = jax.random.split(jax.random.key(0), 5)
+    out = drgrad_jax.sweep_learning_rates(config, synth, [3e-3, 1e-2], keys)
+    assert out.val_auc.shape == (2, 5, 8, 2)
+    np.testing.assert_array_equal(out.val_auc[1], five_seeds.val_auc)  # lr 1e-2, same keys
+    np.testing.assert_allclose(out.train_loss[1], five_seeds.train_loss, rtol=2e-4)
+    assert not np.array_equal(out.train_loss[0], out.train_loss[1])
+    epoch, test = drgrad_jax.select_by_validation(out, rule=0)
+    assert epoch.shape == (2, 5) and test.shape == (2, 5, 2)
+    for bad in ([], [1e-3, -1.0], [[1e-3]], [float("nan")]):
+        with pytest.raises(ValueError, match="learning_rates must be"):
+            drgrad_jax.sweep_learning_rates(config, synth, bad, keys)
+    with pytest.raises(ValueError, match="keys must be a 1-D array"):
+        drgrad_jax.sweep_learning_rates(config, synth, [1e-3], jax.random.key(0))
+
+
 def test_histories_match_metrics_on_returned_params(five_seeds, synth):
     """The last recorded test AUC is the AUC of the returned params' predictions."""
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: mmoe(synth)(rngs=nnx.Rngs(0))))

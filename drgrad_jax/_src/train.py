@@ -590,3 +590,57 @@ def make_train(
         ),
         name="drgrad_jax",
     )
+
+
+def sweep_learning_rates(
+    config: TrainConfig,
+    data: MultiTaskData,
+    learning_rates,
+    keys: jax.Array,
+    *,
+    optimizer: Callable[[jax.Array], optax.GradientTransformation] = optax.adam,
+) -> TrainResult:
+    """Whole runs for every (learning rate, seed) pair, as ONE compiled program.
+
+    The learning rate is data, not a constant: the run of ``make_train`` is
+    traced once with the rate as an input and vmapped over ``learning_rates``
+    and over ``keys``, so a grid costs one compilation (docs/drgrad.md, *Model
+    selection and run length*). Each lane equals ``make_train`` with
+    ``optimizer(lr)`` and that key, up to float rounding (the rate is a
+    float32 input rather than a constant folded into the program).
+
+    Args:
+      config: a ``TrainConfig``; its ``optimizer`` is replaced by
+        ``optimizer(lr)`` in each lane.
+      data: a ``MultiTaskData`` (its splits become inputs, ``device_splits``).
+      learning_rates: 1-D sequence of positive rates ``[L]``.
+      keys: ``[S]`` PRNG keys, one per seed (the same keys for every rate, so
+        rates are compared on the same initializations and batch orders).
+      optimizer: ``lr -> GradientTransformation``, e.g.
+        ``lambda lr: optax.adam(lr, b2=0.9999)``; called with a traced scalar.
+
+    Returns:
+      A ``TrainResult`` whose arrays have leading axes ``[L, S]``;
+      ``select_by_validation`` reads it as it is.
+
+    Raises:
+      ValueError: ``learning_rates`` empty, not 1-D, or not all finite and
+        positive; ``keys`` without a leading seed axis.
+    """
+    lrs = np.asarray(learning_rates, np.float64)
+    if lrs.ndim != 1 or lrs.size == 0 or not np.all(np.isfinite(lrs) & (lrs > 0)):
+        raise ValueError(
+            f"learning_rates must be a non-empty 1-D sequence of finite positive rates; "
+            f"got {learning_rates!r}."
+        )
+    if not isinstance(keys, jax.Array) or keys.ndim != 1:
+        raise ValueError(f"keys must be a 1-D array of PRNG keys (one per seed); got {keys!r}.")
+    make_train(config, data)  # checks the config and data once, on the host, before tracing
+    splits = device_splits(data)
+
+    def one(lr, key, splits):
+        lane = dataclasses.replace(config, optimizer=optimizer(lr))
+        return make_train(lane, data)(key, splits)
+
+    run = jax.vmap(jax.vmap(one, (None, 0, None)), (0, None, None))
+    return jax.jit(run)(jnp.asarray(lrs, jnp.float32), keys, splits)

@@ -232,6 +232,7 @@ def drgrad(
     space: str = "params",
     pairing: str = "consistent",
     updater: str = "cumulative",
+    router: bool = True,
     gamma: ArrayLike = 1.0,
     ema_decay: ArrayLike = 0.99,
     temperature: ArrayLike = 1.0,
@@ -298,6 +299,10 @@ def drgrad(
         mu' reaches 1.0 within ~100 steps and T1'' stops learning (its
         accumulator freezes while that of T1' keeps growing). ``"mean"`` and
         ``"ema"`` keep mu responsive; ``"fixed"`` is the router-only ablation.
+      router: ``False`` switches the routing off (the updater-only ablation,
+        docs/drgrad.md, *Ablations*): every leaf gets the plain sum over tasks
+        and the updater reads the unrouted norms ||g1'||, ||g1''||. The router's
+        diagnostics are still computed and kept in the state.
       gamma: exponent of the router's norm ratio (> 0).
       ema_decay: decay of the ``"ema"`` updater, in [0, 1).
       temperature: softmax temperature of the ``"ema"`` updater (> 0).
@@ -336,6 +341,10 @@ def drgrad(
       AAAI 2025. https://arxiv.org/abs/2510.09643
     """
     _check_choices(space, pairing, updater)
+    if not isinstance(router, bool):
+        raise TypeError(
+            f"router must be a bool (False: the updater-only ablation); got {router!r}."
+        )
     num_tasks = static_num_tasks(num_tasks)
     roles = parse_roles(towers, ("dedicated", "shared", "aux"), "drgrad")
     _check_disjoint(roles, "drgrad")
@@ -370,6 +379,8 @@ def drgrad(
             g1pp = [leaves[i][k] for i in i_sh]
             g2 = _aux_gradients(roles, space, paths, leaves, k, i_ded, i_sh, aux_tasks)
             r_ded, r_sh, diag = routing.route(g1p, g1pp, g2, gamma=gamma, pairing=pairing)
+            if not router:  # updater-only ablation: the diagnostics stay, the routing goes
+                r_ded, r_sh = [jnp.zeros_like(r) for r in r_ded], [jnp.zeros_like(r) for r in r_sh]
             for i, r in zip(i_ded, r_ded):
                 out[i] = out[i] + r
             for i, r in zip(i_sh, r_sh):
