@@ -44,6 +44,7 @@ from flax import nnx
 
 import drgrad_jax
 from benchmarks import _common
+from benchmarks._rows import Method, num_params, paired, run_method
 from drgrad_jax import data, models
 
 OUT_DIR = _common.REPO_ROOT / "benchmarks" / "out"
@@ -60,89 +61,6 @@ PAPER_TABLE2 = {  # (label-1 AUC, label-2 AUC)
         "DRGrad": (0.9212, 0.9140),
     },
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-    """One row of a table: a model, a multi-task transform and where it acts."""
-
-    name: str
-    model: Callable[..., nnx.Module]
-    transform: Callable[[nnx.Module], optax.GradientTransformation | None] = lambda m: None
-    space: str = "params"
-    shared_grads: str = "per_task"
-
-
-def num_params(model) -> int:
-    return models.param_count(nnx.eval_shape(lambda: model(rngs=nnx.Rngs(0))))
-
-
-def run_method(
-    method: Method,
-    d: data.MultiTaskData,
-    *,
-    seeds: int,
-    epochs: int,
-    batch_size: int,
-    lrs: tuple[float, ...],
-    pos_weights=None,
-) -> dict:
-    """Trains ``method`` on ``seeds`` seeds per learning rate; picks the rate on validation.
-
-    Returns a JSON-ready dict with per-seed test AUCs at the best-validation
-    epoch, their mean and std per task, the chosen rate and the grid's scores.
-    """
-    abstract = nnx.eval_shape(lambda: method.model(rngs=nnx.Rngs(0)))
-    transform = method.transform(abstract)
-    splits = drgrad_jax.device_splits(d)
-    keys = jax.random.split(jax.random.key(0), seeds)
-    best, grid = None, {}
-    for lr in lrs:
-        config = drgrad_jax.TrainConfig(
-            model=method.model,
-            optimizer=optax.adam(lr),
-            mtl_transform=transform,
-            space=method.space,
-            batch_size=batch_size,
-            num_epochs=epochs,
-            pos_weights=pos_weights,
-            shared_grads=method.shared_grads,
-            name=method.name,
-        )
-        train = drgrad_jax.make_train(config, d)
-        start = time.perf_counter()
-        result = jax.block_until_ready(jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, splits))
-        seconds = time.perf_counter() - start
-        epoch, test = drgrad_jax.select_by_validation(result, rule=0)
-        val = np.take_along_axis(
-            np.asarray(result.val_auc), np.asarray(epoch)[:, None, None], axis=1
-        )[:, 0, :]
-        score = float(np.nanmean(val[:, 0]))
-        grid[str(lr)] = score
-        if best is None or score > best[0]:
-            best = (score, lr, np.asarray(test), np.asarray(epoch), result, seconds)
-    score, lr, test, epoch, result, seconds = best
-    mu = np.asarray(result.mu)  # [S, E, 2]
-    out = {
-        "lr": lr,
-        "val_task1_auc": score,
-        "lr_grid_val_task1_auc": grid,
-        "best_epoch": epoch.tolist(),
-        "num_params": num_params(method.model),
-        "seconds": seconds,
-        "test_auc_per_seed": test.tolist(),
-        "mu_history": None if np.isnan(mu).all() else mu.mean(0).tolist(),
-    }
-    for k in range(test.shape[1]):
-        out[f"task{k + 1}_auc_mean"] = float(test[:, k].mean())
-        out[f"task{k + 1}_auc_std"] = float(test[:, k].std())
-    print(
-        f"  {method.name:<28s} task1 {out['task1_auc_mean']:.4f}+-{out['task1_auc_std']:.4f} "
-        f"task2 {out['task2_auc_mean']:.4f}+-{out['task2_auc_std']:.4f} "
-        f"(lr {lr:g}, {out['num_params']} params, {seconds:.1f}s)",
-        flush=True,
-    )
-    return out
 
 
 # --- per-step diagnostics (Fig. 4-7) -----------------------------------------------
@@ -178,15 +96,23 @@ def _trace_program(method: Method, d: data.MultiTaskData, *, steps, batch_size, 
     abstract = nnx.eval_shape(lambda: method.model(rngs=nnx.Rngs(0)))
     graphdef, _ = nnx.split(abstract)
     labels = models.task_of(abstract)
-    transform = method.transform(abstract) or drgrad_jax.linear_scalarization()
-    tx = optax.with_extra_args_support(optax.chain(transform, optax.adam(lr)))
-    if method.space != "params":
-        raise ValueError("gradient_trace supports space='params' methods only.")
+    transform = optax.with_extra_args_support(
+        method.transform(abstract) or drgrad_jax.linear_scalarization()
+    )
+    adam = optax.adam(lr)
+    activations = method.space == "activations"
     n = d.train.num_examples
 
     def loss_fn(params, batch, mu):
         logits = nnx.merge(graphdef, params)(batch.cat, batch.dense, batch.user, mu=mu)
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, batch.labels), axis=0)
+
+    def drgrad_trunk(p, b, mu):  # DRGrad's (v1, v_s), where its activation-space roles are
+        return nnx.merge(graphdef, p).drgrad_trunk(b.cat, b.dense, b.user)
+
+    def drgrad_heads(p, reps, b, mu):
+        logits = nnx.merge(graphdef, p).drgrad_heads(reps, mu=mu)
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, b.labels), axis=0)
 
     def shared_rows(g):
         leaves = [
@@ -197,34 +123,48 @@ def _trace_program(method: Method, d: data.MultiTaskData, *, steps, batch_size, 
         return jnp.concatenate(leaves, axis=1)
 
     def step(carry, key, train):
-        params, state = carry
+        params, (mtl_state, adam_state) = carry
         idx = jax.random.randint(key, (batch_size,), 0, n)
         batch = jax.tree.map(lambda a: None if a is None else a[idx], train)
-        mu = drgrad_jax.mixing_weights(state)
+        mu = drgrad_jax.mixing_weights(mtl_state)
         losses, g = drgrad_jax.per_task_grads(loss_fn, params, batch, mu, task_of=labels)
         rows = shared_rows(g)
         norms = jnp.linalg.norm(rows, axis=1)
         cos = jnp.vdot(rows[0], rows[1]) / jnp.maximum(norms[0] * norms[1], 1e-12)
         rep_cos = representation_cosine(graphdef, params, batch, mu)
-        updates, state = tx.update(g, state, params, losses=losses)
+        if activations:
+            rep = drgrad_jax.per_task_rep_grads(drgrad_trunk, drgrad_heads, params, batch, mu)
+            r_upd, mtl_state = transform.update(rep.rep_task_grads, mtl_state, rep.reps)
+            grads = rep.finish(r_upd)
+        else:
+            grads, mtl_state = transform.update(g, mtl_state, params, losses=losses)
+        updates, adam_state = adam.update(grads, adam_state, params)
         params = optax.apply_updates(params, updates)
-        ds = drgrad_jax.find_drgrad_state(state)
+        ds = drgrad_jax.find_drgrad_state(mtl_state)
         nan = jnp.full((), jnp.nan)
+        diag = None if ds is None else ds.diagnostics
         rec = {
             "cos": cos,
             "rep_cos": rep_cos,
             "ratio": norms[0] / jnp.maximum(norms[1], 1e-12),
             "mu1": jnp.asarray(0.5) if mu is None else jnp.asarray(mu).reshape(-1)[0],
-            "xi_aux": nan if ds is None else ds.diagnostics.xi_aux.reshape(-1)[0],
-            "ratio_aux": nan if ds is None else ds.diagnostics.ratio_aux.reshape(-1)[0],
+            "xi_aux": nan if diag is None else diag.xi_aux.reshape(-1)[0],
+            "xi_shared": nan if diag is None else diag.xi_shared.reshape(-1)[0],
+            "ratio_aux": nan if diag is None else diag.ratio_aux.reshape(-1)[0],
             "loss1": losses[0],
         }
-        return (params, state), rec
+        return (params, (mtl_state, adam_state)), rec
 
     def run(key, train: data.Split):
         init_key, data_key = jax.random.split(key)
         params = nnx.to_pure_dict(nnx.state(method.model(rngs=nnx.Rngs(init_key))))
-        carry = (params, tx.init(params))
+        if activations:
+            probe = jax.tree.map(lambda a: None if a is None else a[:batch_size], train)
+            reps = jax.eval_shape(drgrad_trunk, params, probe, None)
+            mtl_state = transform.init(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), reps))
+        else:
+            mtl_state = transform.init(params)
+        carry = (params, (mtl_state, adam.init(params)))
         body = functools.partial(step, train=train)
         return jax.lax.scan(body, carry, jax.random.split(data_key, steps))[1]
 
@@ -239,12 +179,14 @@ def gradient_trace(
     """Per-step cosine / norm ratio of the task gradients on shared parameters, and mu.
 
     A jitted ``lax.scan`` over ``steps`` Adam steps of ``method`` (its transform
-    or the summed loss) on batches drawn with replacement, recording before
+    or the summed loss; in parameter space, or for ``space="activations"`` at
+    DRGrad's (v1, v_s)) on batches drawn with replacement, recording before
     each update: ``cos`` = cos(g1, g2) and ``ratio`` = ||g1|| / ||g2|| over the
     shared leaves (those read by both tasks), ``rep_cos`` = the cosine of the
     two tasks' gradients at the model's shared representation
     (``representation_cosine``), mu' of the DRGrad updater (0.5 without one),
-    and the router's own ``xi_aux`` / ``ratio_aux`` (NaN without DRGrad).
+    and the router's own ``xi_aux`` / ``xi_shared`` / ``ratio_aux`` (NaN without
+    DRGrad).
     """
     run, train = _trace_program(method, d, steps=steps, batch_size=batch_size, lr=lr)
     return {k: np.asarray(v) for k, v in jax.jit(run)(jax.random.key(seed), train).items()}
@@ -365,7 +307,8 @@ def trace_summary(tr: dict[str, np.ndarray]) -> dict[str, float]:
     Over every step: the share with ``cos >= 0`` and with ``xi_aux >= 0`` (NaN
     for a model without DRGrad's router), mean |cos| and the number of sign
     changes of ``cos``; over the second half: mean cos and the median norm
-    ratio; mu' after ``TRACE_MU_STEPS`` updates (``mu1[t]`` is read before
+    ratio; the shares of the paper's four Table 1 sign cases of (xi_shared,
+    xi_aux) (when both are traced); mu' after ``TRACE_MU_STEPS`` updates (``mu1[t]`` is read before
     update ``t``, so the weight after s updates is ``mu1[s]``) and at the end.
     """
     steps = len(tr["cos"])
@@ -380,7 +323,25 @@ def trace_summary(tr: dict[str, np.ndarray]) -> dict[str, float]:
         "xi_aux_nonneg": float("nan") if np.all(np.isnan(xi)) else float(np.mean(xi >= 0)),
         "mu1_final": float(tr["mu1"][-1]),
     }
+    xs = np.asarray(tr.get("xi_shared", np.full(steps, np.nan)))
+    if not (np.all(np.isnan(xi)) or np.all(np.isnan(xs))):
+        # The paper's Table 1 rows: (xi_shared >= 0, xi_aux >= 0), (>=, <), (<, >=), (<, <).
+        case = 2 * (xs < 0) + (xi < 0)
+        out["table1_case_shares"] = [float(np.mean(case == c)) for c in range(4)]
     return out | {f"mu1_after_{k}": float(tr["mu1"][k]) for k in TRACE_MU_STEPS if k < steps}
+
+
+def routing_agreement(tr: dict[str, np.ndarray], relation: float) -> float:
+    """The share of steps where the router's sign of xi_aux = cos(g1', g2) is the world's.
+
+    ``relation`` is the world's known task relation (+1 cooperating, -1
+    conflicting); a router space carries a routing signal when this is well
+    above 1/2 (docs/drgrad.md, *Ablations*). NaN for a trace without a router.
+    """
+    xi = np.asarray(tr["xi_aux"])
+    if np.all(np.isnan(xi)):
+        return float("nan")
+    return float(np.mean(np.where(xi >= 0, 1.0, -1.0) == np.sign(relation)))
 
 
 def thin(tr: dict[str, np.ndarray], points: int = 200) -> dict:
@@ -394,8 +355,32 @@ def thin(tr: dict[str, np.ndarray], points: int = 200) -> dict:
 # --- the table -----------------------------------------------------------------------
 
 
-def methods(d: data.MultiTaskData, sizes: dict, *, ppnet: str | None = None) -> list[Method]:
-    """MMoE, Split-MMoE, DRGrad (and DRGrad + personalized gate when ``ppnet``)."""
+QUICK_ROWS = (
+    "MMoE",
+    "Split-MMoE",
+    "+ router (fixed mu)",
+    "+ updater (no router)",
+    "DRGrad",
+    "DRGrad, activation space",
+    "gate only",
+    "DRGrad + personalized gate",
+)
+
+
+def methods(
+    d: data.MultiTaskData, sizes: dict, *, ppnet: str | None = None, baselines: bool = False
+) -> list[Method]:
+    """The rows of a world: MMoE, Split-MMoE, DRGrad part by part, (gate rows), (baselines).
+
+    DRGrad's parts (docs/drgrad.md, *Ablations*): the router alone (mu fixed at
+    0.5), the updater alone (``router=False``: mu from the unrouted norms),
+    both (the paper's DRGrad, cumulative updater), the mean and EMA updaters,
+    and both in activation space. With ``ppnet`` the user reaches the model
+    only through the personalized gate: the gate alone (Split-MMoE with the
+    gate, summed loss) and with DRGrad. ``baselines`` adds the gradient
+    methods of the zoo on MMoE and a tuned equal-weighting row (a wider rate
+    grid). Parameter counts are matched to the Split-MMoE.
+    """
     common = dict(
         embed_dim=4,
         num_experts=sizes["experts"],
@@ -416,16 +401,44 @@ def methods(d: data.MultiTaskData, sizes: dict, *, ppnet: str | None = None) -> 
     mmoe = functools.partial(
         models.MMoE, d.vocab_sizes, d.num_dense, 2, **{**common, "expert_hidden": (split_width,)}
     )
-    drgrad_tx = lambda m: drgrad_jax.drgrad(m.drgrad_towers())
+    tx = lambda **kw: lambda m: drgrad_jax.drgrad(m.drgrad_towers(), **kw)
+    act = lambda m: drgrad_jax.drgrad(
+        m.drgrad_towers("activations"), space="activations", num_tasks=2
+    )
+    summed = dict(shared_grads="summed")
     out = [
         Method("MMoE", mmoe),
         Method("Split-MMoE", split),
-        Method("DRGrad", split, drgrad_tx, shared_grads="summed"),
+        Method("+ router (fixed mu)", split, tx(updater="fixed"), **summed),
+        Method("+ updater (no router)", split, tx(router=False), **summed),
+        Method("DRGrad", split, tx(), **summed),
+        Method("DRGrad, mean updater", split, tx(updater="mean"), **summed),
+        Method("DRGrad, EMA updater", split, tx(updater="ema"), **summed),
+        Method("DRGrad, activation space", split, act, space="activations"),
     ]
     if ppnet:
         pp = functools.partial(split, ppnet=ppnet, num_users=d.num_users)
-        out.append(Method("DRGrad + personalized gate", pp, drgrad_tx, shared_grads="summed"))
+        out += [
+            Method("gate only", pp),
+            Method("DRGrad + personalized gate", pp, tx(), **summed),
+        ]
+    if baselines:
+        out += [Method(name, mmoe, make) for name, make in ZOO.items()]
+        out.append(Method("Equal weighting (tuned)", mmoe, lrs=TUNED_LRS))
     return out
+
+
+# Gradient-level methods of the zoo compared on the synthetic worlds (on the matched MMoE).
+ZOO = {
+    "PCGrad": lambda m: drgrad_jax.pcgrad(),
+    "CAGrad": lambda m: drgrad_jax.cagrad(),
+    "Nash-MTL": lambda m: drgrad_jax.nash_mtl(),
+    "MGDA": lambda m: drgrad_jax.mgda(),
+    "UPGrad": lambda m: drgrad_jax.upgrad(),
+    "ConFIG": lambda m: drgrad_jax.conflict_free(),
+    "FAMO": lambda m: drgrad_jax.famo(num_tasks=2),
+}
+TUNED_LRS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # the equal-weighting row's wider grid
 
 
 PAPER_COLUMN = {  # which of the paper's Table 2 columns a world stands beside
@@ -436,23 +449,82 @@ PAPER_COLUMN = {  # which of the paper's Table 2 columns a world stands beside
 }
 
 
-def markdown_table2(worlds: dict) -> str:
-    lines = [
-        "| World | cos at Z (MMoE) | Method | label-1 AUC (ours) | label-2 AUC (ours) |"
-        " label-1 [paper] | label-2 [paper] |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def markdown_table2(worlds: dict, compare: bool = True) -> str:
+    """Table 2 with every world and row; with ``compare``, paired differences from MMoE.
+
+    Per row: both tasks' test AUC (mean +- std over seeds) and, with
+    ``compare``, each task's paired difference from MMoE with its 95% interval
+    and p-value (both tasks, so a seesaw shows); under each world, the
+    router's readings in both spaces.
+    """
+    head = "| World | cos at Z (MMoE) | Method | label-1 AUC | label-2 AUC |"
+    rule = "|---|---|---|---|---|"
+    if compare:
+        head += " label-1 − MMoE [95% CI], p | label-2 − MMoE [95% CI], p |"
+        rule += "---|---|"
+    lines = [head + " label-1 / label-2 [paper] |", rule + "---|"]
     for world, w in worlds.items():
         column = PAPER_TABLE2.get(PAPER_COLUMN.get(world, ""), {})
+        mmoe = w["results"].get("MMoE")
         for name, r in w["results"].items():
             paper = column.get(name)
-            pa = ("-", "-") if paper is None else (f"{paper[0]:.4f}", f"{paper[1]:.4f}")
+            pa = "–" if paper is None else f"{paper[0]:.4f} / {paper[1]:.4f}"
+            cells = [
+                f"{r['task1_auc_mean']:.4f} ± {r['task1_auc_std']:.4f}",
+                f"{r['task2_auc_mean']:.4f} ± {r['task2_auc_std']:.4f}",
+            ]
+            if compare:
+                for task in (0, 1):
+                    if mmoe is None or name == "MMoE":
+                        cells.append("–")
+                        continue
+                    t = paired(r, mmoe, task)
+                    cells.append(
+                        f"{t['mean_diff']:+.4f} [{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}], "
+                        f"p = {t['p_value']:.2g}"
+                    )
             lines.append(
-                f"| {world} | {w['mean_task_cos']:+.3f} | {name}"
-                f" | {r['task1_auc_mean']:.4f} +- {r['task1_auc_std']:.4f}"
-                f" | {r['task2_auc_mean']:.4f} +- {r['task2_auc_std']:.4f} | {pa[0]} | {pa[1]} |"
+                f"| {world} | {w['mean_task_cos']:+.3f} | {name} | "
+                + " | ".join(cells)
+                + f" | {pa} |"
+            )
+    lines.append("")
+    lines.append("Router readings (per-step traces at lr 3e-3, one seed): share of steps where")
+    lines.append("sign(xi_aux) matches the world's relation; Table 1 case shares; mu' at the end.")
+    lines.append("")
+    lines.append("| World | space | agreement | cases (++, +−, −+, −−) | mu' end |")
+    lines.append("|---|---|---|---|---|")
+    for world, w in worlds.items():
+        for name, r in w.get("routing", {}).items():
+            cases = ", ".join(f"{c:.2f}" for c in r.get("table1_case_shares", []))
+            lines.append(
+                f"| {world} | {name} | {r['routing_agreement']:.3f} | {cases or '–'} "
+                f"| {r['mu1_final']:.3f} |"
             )
     return "\n".join(lines)
+
+
+BASELINE_ROWS = ("MMoE", "Split-MMoE", *ZOO, "Equal weighting (tuned)")
+
+
+def world_tests(w: dict) -> dict:
+    """Paired tests of every DRGrad row of a world against MMoE and the best baseline.
+
+    The best baseline is the one with the highest mean task-1 test AUC among
+    ``BASELINE_ROWS``; each test reports both tasks (``paired``).
+    """
+    res = w["results"]
+    base = {k: v for k, v in res.items() if k in BASELINE_ROWS}
+    best = max(base, key=lambda k: base[k]["task1_auc_mean"]) if base else None
+    out = {}
+    for name, r in res.items():
+        if name in BASELINE_ROWS:
+            continue
+        for ref in dict.fromkeys(("MMoE", best)):
+            if ref in res:
+                label = ref if ref == "MMoE" else f"best baseline ({ref})"
+                out[f"{name} vs {label}"] = {f"task{t + 1}": paired(r, res[ref], t) for t in (0, 1)}
+    return out
 
 
 def world_makers(n_train: int, n_eval: int, quick: bool) -> dict[str, Callable]:
@@ -514,27 +586,53 @@ def measure_world(
     return summary, traces
 
 
-def run_worlds(makers: dict, sizes: dict, kw: dict, cos_kw: dict, trace_kw: dict):
-    """Every world: its measurement, its table rows, and the traces behind the plots."""
+RELATION = {"cooperate": 1.0, "conflict": -1.0}  # by construction (rho); others: measured
+TRACED = ("DRGrad", "DRGrad, activation space")  # the two router spaces
+
+
+def run_worlds(makers: dict, sizes: dict, kw: dict, cos_kw: dict, trace_kw: dict, wanted=None):
+    """Every world: its measurement, its table rows, the router's traces, and the plots.
+
+    ``wanted`` keeps only the rows of those names (all when ``None``). For each
+    world the router's per-step traces are taken in both spaces (``TRACED``):
+    sign-case shares, mu', and the agreement of sign(xi_aux) with the world's
+    relation (``routing_agreement``; the relation is known by construction for
+    ``cooperate`` / ``conflict``, taken as the sign of ``mean_task_cos`` for the
+    paper's generator, and left out for the personalized world, where it
+    changes sign within every batch).
+    """
     worlds, traces_json, trace_series = {}, {}, {}
     for name, make in makers.items():
         d = make()
         print(f"\n[{name}] {d.description}")
         personalized = d.train.user is not None  # the user id reaches the gate only
-        ms = methods(d, sizes, ppnet="single" if personalized else None)
-        if personalized:
-            ms = [m for m in ms if m.name != "Split-MMoE"]
+        ms = methods(d, sizes, ppnet="single" if personalized else None, baselines=wanted is None)
         by_name = {m.name: m for m in ms}
+        ms = [m for m in ms if wanted is None or m.name in wanted]
         summary, mmoe_traces = measure_world(d, by_name["MMoE"], cos_kw, groups=personalized)
         rows = {m.name: run_method(m, d, **kw) for m in _common.rows(ms, name)}
-        worlds[name] = summary | {"results": rows}
+        relation = (
+            float("nan")
+            if personalized
+            else RELATION.get(name, float(np.sign(summary["mean_task_cos"])))
+        )
+        traces = {"MMoE": {k: v[0] for k, v in mmoe_traces.items()}}
+        traces |= {t: gradient_trace(by_name[t], d, **trace_kw) for t in TRACED}
+        routing = {
+            t: trace_summary(traces[t])
+            | {"routing_agreement": routing_agreement(traces[t], relation)}
+            for t in TRACED
+        }
+        for t, r in routing.items():
+            print(
+                f"  router {t:<26s} agreement with the world's sign {r['routing_agreement']:.3f}, "
+                f"xi_aux>=0 {r['xi_aux_nonneg']:.3f}, mu' end {r['mu1_final']:.3f}",
+                flush=True,
+            )
+        worlds[name] = summary | {"relation": relation, "results": rows, "routing": routing}
+        traces_json[name] = {k: trace_summary(v) for k, v in traces.items()}
         if name in ("cooperate", "conflict"):
-            traces = {
-                "MMoE": {k: v[0] for k, v in mmoe_traces.items()},
-                "DRGrad": gradient_trace(by_name["DRGrad"], d, **trace_kw),
-            }
-            traces_json[name] = {k: trace_summary(v) for k, v in traces.items()}
-            trace_series[name] = {k: thin(v) for k, v in traces.items()}
+            trace_series[name] = {k: thin(traces[k]) for k in ("MMoE", "DRGrad")}
             title = f"{name} (mean cos at Z, MMoE: {summary['mean_task_cos']:+.2f})"
             plot_trace_series(trace_series[name], OUT_DIR / f"drgrad_synthetic_{name}.png", title)
     return worlds, traces_json, trace_series
@@ -564,28 +662,40 @@ def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--medium",
+        action="store_true",
+        help="the RESULTS.md table: 10,000 rows, quick-size models, 5 seeds, every row",
+    )
+    p.add_argument("--methods", default=None, help="';'-separated subset of rows")
     args = p.parse_args(argv)
-    q = args.quick
+    q, medium = args.quick, args.medium and not args.quick
+    small = q or medium
     seeds = args.seeds or (2 if q else 5)
     epochs = args.epochs or 10  # quick: 310 steps, enough for the gate to find the groups
-    n_train, n_eval = (4000, 1000) if q else (100_000, 10_000)
-    sizes = {"experts": 4 if q else 8, "expert_width": 16 if q else 32, "tower": 8}
-    lrs = (3e-3,) if q else (1e-3, 3e-3)
-    batch = 128 if q else 512
+    n_train, n_eval = (4000, 1000) if q else (10_000, 2000) if medium else (100_000, 10_000)
+    sizes = {"experts": 4 if small else 8, "expert_width": 16 if small else 32, "tower": 8}
+    lrs = (3e-3,) if q else (1e-3, 3e-3, 1e-2)
+    batch = 128 if q else 256 if medium else 512
+    wanted = args.methods.split(";") if args.methods else (QUICK_ROWS if q else None)
     start_all = time.perf_counter()
     kw = dict(seeds=seeds, epochs=epochs, batch_size=batch, lrs=lrs)
-    cos_kw = dict(steps=300 if q else 1500, batch_size=batch, lr=lrs[0], seeds=seeds)
-    trace_kw = dict(steps=cos_kw["steps"], batch_size=batch, lr=lrs[0])
+    cos_kw = dict(steps=300 if small else 1500, batch_size=batch, lr=3e-3, seeds=seeds)
+    trace_kw = dict(steps=cos_kw["steps"], batch_size=batch, lr=3e-3)
 
     worlds, traces_json, trace_series = run_worlds(
-        world_makers(n_train, n_eval, q), sizes, kw, cos_kw, trace_kw
+        world_makers(n_train, n_eval, q), sizes, kw, cos_kw, trace_kw, wanted
     )
-    ps = (-0.5, 0.5) if q else (-0.9, -0.5, -0.2, 0.0, 0.2, 0.5, 0.9)
-    dim = 16 if q else 100
-    sweep = mmoe_generator_sweep(n_train, n_eval, dim, sizes, {} if q else kw, cos_kw, ps)
+    ps = (-0.5, 0.5) if small else (-0.9, -0.5, -0.2, 0.0, 0.2, 0.5, 0.9)
+    dim = 16 if small else 100
+    sweep = mmoe_generator_sweep(n_train, n_eval, dim, sizes, {} if small else kw, cos_kw, ps)
 
+    if not q:  # quick rows are smoke runs, not measurements
+        for w in worlds.values():
+            w["paired_tests"] = world_tests(w)
     duration = time.perf_counter() - start_all
-    md = markdown_table2(worlds)
+    mode = "quick" if q else "medium" if medium else "full"
+    md = markdown_table2(worlds, compare=not q)
     sweep_md = "\n".join(
         ["| p | mean cos at Z (MMoE) | linear-head cos | label corr |", "|---|---|---|---|"]
         + [
@@ -600,7 +710,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(
         f"\nDRGrad Table 2 on worlds with a measured relation ({n_train} train / {n_eval} val / "
-        f"{n_eval} test, {seeds} seeds x {epochs} epochs, {'quick' if q else 'full'} mode):\n{md}"
+        f"{n_eval} test, {seeds} seeds x {epochs} epochs, {mode} mode):\n{md}"
     )
     print(f"\nMMoE's generator over p (the former cooperate / conflict settings):\n{sweep_md}")
     print(f"\nGradient traces (second half of training): {traces_json}")
@@ -625,6 +735,7 @@ def main(argv: list[str] | None = None) -> dict:
         "epoch_selection": "best validation task-1 AUC (select_by_validation rule=0)",
         "duration_s": duration,
         "quick": q,
+        "mode": mode,
         "paper": PAPER_TABLE2,
         "markdown": md,
     }
