@@ -2,22 +2,29 @@
 
 import re
 
+import numpy as np
 import pytest
 
 pytest.importorskip("scipy")
 from benchmarks import almmta_truth  # noqa: E402
 
 MAIN_HEADER = (
-    "| setting | Spearman ipw_simple | Spearman explicit top-8 | outcome AUC | adversary AUC |"
+    "| setting | Spearman ipw_simple | Spearman explicit top-8 | pooled Spearman ipw_simple | "
+    "RMSE ipw_simple | outcome AUC | adversary AUC |"
 )
 DETAILS = (
-    "<details><summary>Hyperparameters (λ_max, β, proxy on negatives, balancer) and "
-    "explicit over the whole pool</summary>"
+    "<details><summary>Hyperparameters (λ_max, β, proxy on negatives, balancer), "
+    "explicit over the whole pool and explicit top-8's pooled Spearman and RMSE</summary>"
 )
 
 
 def _seed(ipw, top8, all_=None, auc=0.95, adv=0.6):
-    reading = lambda rho: {"spearman": rho, "rmse": 0.05, "mean_abs_uplift": 0.01}
+    reading = lambda rho: {
+        "spearman": rho,
+        "pooled_spearman": rho / 2,
+        "rmse": 0.05,
+        "mean_abs_uplift": 0.01,
+    }
     rec = {
         "ipw_simple": reading(ipw),
         "explicit_top8": reading(top8),
@@ -65,21 +72,48 @@ def test_main_table_is_narrow_and_the_rest_sits_in_a_details_block():
     text = almmta_truth.results_section(_payload())
     lines = text.splitlines()
     main = lines.index(MAIN_HEADER)
-    assert lines[main + 1] == "|---|---|---|---|---|"
-    assert (
-        lines[main + 2]
-        == "| default / full | 0.600 ± 0.010 | 0.500 ± 0.010 | 0.950 ± 0.000 | 0.600 ± 0.000 |"
+    assert lines[main + 1] == "|---|---|---|---|---|---|---|"
+    assert lines[main + 2] == (
+        "| default / full | 0.600 ± 0.010 | 0.500 ± 0.010 | 0.300 ± 0.005 | 0.0500 ± 0.0000 "
+        "| 0.950 ± 0.000 | 0.600 ± 0.000 |"
     )
     opened, closed = lines.index(DETAILS), lines.index("</details>")
     assert main < opened < closed < lines.index("### Measured answers")
     detail = lines[opened + 2 : closed - 1]
     assert detail[0] == (
-        "| setting | λ_max | β | proxy on negatives | balancer | Spearman explicit all |"
+        "| setting | λ_max | β | proxy on negatives | balancer | Spearman explicit all | "
+        "pooled Spearman explicit top-8 | RMSE explicit top-8 |"
     )
-    assert detail[2] == "| default / full | 0.3 | 0.1 | no | none | 0.500 ± 0.000 |"
-    assert detail[4] == "| leak / full | 0.3 | 0.1 | yes | none | – |"
+    assert detail[2] == (
+        "| default / full | 0.3 | 0.1 | no | none | 0.500 ± 0.000 | 0.250 ± 0.005 | 0.0500 ± 0.0000 |"
+    )
+    assert detail[4].startswith("| leak / full | 0.3 | 0.1 | yes | none | – | ")
     # No hyperparameter column is left in the main table.
     assert "λ_max" not in "\n".join(lines[main:opened])
+
+
+def test_a_run_saved_before_the_level_scores_renders_them_as_missing():
+    payload = _payload()
+    for res in payload["results"].values():
+        for key in [k for k in res["summary"] if "pooled" in k]:
+            del res["summary"][key]
+    lines = almmta_truth.results_section(payload).splitlines()
+    row = lines[lines.index(MAIN_HEADER) + 2].split(" | ")
+    assert row[3] == "–" and row[4] == "0.0500 ± 0.0000"
+
+
+def test_truth_scores_see_what_per_journey_spearman_cannot():
+    """Each journey shifted by its own amount: per-journey Spearman 1, the level scores not."""
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.0, 0.1, (40, 5))
+    mask = np.ones(truth.shape, bool)
+    mask[0, 3:] = False
+    est = truth + rng.uniform(-0.3, 0.3, (40, 1))
+    got = almmta_truth._score(est, truth, mask)
+    assert got["spearman"] == pytest.approx(1.0) and got["journeys_scored"] == 40
+    assert got["pooled_spearman"] < 0.5 and got["rmse"] > 0.05
+    d = est - truth
+    assert got["rmse"] == pytest.approx(np.sqrt(np.mean(d[mask] ** 2)))
 
 
 def test_reading_is_computed_from_the_numbers():
