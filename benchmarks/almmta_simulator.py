@@ -6,9 +6,13 @@
 For every method (docs/almmta.md, *Baselines*) on the simulator (docs/almmta.md, *CDP simulator*): AUC, log-loss, gAUC
 (k-means segments of x), the bucketed grouped AUUC of docs/almmta.md, *Grouped AUUC protocol*, per
 propensity bucket and averaged (oracle-normalized: random 0.5, oracle 1), and
-against the exact x-conditional truth ``delta_x``: the mean per-journey
-Spearman of deletion uplifts, their RMSE, top-1 agreement, and the RMSE /
-Spearman of cluster-level effects against the exact cluster-removal truth.
+against the exact x-conditional truth ``delta_x`` (``metrics.effect_agreement``):
+the mean per-journey Spearman of deletion uplifts, the Spearman over every
+touch pooled and the per-touch RMSE (the two that see levels), top-1
+agreement, and the RMSE / Spearman of cluster-level effects against the exact
+cluster-removal truth. Per propensity bucket, every method's grouped AUUC is
+averaged over seeds and ALM-MTA's gain over the best baseline gets a 95 % t
+interval and a paired t-test (``bucket_gains``; JSON key ``bucket_gains``).
 The default world is then repeated with each front-door switch turned on
 (``gamma_TY``: direct T→Y; ``gamma_WM``: W→M) for a subset of methods.
 

@@ -2,9 +2,9 @@
 
 Trains ALM-MTA and ablations on the CDP simulator and compares each model's
 per-touch deletion uplift Δ̂ on the test split with the exact x-conditional
-interventional truth ``delta_x``: Spearman rank correlation per journey
-(averaged over journeys whose truth and estimate both vary), RMSE and top-1
-agreement. Three front-door readings are scored for every model: ``ipw_simple``,
+interventional truth ``delta_x`` (``metrics.effect_agreement``): Spearman
+rank correlation per journey (averaged over journeys whose truth and estimate
+both vary), Spearman over every touch pooled, RMSE and top-1 agreement. Three front-door readings are scored for every model: ``ipw_simple``,
 ``explicit`` with the top-K = 8 high-match set of a reference pool, and
 ``explicit`` over the whole pool (K = R, no contrastive restriction).
 Prediction metrics (outcome, adversary and proxy AUC) come alongside.
