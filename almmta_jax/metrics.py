@@ -2,8 +2,9 @@
 *Budget replay*).
 
 Prediction metrics are those of ``drgrad_jax.metrics`` (one exact AUC for both
-packages); the uplift metrics, the bucketed grouped-AUUC protocol, k-means and
-the budget replay are documented in docs/almmta.md.
+packages); the uplift metrics, the bucketed grouped-AUUC protocol, k-means,
+the budget replay and the scores of per-touch effects against a known truth
+(``effect_agreement``) are documented in docs/almmta.md.
 
 Example:
   >>> from almmta_jax import metrics
@@ -14,6 +15,8 @@ Example:
 from almmta_jax._src.budget import BudgetReplay as BudgetReplay
 from almmta_jax._src.budget import budget_replay as budget_replay
 from almmta_jax._src.budget import channel_roi as channel_roi
+from almmta_jax._src.effects import EffectAgreement as EffectAgreement
+from almmta_jax._src.effects import effect_agreement as effect_agreement
 from almmta_jax._src.grouped import CellAgreement as CellAgreement
 from almmta_jax._src.grouped import GroupedAUUC as GroupedAUUC
 from almmta_jax._src.grouped import cell_agreement as cell_agreement
@@ -35,6 +38,7 @@ from drgrad_jax.metrics import log_loss as log_loss
 __all__ = [
     "BudgetReplay",
     "CellAgreement",
+    "EffectAgreement",
     "GroupedAUUC",
     "auc",
     "auuc",
@@ -42,6 +46,7 @@ __all__ = [
     "cell_agreement",
     "channel_roi",
     "cluster_exposure_scores",
+    "effect_agreement",
     "exposure_propensity",
     "gain_curve",
     "gauc",

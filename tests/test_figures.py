@@ -175,7 +175,9 @@ def test_simulator_render_writes_narrow_tables_readings_and_figures(tmp_path):
     assert "world: {'n_users': 8000, 'n_items': 400}" in text  # Sizes field order, not sorted
     main = [h for _, h in re.findall(r"### World `([^`]+)`\n\n(\| .*)", text)]
     assert len(main) == 2 and all(
-        h == "| method | AUC | avg grouped AUUC | truth Spearman | cluster-effect Spearman |"
+        h
+        == "| method | AUC | avg grouped AUUC | truth Spearman | pooled truth Spearman | truth RMSE "
+        "| cluster-effect Spearman |"
         for h in main
     )
     assert text.count("<details>") == text.count("</details>") == 2
