@@ -85,6 +85,27 @@ def test_learning_rate_grid_is_one_program_equal_to_separate_runs(synth, five_se
         drgrad_jax.sweep_learning_rates(config, synth, [1e-3], jax.random.key(0))
 
 
+def test_learning_rate_grid_runs_the_activation_space_probe_inside_the_trace():
+    """make_train's host-side probes (check_shared_layer) stay concrete under the sweep's vmap."""
+    d = data.conflict_world(128, 32, 32, dim=4, seed=0)
+    split = functools.partial(
+        models.SplitMMoE, d.vocab_sizes, d.num_dense, 2, num_experts=2, expert_hidden=(4,),
+        tower=(4,),
+    )  # fmt: skip
+    towers = split(rngs=nnx.Rngs(0)).drgrad_towers("activations")
+    tx = drgrad_jax.drgrad(towers, space="activations", num_tasks=2)
+    config = drgrad_jax.TrainConfig(
+        split, optax.adam(1e-2), mtl_transform=tx, space="activations", batch_size=32, num_epochs=1
+    )
+    keys = jax.random.split(jax.random.key(0), 2)
+    out = drgrad_jax.sweep_learning_rates(config, d, [1e-2, 3e-2], keys)
+    one = jax.jit(jax.vmap(drgrad_jax.make_train(config, d), (0, None)))(
+        keys, drgrad_jax.device_splits(d)
+    )
+    np.testing.assert_allclose(out.val_auc[0], one.val_auc, atol=1e-6)
+    assert np.all(np.isfinite(out.mu))
+
+
 def test_histories_match_metrics_on_returned_params(five_seeds, synth):
     """The last recorded test AUC is the AUC of the returned params' predictions."""
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: mmoe(synth)(rngs=nnx.Rngs(0))))

@@ -640,7 +640,9 @@ def sweep_learning_rates(
 
     def one(lr, key, splits):
         lane = dataclasses.replace(config, optimizer=optimizer(lr))
-        return make_train(lane, data)(key, splits)
+        with jax.ensure_compile_time_eval():  # the host-side probes stay concrete in the trace
+            train = make_train(lane, data)
+        return train(key, splits)
 
     run = jax.vmap(jax.vmap(one, (None, 0, None)), (0, None, None))
     return jax.jit(run)(jnp.asarray(lrs, jnp.float32), keys, splits)
