@@ -142,3 +142,27 @@ def test_census_rows_build_and_the_released_row_routes_first_kernels_only():
         routed = name in drgrad_census.RELEASED_HEADS.values()
         same = np.allclose(flat_out[path], np.sum(g, 0), atol=1e-6)
         assert same != routed, name  # exactly the two first head kernels receive routing
+
+
+def test_table2_renders_into_its_own_span_and_refuses_a_quick_run(tmp_path):
+    import json
+
+    rng = np.random.default_rng(2)
+    res = {"MMoE": _row(rng, 0.90), "PCGrad": _row(rng, 0.93), "DRGrad": _row(rng, 0.92)}
+    w = {"mean_task_cos": -0.2, "results": res}
+    w["paired_tests"] = bench.world_tests(w)
+    payload = {
+        "worlds": {"conflict": w}, "mode": "medium", "quick": False, "split": "10/2/2",
+        "seeds": 5, "epochs": 10, "sizes": {}, "lr_grid": [1e-3], "duration_s": 60.0,
+        "markdown": bench.markdown_table2({"conflict": w}),
+    }  # fmt: skip
+    path, md = tmp_path / "run.json", tmp_path / "RESULTS.md"
+    path.write_text(json.dumps(payload))
+    md.write_text("<!-- drgrad:begin -->\nCensus kept\n<!-- drgrad:end -->\n")
+    bench.main(["--from-json", str(path), "--results", str(md)])
+    text = md.read_text()
+    assert "Census kept" in text and "<!-- drgrad-synthetic:begin -->" in text
+    assert "conflict: DRGrad vs best baseline (PCGrad): task 1" in text
+    path.write_text(json.dumps(payload | {"quick": True}))
+    with pytest.raises(ValueError, match="not a medium or full run"):
+        bench.main(["--from-json", str(path), "--results", str(md)])
