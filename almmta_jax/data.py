@@ -5,19 +5,20 @@ Public names: ``JourneyBatch``, ``validate_journeys``, ``journey_batches``,
 ``load_journey_npz``, ``save_journey_npz``, ``NpzShards`` and
 ``host_shard_paths``; the Criteo
 loaders ``load_criteo_attribution``, ``load_criteo_flat``, ``criteo_proxy``,
-``criteo_user_history``, ``convert_criteo_raw``, ``criteo_raw_journeys``,
+``criteo_journey_history``, ``convert_criteo_raw``, ``criteo_raw_journeys``,
 ``split_journeys`` and their constants; and the simulator's ``SIM_TOUCH_FIELDS``.
 """
 
 from almmta_jax._src.criteo import (
+    CRITEO_HISTORY_DIM,
     CRITEO_NUM_USERS,
     CRITEO_PROXY_TAU_S,
     CRITEO_TOUCH_FIELDS,
     CRITEO_VOCAB_SIZES,
     convert_criteo_raw,
+    criteo_journey_history,
     criteo_proxy,
     criteo_raw_journeys,
-    criteo_user_history,
     load_criteo_attribution,
     load_criteo_flat,
     split_journeys,
@@ -35,6 +36,7 @@ from almmta_jax._src.simulate import SIM_TOUCH_FIELDS
 from almmta_jax._src.streaming import journey_batches
 
 __all__ = [
+    "CRITEO_HISTORY_DIM",
     "CRITEO_NUM_USERS",
     "CRITEO_PROXY_TAU_S",
     "CRITEO_TOUCH_FIELDS",
@@ -43,7 +45,7 @@ __all__ = [
     "convert_criteo_raw",
     "criteo_proxy",
     "criteo_raw_journeys",
-    "criteo_user_history",
+    "criteo_journey_history",
     "load_criteo_attribution",
     "load_criteo_flat",
     "split_journeys",

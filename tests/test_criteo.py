@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from almmta_jax.data import (
-    CRITEO_NUM_USERS,
+    CRITEO_HISTORY_DIM,
     CRITEO_TOUCH_FIELDS,
     CRITEO_VOCAB_SIZES,
     convert_criteo_raw,
+    criteo_journey_history,
     criteo_proxy,
     criteo_raw_journeys,
-    criteo_user_history,
     load_criteo_attribution,
     load_criteo_flat,
     split_journeys,
@@ -80,22 +80,118 @@ def test_shipped_features_against_reference(shipped, criteo_dir):
         assert not b.touch_mask[i, n:].any()
 
 
-def test_user_history(criteo_dir):
-    hist = criteo_user_history(criteo_dir)
+def _slow_history(target, source):
+    """Reference: loop over journeys; a touch counts when it is the user's and earlier."""
+    t_off, s_off = target["offsets"], source["offsets"]
+    rows = []
+    for i in range(len(t_off) - 1):
+        start = target["timestamp"][t_off[i]]
+        counts, journeys = np.zeros(10), 0
+        for j in range(len(s_off) - 1):
+            if source["user"][j] != target["user"][i]:
+                continue
+            journeys += int(source["timestamp"][s_off[j]] < start)
+            for t in range(s_off[j], s_off[j + 1]):
+                if source["timestamp"][t] < start:
+                    counts[source["campaign"][t]] += 1
+        shares = counts / counts.sum() if counts.sum() else counts
+        rows.append(np.append(shares, np.log1p(journeys)))
+    return np.array(rows)
+
+
+def _flat(offsets, user, campaign, timestamp):
+    return {
+        "offsets": np.array(offsets, np.int64),
+        "user": np.array(user, np.int32),
+        "label": np.zeros(len(user), np.int8),
+        "campaign": np.array(campaign, np.int16),
+        "timestamp": np.array(timestamp, np.int64),
+    }
+
+
+def test_journey_history_excludes_the_journey(tmp_path):
+    # Not ordered by user; user 0 has overlapping journeys, user 2 a single one,
+    # user 1's second journey starts at its first one's last touch (a tie, not "before").
+    train = _flat(
+        [0, 3, 6, 9, 12, 15],
+        [1, 0, 2, 0, 1],
+        [1, 1, 2, 3, 4, 3, 5, 5, 5, 6, 3, 7, 8, 8, 9],
+        [10, 20, 30, 0, 50, 100, 7, 8, 9, 40, 60, 70, 30, 31, 32],
+    )
+    test = _flat(
+        [0, 3, 6, 9], [0, 1, 0], [9, 9, 9, 0, 0, 0, 2, 2, 2], [45, 46, 47, 5, 6, 7, 500, 501, 502]
+    )
+    for name, arrays in (("train", train), ("test", test)):
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+    h_train = criteo_journey_history(tmp_path, "train")
+    h_test = criteo_journey_history(tmp_path, "test")
+    assert h_train.shape == (5, CRITEO_HISTORY_DIM) and h_test.shape == (3, CRITEO_HISTORY_DIM)
+    np.testing.assert_allclose(h_train, _slow_history(train, train), atol=1e-6)
+    np.testing.assert_allclose(h_test, _slow_history(test, train), atol=1e-6)
+    # A user's only journey, and every user's first, carries no history of its own touches.
+    np.testing.assert_array_equal(h_train[[1, 2]], 0.0)
+    # User 0's later journey sees the earlier one's touches before time 40 only (3 at 0,
+    # then 4 and 3 come after 40 although that journey started first).
+    np.testing.assert_allclose(h_train[3, :10], np.eye(10)[3], atol=1e-6)
+    # Test journeys see the train journeys that precede them in time, not later ones.
+    np.testing.assert_allclose(h_test[1], 0.0)
+    b = load_criteo_attribution(tmp_path, "test", max_len=3, history=True)
+    np.testing.assert_array_equal(b.x, h_test)
+    with pytest.raises(ValueError, match="single file"):
+        criteo_journey_history(tmp_path / "test.npz", "test")
+
+
+def test_journey_history_real_data(criteo_dir):
     train = load_criteo_flat(criteo_dir, "train")
-    assert hist.shape == (CRITEO_NUM_USERS, 11)
-    rng = np.random.default_rng(1)
+    test = load_criteo_flat(criteo_dir, "test")
+    h = criteo_journey_history(criteo_dir, "train")
     off = train["offsets"]
-    for u in rng.choice(train["user"], 20):
-        js = np.flatnonzero(train["user"] == u)
-        camps = np.concatenate([train["campaign"][off[j] : off[j + 1]] for j in js])
-        ref = np.bincount(camps, minlength=10) / camps.size
-        np.testing.assert_allclose(hist[u, :10], ref, rtol=1e-6)
-        np.testing.assert_allclose(hist[u, 10], np.log(js.size), rtol=1e-6)
-    b = load_criteo_attribution(criteo_dir, "test", user_features=hist)
-    np.testing.assert_array_equal(b.x, hist[b.user_id])
-    with pytest.raises(ValueError, match="user_features"):
-        load_criteo_attribution(criteo_dir, "test", user_features=hist[:10])
+    lengths = np.diff(off)
+    own = np.zeros((lengths.size, 10))
+    np.add.at(own, (np.repeat(np.arange(lengths.size), lengths), train["campaign"]), 1.0)
+    own /= lengths[:, None]
+    # The per-user table over all train touches equals the journey's own mix for
+    # 99.5 % of train journeys; a history of earlier touches only does for the few
+    # users who repeat the same campaigns in an earlier journey.
+    same = np.all(np.abs(h[:, :10] - own) < 1e-6, axis=1)
+    assert same.mean() < 0.05, same.mean()
+    start = train["timestamp"][off[:-1]]
+    first = np.ones(lengths.size, bool)
+    order = np.lexsort((start, train["user"]))
+    su = train["user"][order]
+    first[order[1:]] = su[1:] != su[:-1]
+    np.testing.assert_array_equal(h[first], 0.0)
+    rng = np.random.default_rng(1)
+    h_test = criteo_journey_history(criteo_dir, "test")
+    for split, flat, rows in (("train", train, h), ("test", test, h_test)):
+        pick = rng.choice(flat["user"].size, 25, replace=False)
+        users = np.isin(train["user"], flat["user"][pick])
+        sub_idx = np.flatnonzero(users)
+        src_len = lengths[sub_idx]
+        touch = (
+            np.repeat(off[:-1][sub_idx], src_len)
+            + np.arange(src_len.sum())
+            - np.repeat(np.cumsum(src_len) - src_len, src_len)
+        )
+        source = {
+            "offsets": np.r_[0, np.cumsum(src_len)],
+            "user": train["user"][sub_idx],
+            "campaign": train["campaign"][touch],
+            "timestamp": train["timestamp"][touch],
+        }
+        # One-touch stand-ins: the reference reads only each journey's start time.
+        target = {
+            "offsets": np.arange(pick.size + 1),
+            "user": flat["user"][pick],
+            "timestamp": flat["timestamp"][flat["offsets"][:-1][pick]],
+        }
+        np.testing.assert_allclose(
+            rows[pick], _slow_history(target, source), atol=1e-6, err_msg=split
+        )
+    # Every test journey follows at least one train journey of its user.
+    assert (h_test[:, :10].sum(axis=1) > 0.99).all()
+    b = load_criteo_attribution(criteo_dir, "train", history=True)
+    np.testing.assert_array_equal(b.x, h)
 
 
 # ------------------------------------------------------------ flat errors

@@ -199,6 +199,13 @@ def test_simulator_payload_without_curves_links_no_curve_figure(tmp_path):
 # ----------------------------------------------------------------------------- Criteo
 
 
+def _by_conversion(auc_seen):
+    return {
+        "converted_in_train": {"auc": auc_seen, "journeys": 6338, "positives": 3490},
+        "not_converted_in_train": {"auc": float("nan"), "journeys": 25575, "positives": 0},
+    }
+
+
 def test_criteo_table_is_narrow_with_a_reading_and_every_column_below(tmp_path):
     results = {
         name: {
@@ -207,19 +214,49 @@ def test_criteo_table_is_narrow_with_a_reading_and_every_column_below(tmp_path):
             "avg_grouped_auuc": auuc,
             "gauc_users": 0.6,
             "cpa": [25.0, 21.0, 18.0, cpa],
+            "buckets_scored": 1,
+            "auc_by_train_conversion": _by_conversion(seen_auc),
         }
-        for name, auc, auuc, cpa in (("alm_mta", 0.70, 0.41, 14.9), ("dml", 0.85, 0.73, 14.7))
+        for name, auc, auuc, cpa, seen_auc in (
+            ("alm_mta", 0.70, 0.41, 14.9, 0.66),
+            ("dml", 0.85, 0.73, 14.7, 0.61),
+        )
+    }
+    refs = {
+        "lr_campaign_time": {
+            "auc": 0.84,
+            "log_loss": 0.23,
+            "auc_by_train_conversion": _by_conversion(0.77),
+        },
+        "user_converted_in_train": {
+            "auc": 0.95,
+            "log_loss": float("nan"),
+            "auc_by_train_conversion": _by_conversion(0.5),
+        },
     }
     md, path = tmp_path / "RESULTS.md", tmp_path / "run.json"
-    path.write_text(
-        json.dumps({"mode": "quick", "wall_seconds": 60.0, "sizes": {}, "results": results})
-    )
+    payload = {"mode": "quick", "wall_seconds": 60.0, "sizes": {}, "results": results}
+    path.write_text(json.dumps(dict(payload, references=refs)))
     almmta_criteo.main(["--render", str(path), "--results", str(md)])
     text = md.read_text().split("<!-- almmta-criteo:begin -->")[1]
-    assert _header(text) == ["method", "AUC", "log-loss", "avg grouped AUUC", "CPA at 1/16 budget"]
+    assert _header(text) == [
+        "method",
+        "AUC",
+        "AUC, users converted in train",
+        "log-loss",
+        "avg grouped AUUC (buckets scored)",
+        "CPA at 1/16 budget",
+    ]
+    assert "| dml | 0.8500 | 0.6100 | 0.3000 | 0.7300 (1) | 14.70 |" in text
     reading = _line_after_table(text)
     assert reading.startswith("*Reading:* dml predicts conversions best (AUC 0.8500)")
     assert "14.70 (dml) to 14.90 (alm_mta)" in reading
+    assert "| user_converted_in_train | 0.9500 | 0.5000 | – |" in text
+    assert "the other 25575 hold 0, so their AUC is undefined" in text
+    # A run saved before the reference rows existed still renders.
+    path.write_text(json.dumps(payload))
+    almmta_criteo.main(["--render", str(path), "--results", str(md)])
+    assert "user_converted_in_train" not in md.read_text()
     details = text.split("<details>")[1]
     assert "| alm_mta | 0.6000 | 25.00 | 21.00 | 18.00 | 14.90 | 0.9729 / – | – |" in details
 

@@ -134,37 +134,88 @@ def criteo_proxy(timestamp, offsets, label) -> np.ndarray:
     return np.where(conv[:, None], yp, 0.0).astype(np.float32)
 
 
-def criteo_user_history(path) -> np.ndarray:
-    """Per-user features from the train split (docs/almmta.md, *Grouped AUUC protocol*, step 3).
+CRITEO_HISTORY_DIM = 11
+"""Columns of ``criteo_journey_history``: 10 campaign shares, log1p(earlier journeys)."""
 
-    Row u holds user u's campaign histogram over all of its train touches,
-    normalized to sum 1 (10 columns), then log(number of train journeys). Users
-    without train journeys get zeros. Test users are a subset of train users, so
-    every test journey has a history; train journeys' histories include the
-    journey itself (a summary of treatment, meant for evaluation propensities).
+
+def _journey_history(target: dict, source: dict, num_campaigns: int = 10) -> np.ndarray:
+    """Per-journey history of ``target`` journeys from ``source`` touches (docs/almmta.md, *Criteo history covariate*).
+
+    Row i describes what journey i's user had been shown before the journey
+    began: with ``s_i`` its first touch time and ``u_i`` its user,
+
+    * columns 0..K-1: campaign shares of the ``source`` touches of ``u_i`` with
+      time ``< s_i`` (normalized to sum 1; all zero without such touches);
+    * column K: ``log1p`` of the number of ``source`` journeys of ``u_i`` that
+      start before ``s_i``.
+
+    Every touch of journey i is at or after ``s_i``, so the row never contains
+    the journey it describes, even when ``target`` is ``source``.
 
     Args:
-      path: directory holding ``train.npz`` (and ``test.npz``, used only to size
-        the table to every user id).
+      target: flat arrays ``offsets``, ``user``, ``timestamp`` of the described journeys.
+      source: flat arrays ``offsets``, ``user``, ``timestamp``, ``campaign`` (the history).
+      num_campaigns: K, campaign ids are ``0..K-1``.
 
     Returns:
-      ``[num_users, 11]`` float32, indexed by ``user_id``.
+      ``[n_target, K + 1]`` float32.
     """
-    train = load_criteo_flat(path, "train")
-    num_users = int(train["user"].max(initial=-1)) + 1
+    t_off, s_off = np.asarray(target["offsets"]), np.asarray(source["offsets"])
+    t_user = np.asarray(target["user"], np.int64)
+    s_user = np.asarray(source["user"], np.int64)
+    s_ts = np.asarray(source["timestamp"], np.int64)
+    t_start = np.asarray(target["timestamp"], np.int64)[t_off[:-1]]
+    lo = min(int(s_ts.min(initial=0)), int(t_start.min(initial=0)))
+    span = max(int(s_ts.max(initial=0)), int(t_start.max(initial=0))) - lo + 1
+    top = max(int(s_user.max(initial=0)), int(t_user.max(initial=0))) + 1
+    if span * top >= 2**62:
+        raise ValueError(f"timestamps span {span} s over {top} users: too wide to key in int64.")
+    base = t_user * span
+    query = base + (t_start - lo)
+
+    def before(keys: np.ndarray) -> np.ndarray:
+        keys = np.sort(keys)
+        return np.searchsorted(keys, query, "left") - np.searchsorted(keys, base, "left")
+
+    touch_key = np.repeat(s_user, np.diff(s_off)) * span + (s_ts - lo)
+    camp = np.asarray(source["campaign"], np.int64)
+    counts = np.stack([before(touch_key[camp == c]) for c in range(num_campaigns)], 1)
+    total = counts.sum(1, keepdims=True)
+    shares = np.divide(counts, total, out=np.zeros(counts.shape), where=total > 0)
+    journeys = before(s_user * span + (s_ts[s_off[:-1]] - lo))
+    return np.concatenate([shares, np.log1p(journeys)[:, None]], 1).astype(np.float32)
+
+
+def criteo_journey_history(path, split: Literal["train", "test"] = "train") -> np.ndarray:
+    """The history covariate of every journey of one split (docs/almmta.md, *Criteo history covariate*).
+
+    The history of the split's journeys from the train split's touches:
+    a journey's row summarizes its user's train touches strictly before the
+    journey's first touch (campaign shares) and the number of the user's train
+    journeys begun before it. It never contains the journey itself, and train
+    and test rows are built by the same rule (test journeys see the train
+    journeys that precede them in time, not later ones).
+
+    Args:
+      path: directory holding ``train.npz`` and ``test.npz`` (a single ``.npz``
+        file is accepted for ``split="train"`` only).
+      split: "train" or "test".
+
+    Returns:
+      ``[n_journeys, CRITEO_HISTORY_DIM]`` float32, rows in the split's journey order.
+
+    Raises:
+      ValueError: ``split="test"`` with a single file (the train split is needed).
+    """
     p = pathlib.Path(os.fspath(path))
-    if p.is_dir() and (p / "test.npz").exists():
-        num_users = max(num_users, int(load_criteo_flat(path, "test")["user"].max(initial=-1)) + 1)
-    lengths = np.diff(train["offsets"])
-    touch_user = np.repeat(train["user"].astype(np.int64), lengths)
-    k = CRITEO_VOCAB_SIZES[0]
-    hist = np.zeros((num_users, k))
-    np.add.at(hist, (touch_user, train["campaign"].astype(np.int64)), 1.0)
-    total = hist.sum(axis=1, keepdims=True)
-    hist = np.divide(hist, total, out=np.zeros_like(hist), where=total > 0)
-    journeys = np.bincount(train["user"], minlength=num_users).astype(np.float64)
-    logj = np.log(np.maximum(journeys, 1.0)) * (journeys > 0)
-    return np.concatenate([hist, logj[:, None]], axis=1).astype(np.float32)
+    if split == "test" and not p.is_dir():
+        raise ValueError(
+            f"path {p} is a single file; the test split's history needs the directory "
+            "holding train.npz and test.npz."
+        )
+    source = load_criteo_flat(path, "train")
+    target = source if split == "train" else load_criteo_flat(path, split)
+    return _journey_history(target, source, CRITEO_VOCAB_SIZES[0])
 
 
 def load_criteo_attribution(
@@ -172,7 +223,7 @@ def load_criteo_attribution(
     split: Literal["train", "test"] = "train",
     *,
     max_len: int = 20,
-    user_features: np.ndarray | None = None,
+    history: bool = False,
 ) -> JourneyBatch:
     """One split of the shipped Criteo journeys as a ``JourneyBatch`` (docs/almmta.md, *Criteo journeys*).
 
@@ -185,8 +236,8 @@ def load_criteo_attribution(
       is ``touch_mask & (y == 1)``.
     * ``x``: ``[n, 1]`` ones: Criteo ships no dense user features; the user
       enters through ``user_id`` (contiguous ids, shared by train and test).
-      Pass ``user_features`` (e.g. ``criteo_user_history(path)``) to use
-      ``user_features[user_id]`` instead.
+      With ``history=True``, ``x`` is ``criteo_journey_history(path, split)``
+      instead: ``[n, 11]``, the user's train touches before the journey began.
     * ``ipw``: ones.
 
     Journeys longer than ``max_len`` keep their most recent ``max_len`` touches
@@ -197,7 +248,8 @@ def load_criteo_attribution(
       path: directory holding ``train.npz``/``test.npz`` (or one split's file).
       split: "train" or "test".
       max_len: padded length L.
-      user_features: optional ``[num_users, d_x]`` table indexed by user id.
+      history: put the per-journey history covariate in ``x`` (needs the
+        directory holding both splits when ``split="test"``).
 
     Returns:
       A validated ``JourneyBatch`` of NumPy arrays.
@@ -205,15 +257,8 @@ def load_criteo_attribution(
     flat = load_criteo_flat(path, split)
     off, ts = flat["offsets"], flat["timestamp"]
     x = None
-    if user_features is not None:
-        table = np.asarray(user_features, np.float32)
-        top = int(flat["user"].max(initial=-1))
-        if table.ndim != 2 or table.shape[0] <= top:
-            raise ValueError(
-                f"user_features has shape {table.shape}; expected [num_users, d_x] with "
-                f"num_users > {top} (the largest user id of the {split} split)."
-            )
-        x = table[flat["user"]]
+    if history:
+        x = criteo_journey_history(path, split)
     try:
         return ragged_to_batch(
             offsets=off,
