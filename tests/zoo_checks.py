@@ -43,6 +43,21 @@ def _tjd_aggregators(method):
     return out
 
 
+def _tjd_dualproj_ridged():
+    """Our box-QP solver on TorchJD's own problem: ``M / trace(M) + 1e-4 I``."""
+    out = []
+    for method in ("dualproj", "dualproj_pref"):
+        for f in tjd(method).values():
+            m = f["g"] @ f["g"].T
+            ridged = m / np.trace(m) + 1e-4 * np.eye(len(m))
+            pref = f.get("pref", np.full(len(m), 1.0 / len(m)))
+            w = dj.dualproj_weights(
+                jnp.asarray(ridged, jnp.float32), jnp.asarray(pref, jnp.float32)
+            )
+            out.append((np.asarray(w, np.float64) @ f["g"], f["d"]))
+    return out
+
+
 def _tjd_random_weighting():
     """TorchJD's ``Random``: softmax of its recorded normal draw, applied as constant weights."""
     out = []
@@ -214,6 +229,9 @@ CHECKS = [
         lambda k: zc.with_pref("dualproj", 2200, k),
     ),
     _torchjd("dualproj", "DualProj (its 1e-4 ridge)", 3e-3, lambda: _tjd_aggregators("dualproj")),
+    _torchjd(
+        "dualproj", "DualProj, dualproj_weights on its ridged Gramian", 2e-5, _tjd_dualproj_ridged
+    ),
     _numpy(
         "conflict_free",
         "Liu, Chu & Thuerey 2025, Eq. 2",
