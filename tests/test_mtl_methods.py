@@ -16,55 +16,14 @@ from hypothesis import strategies as st
 import drgrad_jax as dj
 from drgrad_jax._src.pcgrad import random_task_orders
 from tests import mtl_references as ref
-
-SHAPES = {"a": (3,), "b": (2, 2)}  # two leaves, 7 coordinates per task
-DIM = 7
-
-
-def _tree(flat):
-    """[K, 7] -> the two-leaf per-task pytree."""
-    flat = jnp.asarray(flat, jnp.float32)
-    return {"a": flat[:, :3], "b": flat[:, 3:].reshape(-1, 2, 2)}
-
-
-def _flat(tree):
-    return np.concatenate([np.asarray(tree["a"]).ravel(), np.asarray(tree["b"]).ravel()])
-
-
-def _params():
-    return {"a": jnp.zeros(SHAPES["a"]), "b": jnp.zeros(SHAPES["b"])}
-
-
-def _random_g(rng, k):
-    """Random task gradients with a spread of norms, rounded to float32."""
-    g = rng.normal(size=(k, DIM)) * rng.uniform(0.3, 2.0, size=(k, 1))
-    return g.astype(np.float32).astype(np.float64)
-
-
-@functools.cache
-def _jitted(name, **kwargs):
-    """One jitted update per method configuration (compiled once per K)."""
-    tx = getattr(dj, name)(**kwargs)
-
-    @jax.jit
-    def run(task_grads, state, extra):
-        return tx.update(task_grads, state, _params(), **extra)
-
-    return tx, run
-
-
-def _apply(name, g, state=None, extra=None, **kwargs):
-    tx, run = _jitted(name, **kwargs)
-    if state is None:
-        state = tx.init(_params())
-    d, state = run(_tree(g), state, extra or {})
-    return _flat(d), state
-
-
-def _close(actual, expected, tol=1e-5):
-    scale = max(1.0, float(np.max(np.abs(expected))))
-    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
-
+from tests.zoo_inputs import DIM
+from tests.zoo_inputs import apply as _apply
+from tests.zoo_inputs import close as _close
+from tests.zoo_inputs import flat as _flat
+from tests.zoo_inputs import jitted as _jitted
+from tests.zoo_inputs import params as _params
+from tests.zoo_inputs import random_g as _random_g
+from tests.zoo_inputs import tree as _tree
 
 KS = (2, 3, 5)
 TRIALS = 4
