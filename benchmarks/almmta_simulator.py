@@ -430,10 +430,11 @@ def run_world(
     runner: _Methods,
     seed: int = 0,
     label: str = "default",
+    world_cls=None,
 ):
     """Every method on the world of ``seed``: ``(results, curves, protocol_validation)``."""
     start = time.perf_counter()
-    world = _World(sim_cfg, sizes, seed)
+    world = (world_cls or _World)(sim_cfg, sizes, seed)
     print(
         f"[{label} s{seed}] simulated {sim_cfg.n_users} users, upload rate "
         f"{world.sim.y[world.sim.arm == 0].mean():.3f}, eval users {len(world.eval_rows)}, "
