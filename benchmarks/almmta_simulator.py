@@ -173,6 +173,7 @@ class _World:
 
     def __init__(self, sim_cfg: SimConfig, sizes: Sizes, seed: int):
         self.sim = simulate_cdp(sim_cfg, seed=seed)
+        self.sim_cfg = sim_cfg
         self.sim_vocab = sim_cfg.vocab_sizes
         self.k = sim_cfg.n_clusters
         self.sizes = sizes
@@ -320,8 +321,9 @@ class _World:
         return {k: cell_agreement(r, e)._asdict() for k, (r, e) in pairs.items()}
 
 
-def _alm_config(world: _World, sizes: Sizes) -> TrainConfig:
+def _alm_config(world: _World, sizes: Sizes, post_outcome_fields=()) -> TrainConfig:
     mc = ModelConfig(
+        post_outcome_fields=tuple(post_outcome_fields),
         vocab_sizes=world.sim_vocab,
         d_x=world.train.x.shape[1],
         max_len=sizes.max_len,
@@ -348,8 +350,10 @@ class _Methods:
     every seed and every front-door switch (data are arguments, not constants).
     """
 
-    def __init__(self, sizes: Sizes):
+    def __init__(self, sizes: Sizes, post_outcome_fields=()):
         self.sizes = sizes
+        # touch_ids columns ALM-MTA treats as post-outcome logs (mediator branch only).
+        self.post_outcome_fields = tuple(post_outcome_fields)
         self._alm, self._base = {}, {}
 
     def _bcfg(self, world: _World) -> almmta_jax.BaselineConfig:
@@ -378,7 +382,8 @@ class _Methods:
                     "alm_mta_no_contrastive": "no_contrastive",
                     "alm_mta_lambda0": "lambda0",
                 }[name]
-                cfg = almmta_jax.alm_mta_variant(_alm_config(world, self.sizes), variant)
+                cfg = _alm_config(world, self.sizes, self.post_outcome_fields)
+                cfg = almmta_jax.alm_mta_variant(cfg, variant)
                 trainer = make_train(cfg, tr, world.eval)
                 train = jax.jit(lambda k, d, t=trainer: t(k, d)[0])
                 self._alm[name] = (trainer, train)
@@ -425,10 +430,11 @@ def run_world(
     runner: _Methods,
     seed: int = 0,
     label: str = "default",
+    world_cls=None,
 ):
     """Every method on the world of ``seed``: ``(results, curves, protocol_validation)``."""
     start = time.perf_counter()
-    world = _World(sim_cfg, sizes, seed)
+    world = (world_cls or _World)(sim_cfg, sizes, seed)
     print(
         f"[{label} s{seed}] simulated {sim_cfg.n_users} users, upload rate "
         f"{world.sim.y[world.sim.arm == 0].mean():.3f}, eval users {len(world.eval_rows)}, "
@@ -1021,7 +1027,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--results", default=None, help="the RESULTS.md to rewrite (default: ours)")
     p.add_argument("--no-switches", action="store_true", help="default world only")
     p.add_argument("--methods", default=None, help="comma-separated (default: by mode)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds (worlds and training keys)")
+    p.add_argument(
+        "--seeds", type=int, default=None, help="seeds (worlds and training keys; 3, study 5)"
+    )
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument(
         "--render",
@@ -1031,7 +1039,16 @@ def main(argv: list[str] | None = None) -> dict:
         help="only rewrite RESULTS.md from saved payloads of runs with the same mode and seeds "
         "(rows of later files fill in methods the first lacks)",
     )
+    p.add_argument(
+        "--study",
+        choices=("leak",),
+        default=None,
+        help="leak: the {no leak, leak} x {rho 1, 0} ablation study (benchmarks/almmta_leakstudy.py)",
+    )
     args = p.parse_args(argv)
+    if args.study:
+        return _leak_study(args)
+    args.seeds = 3 if args.seeds is None else args.seeds
     if args.render:
         payload = merge_payloads([json.loads(pathlib.Path(f).read_text()) for f in args.render])
         if not args.no_results:
@@ -1108,6 +1125,19 @@ def main(argv: list[str] | None = None) -> dict:
     if not (args.no_results or args.quick):  # quick runs never replace the reported table
         results_md = pathlib.Path(args.results or RESULTS_MD)
         write_results_section(render(payload, results_md), results_md)
+    _common.write_json(args.json, payload)
+    return payload
+
+
+def _leak_study(args) -> dict:
+    from benchmarks import almmta_leakstudy
+
+    seeds = range(args.seed, args.seed + (5 if args.seeds is None else args.seeds))
+    payload = almmta_leakstudy.run_study(seeds=seeds, json_path=args.json)
+    print(f"[time] {payload['wall_seconds']:.0f}s wall", flush=True)
+    if not args.no_results:
+        results_md = pathlib.Path(args.results or RESULTS_MD)
+        write_results_section(almmta_leakstudy.markdown(payload), results_md, tag="leakstudy")
     _common.write_json(args.json, payload)
     return payload
 

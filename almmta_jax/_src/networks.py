@@ -59,6 +59,12 @@ class ModelConfig:
       ffn_dim: Transformer feed-forward width.
       dropout: dropout rate used when a ``dropout_key`` is given.
       hash_buckets: cap on embedding rows per id field (2^18 at scale).
+      post_outcome_fields: indices of the ``touch_ids`` columns that are logs
+        written after the outcome (e.g. the simulator's ``"leak"`` column). They
+        reach the encoder, hence only the mediator branch that the adversary
+        watches, and are left out of the treatment summary ``z(t)`` and of the
+        contrastive keys (docs/almmta.md, *Networks*). Empty (the default): every
+        field reaches every path.
     """
 
     vocab_sizes: tuple[int, ...]
@@ -76,10 +82,22 @@ class ModelConfig:
     ffn_dim: int = 128
     dropout: float = 0.1
     hash_buckets: int = 2**18
+    post_outcome_fields: tuple[int, ...] = ()
 
     def __post_init__(self):
         if not self.vocab_sizes or any(int(v) < 1 for v in self.vocab_sizes):
             raise ValueError(f"vocab_sizes must be positive ints, got {self.vocab_sizes!r}.")
+        post = tuple(self.post_outcome_fields)
+        n_fields = len(self.vocab_sizes)
+        if len(set(post)) != len(post) or any(
+            isinstance(f, bool) or not isinstance(f, (int, np.integer)) or not 0 <= f < n_fields
+            for f in post
+        ):
+            raise ValueError(
+                f"post_outcome_fields must be distinct touch_ids columns in [0, {n_fields}), "
+                f"got {self.post_outcome_fields!r}."
+            )
+        object.__setattr__(self, "post_outcome_fields", tuple(int(f) for f in post))
         for name in ("d_x", "max_len", "num_proxy", "d_model", "d_mediator", "d_contrast"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
@@ -194,10 +212,14 @@ class TouchEmbedding(nnx.Module):
         self.tables = nnx.List([nnx.Embed(r, features, rngs=rngs) for r in self.rows])
         self.time = nnx.Linear(num_time_features, features, rngs=rngs)
 
-    def __call__(self, touch_ids: jax.Array, tfeat: jax.Array) -> jax.Array:
+    def __call__(
+        self, touch_ids: jax.Array, tfeat: jax.Array, exclude: Sequence[int] = ()
+    ) -> jax.Array:
+        """The embedding of every touch, leaving out the id fields named in ``exclude``."""
         e = self.time(tfeat)
         for f, (table, rows) in enumerate(zip(self.tables, self.rows)):
-            e = e + table(jnp.mod(touch_ids[..., f], rows))
+            if f not in exclude:
+                e = e + table(jnp.mod(touch_ids[..., f], rows))
         return e
 
 
@@ -301,7 +323,8 @@ class Encoded(NamedTuple):
     """Everything one forward pass through the shared part of ALM-MTA produces.
 
     Attributes:
-      e: ``[B, L, d]`` touch embeddings.
+      e: ``[B, L, d]`` touch embeddings without the post-outcome fields (what
+        ``z(t)`` and the contrastive keys read; the encoder reads every field).
       s: ``[B, d]`` user vectors.
       h: ``[B, L, d]`` encoder outputs.
       mediators: ``[B, L, d_m]`` per-touch mediators ``m_j``.
@@ -396,6 +419,9 @@ class ALMMTA(nnx.Module):
         e = self.touch_embed(batch.touch_ids, batch.tfeat)
         s = self.user_encoder(batch.x, batch.user_id)
         h = self.encoder(e, s, mask, keep, _fold(dropout_key, 0))
+        post = self.config.post_outcome_fields
+        if post:  # post-outcome logs feed the mediator branch only
+            e = self.touch_embed(batch.touch_ids, batch.tfeat, exclude=post)
         h = dropout(h, self.config.dropout, _fold(dropout_key, 1))
         mediators = self.mediator_mlp(h)
         s_rep = jnp.broadcast_to(s[:, None, :], h.shape)
