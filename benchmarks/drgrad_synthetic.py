@@ -439,7 +439,7 @@ ZOO = {
     "ConFIG": lambda m: drgrad_jax.conflict_free(),
     "FAMO": lambda m: drgrad_jax.famo(num_tasks=2),
 }
-TUNED_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # the equal-weighting row's wider grid
+TUNED_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # the equal-weighting row's wider grid
 
 
 PAPER_COLUMN = {  # which of the paper's Table 2 columns a world stands beside
@@ -722,7 +722,7 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = args.epochs or 10  # quick: 310 steps, enough for the gate to find the groups
     n_train, n_eval = (4000, 1000) if q else (20_000, 5000) if medium else (100_000, 10_000)
     sizes = {"experts": 4 if small else 8, "expert_width": 16 if small else 32, "tower": 8}
-    lrs = (3e-3,) if q else (3e-3, 1e-2, 3e-2)
+    lrs = (3e-3,) if q else (3e-3, 1e-2, 3e-2, 1e-1)  # 3e-2 was the edge of a smaller grid
     batch = 128 if q else 256 if medium else 512
     default_rows = QUICK_ROWS if q else None
     wanted = args.methods.split(";") if args.methods else default_rows
