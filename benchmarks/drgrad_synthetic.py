@@ -6,16 +6,22 @@ Worlds (``data.cooperate_world``, ``conflict_world``, ``personalized_world``,
 plain MMoE (summed loss, Adam) of the cosine between the two tasks'
 gradients at its shared representation, over seeds; the same cosine for
 converged linear heads on the inputs (a relation no linear last layer can
-undo); the labels' correlation. Then MMoE, Split-MMoE (the same network
-DRGrad trains, summed loss, mu = 0.5/0.5) and DRGrad (Split-MMoE + router +
-cumulative updater) are trained for several seeds in ONE vmapped program
-each; in the personalized world, DRGrad with and without the personalized
-gate (the only input that sees the user). The test AUC is read at the epoch
-of best validation task-1 AUC (``select_by_validation(result, rule=0)``:
-DRGrad serves a primary task and the paper reports it; the test AUCs of every
-task at that epoch are kept, so a seesaw on task 2 shows), and the learning
-rate is chosen from a small grid on validation task-1 AUC only (recorded in
-the JSON). Also: MMoE's generator over p (this benchmark's former
+undo); the labels' correlation. Then every row is trained for several seeds
+and a learning-rate grid in ONE program (``drgrad_jax.sweep_learning_rates``): MMoE, Split-MMoE (the network
+DRGrad trains, summed loss, mu = 0.5/0.5), DRGrad part by part (router only,
+updater only, both, mean / EMA updaters, activation space; docs/drgrad.md,
+*Ablations*), in the personalized world the gate alone and with DRGrad (the
+gate is the only input that sees the user), and (medium / full) the zoo's
+gradient methods and a tuned equal-weighting row on the matched MMoE. The test
+AUC is read at the epoch of best validation task-1 AUC
+(``select_by_validation(result, rule=0)``: DRGrad serves a primary task; the
+test AUCs of every task at that epoch are kept, so a seesaw on task 2 shows),
+and the rate is chosen on mean validation task-1 AUC over seeds (the grid and
+its scores are in the JSON). Medium / full runs add paired tests of every
+DRGrad row against MMoE and the world's best baseline, both tasks, and write
+Table 2 into the ``drgrad-synthetic`` span of ``benchmarks/RESULTS.md``. The
+router is traced in both spaces per world (``routing_agreement``, Table 1 case
+shares, mu'). Also: MMoE's generator over p (this benchmark's former
 cooperate / conflict settings), measured the same way.
 
 Plots (``benchmarks/out/drgrad_synthetic_*.png``): the per-step cosine between
@@ -25,7 +31,8 @@ MMoE vs DRGrad (the paper's Fig. 4-7), and mu' over training.
 JSON (``--json``): ``{"worlds": {world: {"mean_task_cos", "linear_head_cos",
 ..., "results": {method: {"task1_auc_mean", ...}}}}, "sweep": ..., ...}``.
 
-Usage: ``python -m benchmarks.drgrad_synthetic [--quick] [--json PATH]``
+Usage: ``python -m benchmarks.drgrad_synthetic [--quick | --medium] [--json PATH]
+[--methods "A;B"] [--from-json PATH]``
 """
 
 from __future__ import annotations
