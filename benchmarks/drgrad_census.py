@@ -3,15 +3,20 @@
 Census-Income (KDD), income (task 1, primary) and never-married (task 2).
 Rows: SharedBottom, MMoE, Split-MMoE, PLE (parameter counts matched to the
 Split-MMoE that DRGrad trains), every multi-task method of the zoo on the
-matched MMoE (PCGrad, CAGrad, Nash-MTL, MGDA, GradVac, IMTL-G, Aligned-MTL,
-UPGrad, DWA, uncertainty weighting, linear scalarization), and DRGrad without
-the personalized gate: paper mode (Split-MMoE + router + cumulative updater)
-and the authors' released-code mode (symmetric head routing on their PLE).
-Ablation (Table 5): Split-MMoE, + router (``updater="fixed"``), + updater; and
-DRGrad variants (activation space, as-printed pairing, mean / EMA updater).
+matched MMoE (the paper's baselines PCGrad, CAGrad, Nash-MTL, and MGDA, GradVac,
+IMTL-G, Aligned-MTL, UPGrad, DWA, uncertainty weighting, linear scalarization,
+then ``NEW_ZOO``: ConFIG, DualProj, FairGrad, ExcessMTL, MoDo, SDMGrad, CR-MOGM,
+MoCo, GradDrop, random weighting, mean, FAMO, STCH, IMTL-L, GLS, RLW, DB-MTL,
+GradNorm), a tuned equal-weighting row (a wider rate grid, ``TUNED_LRS``), and
+DRGrad without the personalized gate: paper mode (Split-MMoE + router +
+cumulative updater) and the authors' released-code mode (their rule on the
+first dense kernel of each head of their PLE, with their setup:
+``RELEASED_SETUP``). Ablation (Table 5 and docs/drgrad.md, *Ablations*):
+Split-MMoE, + router (``updater="fixed"``), + updater alone (``router=False``),
+both; DRGrad variants (activation space, as-printed pairing, mean / EMA updater).
 
-Seeds are vmapped in one program per method and learning rate; the learning
-rate is chosen on validation task-1 AUC only, and the test AUC is read at the
+Seeds and learning rates are one program per method (``sweep_learning_rates``);
+the rate is chosen on validation task-1 AUC only, and the test AUC is read at the
 epoch of best validation task-1 AUC (``select_by_validation(result, rule=0)``:
 income is the primary task, as in the paper; the marital AUC reported is the
 one at that epoch). DRGrad is compared with MMoE and with the
