@@ -62,30 +62,18 @@ def check_shared_layer(config, train: Split, names, num_tasks: int) -> None:
     """
     if num_tasks < 2:
         return
-    abstract = nnx.eval_shape(lambda: config.model(rngs=nnx.Rngs(0)))
-    per_task = task_heads_name(abstract, names[1])
-
-    @jax.jit  # one program rather than a few hundred eager ops
-    def probe_cotangents(probe):
-        model = config.model(rngs=nnx.Rngs(0))
-        trunk, heads = (getattr(model, n) for n in names)
-        reps = trunk(probe.cat, probe.dense, probe.user)
-        _, vjp = jax.vjp(lambda r: jnp.sum(heads(r), axis=0), reps)
-        cotangents = jax.vmap(vjp)(jnp.eye(num_tasks))[0]
-        if per_task is None:
-            return cotangents, None
-        copies = jax.tree.map(lambda r: jnp.broadcast_to(r, (num_tasks,) + r.shape), reps)
-        return cotangents, jax.grad(lambda c: jnp.sum(getattr(model, per_task)(c)))(copies)
-
+    model = config.model(rngs=nnx.Rngs(0))
     probe = jax.tree.map(lambda a: None if a is None else a[:8], train)
-    with jax.ensure_compile_time_eval():
-        cotangents, got = probe_cotangents(probe)
-    flat = np.concatenate(
-        [np.abs(np.asarray(c).reshape(num_tasks, -1)) for c in jax.tree.leaves(cotangents)], axis=1
+    trunk, heads = (getattr(model, n) for n in names)
+    reps = trunk(probe.cat, probe.dense, probe.user)
+    _, vjp = jax.vjp(lambda r: jnp.sum(heads(r), axis=0), reps)
+    cotangents = jax.vmap(vjp)(jnp.eye(num_tasks))[0]
+    flat = jnp.concatenate(
+        [jnp.abs(c.reshape(num_tasks, -1)) for c in jax.tree.leaves(cotangents)], axis=1
     )
     overlap = flat @ flat.T
-    if not bool(np.any(overlap[~np.eye(num_tasks, dtype=bool)] > 0)):
-        name = type(abstract).__name__
+    if not bool(jnp.any(overlap[~np.eye(num_tasks, dtype=bool)] > 0)):
+        name = type(model).__name__
         raise ValueError(
             f"config.space='activations': no tensor of {name}.{names[0]}() is read by more "
             "than one task, so the per-task gradients there are orthogonal by construction "
@@ -94,11 +82,14 @@ def check_shared_layer(config, train: Split, names, num_tasks: int) -> None:
             f"the layer the tasks share from {names[0]}() "
             "(docs/drgrad.md, *Shared representation*), or use space='params'."
         )
+    per_task = task_heads_name(model, names[1])
     if per_task is not None:
+        copies = jax.tree.map(lambda r: jnp.broadcast_to(r, (num_tasks,) + r.shape), reps)
+        got = jax.grad(lambda c: jnp.sum(getattr(model, per_task)(c)))(copies)
         pairs = zip(jax.tree.leaves(got), jax.tree.leaves(cotangents))
         if not all(np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in pairs):
             raise ValueError(
-                f"{type(abstract).__name__}.{per_task}() gives other per-task cotangents than "
+                f"{type(model).__name__}.{per_task}() gives other per-task cotangents than "
                 f"{names[1]}(): task k must read copy k of every tensor and nothing else "
                 "(docs/drgrad.md, *Shared representation*)."
             )
