@@ -125,14 +125,7 @@ def paired_tests(per_seed: list[dict]) -> list[dict]:
 def run_study(sizes=STUDY, seeds=range(5), methods=METHODS, json_path=None) -> dict:
     """Runs every world and seed; returns the JSON-ready payload (see the module docstring)."""
     start = time.perf_counter()
-    base = SimConfig.preset(
-        "default",
-        n_users=sizes.n_users,
-        n_items=sizes.n_items,
-        n_clusters=sizes.n_clusters,
-        max_len=sizes.max_len,
-        n_rct=sizes.n_users // 2,
-    )
+    base = sim_bench.base_config(sizes)
     runner = _StudyMethods(sizes, (LEAK_COLUMN,))
     worlds = study_worlds(base)
     per_seed = {label: [] for label in worlds}

@@ -1020,6 +1020,18 @@ def _all_bucket_gains(worlds: dict) -> dict:
     return {w: g for w, res in worlds.items() if (g := bucket_gains(res)) is not None}
 
 
+def base_config(sizes) -> SimConfig:
+    """The default world at a benchmark size (half as many RCT users as observational ones)."""
+    return SimConfig.preset(
+        "default",
+        n_users=sizes.n_users,
+        n_items=sizes.n_items,
+        n_clusters=sizes.n_clusters,
+        max_len=sizes.max_len,
+        n_rct=sizes.n_users // 2,
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--medium", action="store_true", help="between quick and full sizes")
@@ -1067,14 +1079,7 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(f"unknown method(s) {unknown}; choose from {ALL_METHODS}")
     seeds = list(range(args.seed, args.seed + args.seeds))
     start = time.perf_counter()
-    base = SimConfig.preset(
-        "default",
-        n_users=sizes.n_users,
-        n_items=sizes.n_items,
-        n_clusters=sizes.n_clusters,
-        max_len=sizes.max_len,
-        n_rct=sizes.n_users // 2,
-    )
+    base = base_config(sizes)
     configs = {"default": (base, methods)}
     if not args.no_switches:
         switch_methods = [m for m in methods if m in SWITCH_METHODS]

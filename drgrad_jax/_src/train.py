@@ -635,7 +635,6 @@ def sweep_learning_rates(
         )
     if not isinstance(keys, jax.Array) or keys.ndim != 1:
         raise ValueError(f"keys must be a 1-D array of PRNG keys (one per seed); got {keys!r}.")
-    make_train(config, data)  # checks the config and data once, on the host, before tracing
     splits = device_splits(data)
 
     def one(lr, key, splits):
