@@ -1,8 +1,8 @@
 """How closely does each zoo method follow its reference? One row per (method, reference).
 
 For every public multi-task method of ``drgrad_jax`` this runs the comparisons
-of the oracle tests (``tests/zoo_checks.py``: same inputs, same seeds, same
-hyperparameters as ``tests/test_mtl_methods.py`` and ``tests/test_mtl_zoo.py``)
+of the oracle tests (``tests/zoo_checks.py``, which ``tests/test_zoo_oracles.py``
+runs one check and K at a time: same inputs, seeds, hyperparameters, tolerance)
 and reports, over all of a check's inputs:
 
 * ``max_abs``: the largest ``|ours - reference|`` of any entry;

@@ -1,9 +1,8 @@
 """Each zoo method's oracle comparisons as data: the pairs (ours, reference) and the tolerance.
 
-One ``Check`` per (method, reference): ``run(k)`` builds the same inputs as
-the oracle tests in ``tests/test_mtl_methods.py`` and ``tests/test_mtl_zoo.py``
-(same seeds, same hyperparameters) and returns ``[(ours, reference), ...]``;
-``tol`` is the tolerance those tests assert through ``tests.zoo_inputs.close``.
+One ``Check`` per (method, reference): ``run(k)`` builds seeded inputs and
+returns ``[(ours, reference), ...]``; ``tol`` is the tolerance
+``tests/test_zoo_oracles.py`` asserts on every pair through ``tests.zoo_inputs.close``.
 Checks against TorchJD's recorded outputs (``recorded``) take no K: they run
 over every recorded case, at the task counts ``ks`` it holds. ``benchmarks.zoo_agreement`` tabulates them.
 """
