@@ -60,3 +60,24 @@ def criteo_dir() -> pathlib.Path:
             f"Criteo attribution data not found at {path} (set DRGRAD_DATA or provide ../shared/data)"
         )
     return path
+
+
+# The slowest files first (docs/testing.md, *Suite time*): under ``-n 2 --dist
+# loadfile`` a worker takes whole files in this order, so the long ones start early
+# and the short ones fill in at the end. The order within a file is unchanged.
+SLOW_FIRST = (
+    "test_readme.py",
+    "test_notebooks_almmta.py",
+    "test_almmta_train.py",
+    "test_conformance_zoo.py",
+    "test_docstrings.py",
+    "test_shared_representation.py",
+    "test_train.py",
+    "test_progress.py",
+    "test_notebooks_drgrad.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))
