@@ -228,7 +228,28 @@ def results_table(payload: dict) -> str:
             cells += [f"{ratios[f'{name}_K{k}_params']:.2f}", f"{ratios[f'{name}_K{k}_rep']:.2f}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", f"All targets met: {'yes' if payload['targets_met'] else 'NO'}."]
+    misses = missed(payload)
+    if misses:
+        lines.append("Missed: " + ", ".join(f"{key} {value:.2f}" for key, value in misses) + ".")
+    if payload.get("merged_from"):
+        lines.append(f"Rows measured in a second run: {payload['merged_from']['rows']}.")
     return "\n".join(lines)
+
+
+def meets(level: str, ratio: float, floor: float) -> bool:
+    """Whether a step's ratio meets its level's target (``floor``: the floor ratio at its K)."""
+    return ratio <= (REP_TARGET if level == "rep" else PARAMS_OVER_FLOOR_TARGET * floor)
+
+
+def missed(payload: dict) -> list[tuple[str, float]]:
+    """The ``(step, ratio)`` pairs of a payload that miss their target."""
+    ratios = payload["ratios"]
+    return [
+        (key, value)
+        for key, value in sorted(ratios.items())
+        if not key.startswith("floor_")
+        and not meets(key.rsplit("_", 1)[1], value, ratios[f"floor_{key.split('_')[-2]}"])
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -273,11 +294,10 @@ def main(argv: list[str] | None = None) -> dict:
             key = f"{method}_K{k}_{level}"
             ratios[key] = ratio = rec["ratio"]
             ratios_of_minima[key] = rec["min_s"] / plain["min_s"]
+            met = meets(level, ratio, floor)
             if level == "rep":
-                met = ratio <= REP_TARGET
                 note = f"<= {REP_TARGET}"
             else:
-                met = ratio <= PARAMS_OVER_FLOOR_TARGET * floor
                 note = f"<= {PARAMS_OVER_FLOOR_TARGET} x floor = {PARAMS_OVER_FLOOR_TARGET * floor:.2f}"
             ok &= met
             print(

@@ -124,7 +124,8 @@ def test_mtl_speed_table_from_json(tmp_path, monkeypatch):
     ratios = {"floor_K2": 1.8, "floor_K4": 3.1}
     for name in ("mgda", "pcgrad"):
         for k in (2, 4):
-            ratios[f"{name}_K{k}_params"], ratios[f"{name}_K{k}_rep"] = 1.5 * k, 1.01 + k / 100
+            ratios[f"{name}_K{k}_params"] = ratios[f"floor_K{k}"] + 0.1
+            ratios[f"{name}_K{k}_rep"] = 1.01 + k / 100
     payload = {
         "ratios": ratios,
         "tasks": [2, 4],
@@ -140,9 +141,15 @@ def test_mtl_speed_table_from_json(tmp_path, monkeypatch):
     mtl_speed.main(["--from-json", str(path)])
     text = results.read_text()
     assert (
-        "| mgda | 3.00 | 1.03 | 6.00 | 1.05 |" in text and "| floor | 1.80 | – | 3.10 | – |" in text
+        "| mgda | 1.90 | 1.03 | 3.20 | 1.05 |" in text and "| floor | 1.80 | – | 3.10 | – |" in text
     )
     assert text.count("<!-- mtl-speed:begin -->") == 1
+    assert "Missed" not in text
+    # A representation-level ratio above 1.2 and a parameter-level one above 1.1 x floor.
+    ratios["pcgrad_K4_rep"], ratios["mgda_K2_params"] = 1.25, 1.99
+    assert mtl_speed.missed(payload) == [("mgda_K2_params", 1.99), ("pcgrad_K4_rep", 1.25)]
+    ratios["mgda_K2_params"] = 1.98  # = 1.1 x the floor 1.80: met
+    assert mtl_speed.missed(payload) == [("pcgrad_K4_rep", 1.25)]
 
 
 def test_mtl_speed_rep_rows_cut_at_the_models_shared_representation():

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 import drgrad_jax as dj
+from drgrad_jax._src.graddrop import UNROLL_MAX_TASKS
 from drgrad_jax._src.random_weighting import random_weights
+from drgrad_jax._src.trimmed_mean import sorted_rows
 from tests import mtl_references as ref
-from tests.test_mtl_methods import KS, TRIALS, _apply, _close, _random_g, _tree
+from tests.test_mtl_methods import KS, TRIALS, _apply, _close, _flat, _random_g, _tree
 
 # --- mean, constant, random weighting ------------------------------------------------
 
@@ -257,3 +259,31 @@ def test_stochastic_methods_bad_inputs():
     with pytest.raises(ValueError, match="num_tasks=2 was declared"):
         tx = dj.modo(num_tasks=2)
         tx.update(_tree(np.ones((3, 7))), tx.init(None))
+
+
+# --- the sorting network under trimmed_mean ----------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 7, 16, 17])
+def test_sorted_rows_equals_a_full_sort(k):
+    """Odd-even transposition over the task axis sorts like jnp.sort, ties and signed zeros too."""
+    rng = np.random.default_rng(k)
+    x = rng.normal(size=(k, 5, 3)).astype(np.float32)
+    x[:, 0] = np.round(x[:, 0])  # ties
+    x[0, 1, 0], x[-1, 1, 0] = 0.0, -0.0
+    got = np.asarray(sorted_rows(jnp.asarray(x)))
+    np.testing.assert_array_equal(got, np.sort(x, axis=0))
+
+
+@pytest.mark.parametrize("k", [3, UNROLL_MAX_TASKS + 1])
+def test_graddrop_row_by_row_and_reduced_paths_match_the_reference(k):
+    """K <= UNROLL_MAX_TASKS combines task rows one by one, larger K by reductions."""
+    rng = np.random.default_rng(5 + k)
+    g = _random_g(rng, k)
+    u = rng.uniform(size=7).astype(np.float32)
+    leak = rng.uniform(0.0, 0.5, size=k).astype(np.float32)
+    uniforms = {"a": jnp.asarray(u[:3]), "b": jnp.asarray(u[3:]).reshape(2, 2)}
+    for lk in (None, leak):
+        d = dj.graddrop_combine(_tree(g), uniforms, None if lk is None else jnp.asarray(lk))
+        want = ref.graddrop(g, u.astype(np.float64), np.zeros(k) if lk is None else lk)
+        _close(_flat(d), want)

@@ -19,6 +19,16 @@ class GradDropState(NamedTuple):
     key: jax.Array
 
 
+# Up to this many tasks ``graddrop_combine`` works row by row (elementwise, fused);
+# above it, with reductions over the task axis.
+UNROLL_MAX_TASKS = 16
+
+
+def _purity(total: jax.Array, magnitude: jax.Array) -> jax.Array:
+    """``P = (1 + sum_k g_k / sum_k |g_k|) / 2``; an all-zero coordinate keeps nothing, any P will do."""
+    return 0.5 * (1.0 + total / jnp.where(magnitude > 0, magnitude, 1.0))
+
+
 def graddrop_combine(task_grads, uniforms, leak: jax.typing.ArrayLike | None = None):
     r"""GradDrop's update for given uniform thresholds (one per coordinate).
 
@@ -35,11 +45,31 @@ def graddrop_combine(task_grads, uniforms, leak: jax.typing.ArrayLike | None = N
     """
 
     def leaf(g, u):
+        k = g.shape[0]
+        if k > UNROLL_MAX_TASKS:
+            return _leaf_reduced(g, u)
+        # Task rows one by one: every line below is elementwise, so XLA fuses the
+        # leaf into one pass (a reduction over the leading task axis ran 50x slower).
+        rows = [g[i].astype(jnp.float32) for i in range(k)]
+        total, magnitude = rows[0], jnp.abs(rows[0])
+        for r in rows[1:]:
+            total, magnitude = total + r, magnitude + jnp.abs(r)
+        purity = _purity(total, magnitude)
+        above, below = purity > u, purity < u
+        lk = None if leak is None else jnp.asarray(leak, jnp.float32)
+        out = None
+        for i, r in enumerate(rows):
+            keep = (above & (r > 0)) | (below & (r < 0))
+            factor = keep.astype(jnp.float32) if lk is None else lk[i] + (1.0 - lk[i]) * keep
+            out = factor * r if out is None else out + factor * r
+        # XLA turns factor * r into a select, which drops a NaN that a multiply by a
+        # zero factor would keep: a non-finite task value makes the coordinate NaN, so
+        # ``optax.apply_if_finite`` after the transform skips the step.
+        return jnp.where(jnp.isfinite(magnitude), out, jnp.nan).astype(g.dtype)
+
+    def _leaf_reduced(g, u):
         gf = g.astype(jnp.float32)
-        total = jnp.sum(gf, axis=0)
-        magnitude = jnp.sum(jnp.abs(gf), axis=0)
-        # An all-zero coordinate keeps nothing and loses nothing: any P will do.
-        purity = 0.5 * (1.0 + total / jnp.where(magnitude > 0, magnitude, 1.0))
+        purity = _purity(jnp.sum(gf, axis=0), jnp.sum(jnp.abs(gf), axis=0))
         above, below = (purity > u)[None], (purity < u)[None]
         keep = (above & (gf > 0)) | (below & (gf < 0))
         if leak is None:
