@@ -287,3 +287,8 @@ def test_graddrop_row_by_row_and_reduced_paths_match_the_reference(k):
         d = dj.graddrop_combine(_tree(g), uniforms, None if lk is None else jnp.asarray(lk))
         want = ref.graddrop(g, u.astype(np.float64), np.zeros(k) if lk is None else lk)
         _close(_flat(d), want)
+    # A NaN in one task's coordinate makes that coordinate NaN on both paths, nothing else.
+    bad = g.copy()
+    bad[k - 1, 2] = np.nan
+    d = _flat(jax.jit(dj.graddrop_combine)(_tree(bad), uniforms))  # jitted: XLA's rewrites apply
+    assert np.isnan(d[2]) and np.all(np.isfinite(np.delete(d, 2)))

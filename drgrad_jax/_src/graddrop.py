@@ -44,40 +44,41 @@ def graddrop_combine(task_grads, uniforms, leak: jax.typing.ArrayLike | None = N
       ``P = (1 + sum_k g_k / sum_k |g_k|) / 2``.
     """
 
+    lk = None if leak is None else jnp.asarray(leak, jnp.float32)
+
     def leaf(g, u):
-        k = g.shape[0]
-        if k > UNROLL_MAX_TASKS:
-            return _leaf_reduced(g, u)
-        # Task rows one by one: every line below is elementwise, so XLA fuses the
-        # leaf into one pass (a reduction over the leading task axis ran 50x slower).
-        rows = [g[i].astype(jnp.float32) for i in range(k)]
+        combine = _by_rows if g.shape[0] <= UNROLL_MAX_TASKS else _by_reductions
+        out, magnitude = combine(g.astype(jnp.float32), u)
+        # XLA may turn factor * g into a select, which drops a NaN that a multiply by
+        # a zero factor would keep: a non-finite task value makes the coordinate NaN,
+        # so ``optax.apply_if_finite`` after the transform skips the step.
+        return jnp.where(jnp.isfinite(magnitude), out, jnp.nan).astype(g.dtype)
+
+    def _by_rows(gf, u):
+        # Task rows one by one: every line is elementwise, so XLA fuses the leaf into
+        # one pass (reductions over the leading task axis ran 50x slower on CPU).
+        rows = list(gf)
         total, magnitude = rows[0], jnp.abs(rows[0])
         for r in rows[1:]:
             total, magnitude = total + r, magnitude + jnp.abs(r)
-        purity = _purity(total, magnitude)
-        above, below = purity > u, purity < u
-        lk = None if leak is None else jnp.asarray(leak, jnp.float32)
+        above, below = (purity := _purity(total, magnitude)) > u, purity < u
         out = None
         for i, r in enumerate(rows):
             keep = (above & (r > 0)) | (below & (r < 0))
             factor = keep.astype(jnp.float32) if lk is None else lk[i] + (1.0 - lk[i]) * keep
             out = factor * r if out is None else out + factor * r
-        # XLA turns factor * r into a select, which drops a NaN that a multiply by a
-        # zero factor would keep: a non-finite task value makes the coordinate NaN, so
-        # ``optax.apply_if_finite`` after the transform skips the step.
-        return jnp.where(jnp.isfinite(magnitude), out, jnp.nan).astype(g.dtype)
+        return out, magnitude
 
-    def _leaf_reduced(g, u):
-        gf = g.astype(jnp.float32)
-        purity = _purity(jnp.sum(gf, axis=0), jnp.sum(jnp.abs(gf), axis=0))
-        above, below = (purity > u)[None], (purity < u)[None]
-        keep = (above & (gf > 0)) | (below & (gf < 0))
-        if leak is None:
+    def _by_reductions(gf, u):
+        magnitude = jnp.sum(jnp.abs(gf), axis=0)
+        purity = _purity(jnp.sum(gf, axis=0), magnitude)
+        keep = ((purity > u)[None] & (gf > 0)) | ((purity < u)[None] & (gf < 0))
+        if lk is None:
             factor = keep.astype(jnp.float32)
         else:
-            lk = jnp.asarray(leak, jnp.float32).reshape((-1,) + (1,) * (g.ndim - 1))
-            factor = lk + (1.0 - lk) * keep
-        return jnp.sum(factor * gf, axis=0).astype(g.dtype)
+            factor = lk.reshape((-1,) + (1,) * (gf.ndim - 1))
+            factor = factor + (1.0 - factor) * keep
+        return jnp.sum(factor * gf, axis=0), magnitude
 
     return jax.tree.map(leaf, task_grads, uniforms)
 
