@@ -1,7 +1,7 @@
 """Journey batches, streaming and loaders (see docs/almmta.md, *Journey batches* and *Criteo journeys*).
 
 Public names: ``JourneyBatch``, ``validate_journeys``, ``journey_batches``,
-``pad_ragged``, ``time_features``, ``ragged_to_batch``, ``check_offsets``,
+``pad_ragged``, ``time_features``, ``deleted_time_features``, ``ragged_to_batch``, ``check_offsets``,
 ``load_journey_npz``, ``save_journey_npz``, ``NpzShards`` and
 ``host_shard_paths``; the Criteo
 loaders ``load_criteo_attribution``, ``load_criteo_flat``, ``criteo_proxy``,
@@ -31,6 +31,7 @@ from almmta_jax._src.data import (
     time_features,
     validate_journeys,
 )
+from almmta_jax._src.deletion import deleted_time_features
 from almmta_jax._src.shards import NpzShards, host_shard_paths, load_journey_npz, save_journey_npz
 from almmta_jax._src.simulate import SIM_TOUCH_FIELDS
 from almmta_jax._src.streaming import journey_batches
@@ -52,6 +53,7 @@ __all__ = [
     "JourneyBatch",
     "NpzShards",
     "check_offsets",
+    "deleted_time_features",
     "host_shard_paths",
     "journey_batches",
     "load_journey_npz",

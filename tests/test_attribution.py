@@ -41,34 +41,6 @@ def prob_of(model):
     return lambda b, keep: np.asarray(f(state, b, jnp.asarray(keep)), np.float64)
 
 
-def _masked_prob(model, b, touch_mask):
-    """The model on the batch with ``touch_mask`` replaced: no ``keep`` argument involved."""
-    return np.asarray(jax.nn.sigmoid(model(b._replace(touch_mask=jnp.asarray(touch_mask)))))
-
-
-def test_keep_false_is_a_touch_removed_from_the_mask(model, batch):
-    """Deleting by ``keep`` removes a touch exactly as a journey without it would.
-
-    The attention encoder counts positions on the observed journey, so only deleting
-    the earliest touch (or every touch) leaves the other positions unchanged; the GRU
-    has no positions and every deletion must match.
-    """
-    mask = np.asarray(batch.touch_mask)
-    first = mask & (np.arange(MODEL.max_len)[None, :] != 0)
-    for keep in (first, np.zeros_like(mask)):
-        via_keep = np.asarray(jax.nn.sigmoid(model(batch, jnp.asarray(keep))))
-        np.testing.assert_allclose(via_keep, _masked_prob(model, batch, keep), rtol=1e-6)
-    gru = am.ALMMTA(tiny_model(encoder="gru"), rngs=nnx.Rngs(11))
-    out = am.attribute(gru, batch)
-    full = _masked_prob(gru, batch, mask)
-    np.testing.assert_allclose(out.prob, full, rtol=1e-5)
-    for j in range(MODEL.max_len):
-        without_j = mask & (np.arange(MODEL.max_len)[None, :] != j)
-        ref = np.where(mask[:, j], full - _masked_prob(gru, batch, without_j), 0.0)
-        np.testing.assert_allclose(out.uplift[:, j], ref, rtol=1e-4, atol=1e-6)
-    assert np.all(np.abs(np.asarray(out.uplift)[mask]) > 0)
-
-
 def test_deletion_matches_per_touch_loop(model, batch, prob_of):
     out = am.attribute(model, batch)
     mask = np.asarray(batch.touch_mask)

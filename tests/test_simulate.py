@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import integrate, special
 
 from almmta_jax._src.data import time_features, validate_journeys
+from almmta_jax._src.deletion import deleted_time_features
 from almmta_jax._src.frontdoor_oracle import (
     fd_fitted_nuisances,
     fd_oracle_nuisances,
@@ -374,13 +375,13 @@ def test_sim_to_batch(sim):
 
 
 def test_deletion_time_features_against_a_journey_generated_without_the_touch(sim):
-    """Deleting touch j keeps the other touches' features as observed (docs/almmta.md, *CDP simulator*).
+    """A model's deletion of touch j sees the journey generated without it (docs/almmta.md, *Deleted journeys*).
 
-    A journey generated without touch j has the other touches at the same times, so
-    the same hours to the window end, which is all the outcome and the deletion
-    truths read; but its touch j + 1 has the gap back to touch j - 1 and its touches
-    before j sit one position closer to the end. Models delete by ``keep`` and keep
-    the observed features: this pins where the two agree and where they differ.
+    A journey generated without touch j has the other touches at the same times,
+    so the same hours to the window end, which is all the outcome and the
+    deletion truths read; its touch j + 1 has the gap back to touch j - 1 and
+    its touches before j sit one position closer to the end. The features a
+    model's ``keep`` deletion reads (``deleted_time_features``) must be exactly those.
     """
     b = sim_to_batch(sim, "test")
     L = UNIT.max_len
@@ -388,29 +389,24 @@ def test_deletion_time_features_against_a_journey_generated_without_the_touch(si
         u, n_u = b.user_id[i], int(b.touch_mask[i].sum())
         seconds = -24.0 * 3600.0 * sim.dt[u].astype(np.float64)
         for j in {0, n_u // 2, n_u - 1}:
-            kept = np.flatnonzero(b.touch_mask[i] & (np.arange(L) != j))
+            keep = b.touch_mask[i] & (np.arange(L) != j)
+            kept = np.flatnonzero(keep)
             # The journey generated without j: the kept touches, packed, at their times.
             short = np.zeros(L)
             short[: kept.size] = seconds[kept]
             regenerated = time_features(
                 short[None], (np.arange(L) < kept.size)[None], end_time=np.zeros(1)
             )[0, : kept.size]
-            observed = b.tfeat[i, kept]
-            np.testing.assert_array_equal(regenerated[:, 0], observed[:, 0])
-            before, after = kept < j, kept > j
-            np.testing.assert_allclose(regenerated[before, 2], observed[before, 2] - 1.0 / L)
-            np.testing.assert_array_equal(regenerated[after, 2], observed[after, 2])
-            same_gap = np.ones(kept.size, bool)
-            if 0 < j < n_u - 1:  # the successor's gap, back to touch j - 1
+            deleted = np.asarray(
+                deleted_time_features(b.tfeat[i : i + 1], b.touch_mask[i : i + 1], keep[None])
+            )[0, kept]
+            np.testing.assert_array_equal(deleted[:, 0], regenerated[:, 0])
+            np.testing.assert_allclose(deleted, regenerated, rtol=1e-5, atol=1e-6)
+            if 0 < j < n_u - 1:  # the successor's gap spans back to touch j - 1
                 k = int(np.flatnonzero(kept == j + 1)[0])
-                same_gap[k] = False
                 hours = 24.0 * (sim.dt[u, j - 1].astype(np.float64) - sim.dt[u, j + 1])
-                np.testing.assert_allclose(regenerated[k, 1], np.log1p(hours), rtol=1e-5)
-                assert regenerated[k, 1] >= observed[k, 1]
-            elif j == 0 and kept.size:  # the new first touch has no gap
-                same_gap[0] = False
-                assert regenerated[0, 1] == 0.0 and observed[0, 1] >= 0.0
-            np.testing.assert_allclose(regenerated[same_gap, 1], observed[same_gap, 1], rtol=1e-6)
+                np.testing.assert_allclose(deleted[k, 1], np.log1p(hours), rtol=1e-5)
+                assert deleted[k, 1] > b.tfeat[i, j + 1, 1]
         # The truth's side: the deletion removes touch j's r alone (r reads only dt).
         j = n_u // 2
         tm = UNIT.theta_M

@@ -33,6 +33,7 @@ from flax import nnx
 from almmta_jax._src import losses
 from almmta_jax._src.adversary import gradient_reversal
 from almmta_jax._src.data import JourneyBatch
+from almmta_jax._src.deletion import deleted_time_features
 from almmta_jax._src.fields import check_model_ids
 from almmta_jax._src.fitting import fit_full_batch
 from almmta_jax._src.networks import TouchEmbedding
@@ -126,7 +127,12 @@ def _check_batch(batch: JourneyBatch, config: BaselineConfig) -> None:
 
 
 def _keep(batch: JourneyBatch, keep):
-    return batch.touch_mask if keep is None else jnp.logical_and(batch.touch_mask, keep)
+    """``(batch, kept mask)``; with a ``keep``, the batch's time features are those of the
+    journeys as logged without the deleted touches (docs/almmta.md, *Deleted journeys*)."""
+    if keep is None:
+        return batch, batch.touch_mask
+    k = jnp.logical_and(batch.touch_mask, keep)
+    return batch._replace(tfeat=deleted_time_features(batch.tfeat, batch.touch_mask, k)), k
 
 
 def recency(batch: JourneyBatch, decay_hours: float) -> jax.Array:
@@ -195,7 +201,8 @@ class LogisticMTA(nnx.Module):
     def features(self, batch: JourneyBatch, keep=None) -> jax.Array:
         """``[B, d_x + 2K]`` features of the kept touches."""
         c = self.config
-        k = _keep(batch, keep).astype(jnp.float32)
+        batch, k = _keep(batch, keep)
+        k = k.astype(jnp.float32)
         one_hot = jax.nn.one_hot(batch.touch_ids[..., c.channel_field], c.num_channels)
         counts = jnp.einsum("bl,blk->bk", k, one_hot)
         rec = jnp.einsum("bl,blk->bk", k * recency(batch, c.decay_hours), one_hot)
@@ -239,7 +246,7 @@ class DNAMTA(nnx.Module):
 
     def __call__(self, batch: JourneyBatch, keep=None, *, dropout_key=None) -> jax.Array:
         del dropout_key
-        k = _keep(batch, keep)
+        batch, k = _keep(batch, keep)
         hs = _masked_lstm(
             self.cell, self.embed(batch.touch_ids, batch.tfeat), k, self.config.hidden
         )
@@ -296,7 +303,7 @@ class CausalMTAPredictor(nnx.Module):
 
     def __call__(self, batch: JourneyBatch, keep=None, *, dropout_key=None) -> jax.Array:
         del dropout_key
-        k = _keep(batch, keep)
+        batch, k = _keep(batch, keep)
         hf, hs = self._states(batch, k)
         # The carried-through forward state at the last position is the last kept state.
         q = self.query(hf[:, -1, :])
@@ -349,7 +356,8 @@ class ProxyDirect(nnx.Module):
 
     def __call__(self, batch: JourneyBatch, keep=None, *, dropout_key=None) -> jax.Array:
         del dropout_key
-        k = _keep(batch, keep).astype(jnp.float32)
+        batch, k = _keep(batch, keep)
+        k = k.astype(jnp.float32)
         e = self.embed(batch.touch_ids, batch.tfeat)
         scale = 1.0 / np.sqrt(self.config.max_len)
         a = jax.nn.sigmoid(self.gate(e))

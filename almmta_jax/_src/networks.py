@@ -31,6 +31,7 @@ import numpy as np
 from flax import nnx
 
 from almmta_jax._src.data import JourneyBatch
+from almmta_jax._src.deletion import deleted_time_features
 from drgrad_jax import loop
 from drgrad_jax.models import MLP
 
@@ -277,10 +278,10 @@ class TransformerEncoder(nnx.Module):
         )
         self.final_norm = nnx.LayerNorm(d, rngs=rngs)
 
-    def __call__(self, e, s, touch_mask, keep, dropout_key=None):
+    def __call__(self, e, s, keep, dropout_key=None):
         b, l, _ = e.shape
-        # Position from the end of the journey as observed (deletions keep identities).
-        from_end = jnp.cumsum(touch_mask[:, ::-1].astype(jnp.int32), axis=1)[:, ::-1] - 1
+        # Position from the end among the kept touches (docs/almmta.md, *Deleted journeys*).
+        from_end = jnp.cumsum(keep[:, ::-1].astype(jnp.int32), axis=1)[:, ::-1] - 1
         pos = jnp.concatenate(
             [
                 jnp.zeros((b, 1), jnp.int32),
@@ -305,8 +306,7 @@ class GRUEncoder(nnx.Module):
         self.rate = config.dropout
         self.cell = nnx.GRUCell(config.d_model, config.d_model, rngs=rngs)
 
-    def __call__(self, e, s, touch_mask, keep, dropout_key=None):
-        del touch_mask
+    def __call__(self, e, s, keep, dropout_key=None):
         e = dropout(e, self.rate, dropout_key)
 
         def body(h, inputs):
@@ -405,9 +405,10 @@ class ALMMTA(nnx.Module):
         Args:
           batch: a ``JourneyBatch`` (only x, user_id, touch_ids, tfeat, touch_mask
             are read).
-          keep: optional ``[B, L]`` bool; touches with ``keep=False`` are deleted
-            (removed from attention and from the pooled sums). Positions are still
-            counted from the observed journey's end.
+          keep: optional ``[B, L]`` bool; touches with ``keep=False`` are deleted:
+            removed from attention and from the pooled sums, with the positions and
+            time features of the journey as logged without them
+            (``deleted_time_features``; docs/almmta.md, *Deleted journeys*).
           dropout_key: a PRNG key for training-mode dropout, or ``None``.
 
         Returns:
@@ -415,13 +416,18 @@ class ALMMTA(nnx.Module):
         """
         check_batch(batch, self.config)
         mask = batch.touch_mask
-        keep = mask if keep is None else jnp.logical_and(mask, keep)
-        e = self.touch_embed(batch.touch_ids, batch.tfeat)
+        tfeat = batch.tfeat
+        if keep is None:
+            keep = mask
+        else:  # the journey as logged without the deleted touches
+            keep = jnp.logical_and(mask, keep)
+            tfeat = deleted_time_features(tfeat, mask, keep)
+        e = self.touch_embed(batch.touch_ids, tfeat)
         s = self.user_encoder(batch.x, batch.user_id)
-        h = self.encoder(e, s, mask, keep, _fold(dropout_key, 0))
+        h = self.encoder(e, s, keep, _fold(dropout_key, 0))
         post = self.config.post_outcome_fields
         if post:  # post-outcome logs feed the mediator branch only
-            e = self.touch_embed(batch.touch_ids, batch.tfeat, exclude=post)
+            e = self.touch_embed(batch.touch_ids, tfeat, exclude=post)
         h = dropout(h, self.config.dropout, _fold(dropout_key, 1))
         mediators = self.mediator_mlp(h)
         s_rep = jnp.broadcast_to(s[:, None, :], h.shape)
