@@ -141,6 +141,7 @@ def run_study(sizes=STUDY, seeds=range(5), methods=METHODS, json_path=None) -> d
                 _common.write_json(f"{json_path}.partial", {"per_seed": per_seed})
     return {
         "sizes": dataclasses.asdict(sizes),
+        "journey_lengths": sim_bench.journey_lengths(base),
         "seeds": len(list(seeds)),
         "leak": LEAK,
         "worlds": {label: sim_bench.aggregate(rs) for label, rs in per_seed.items()},
@@ -162,7 +163,7 @@ def markdown(payload: dict) -> str:
         "(`python -m benchmarks.almmta_simulator --study leak`)",
         "",
         f"Size: {payload['sizes']} (`--quick` with 3,000 users instead of 4,000 and batches "
-        "of 128 instead of 256), "
+        f"of 128 instead of 256); {sim_bench.journeys_phrase(payload)}; "
         f"{n} seeds per world, {payload['wall_seconds'] / 60:.1f} min wall on the shared 2-core "
         f"machine. Worlds: outcome_leak ∈ {{0, {payload['leak']}}} × confounder alignment "
         "rho ∈ {1, 0}. Every world's batches carry the leak column (all 0 without the leak); "

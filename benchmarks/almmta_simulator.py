@@ -739,7 +739,7 @@ def markdown(payload: dict, figures: tuple[str, ...] = ()) -> str:
         "## ALM-MTA on the CDP simulator (`python -m benchmarks.almmta_simulator`)",
         "",
         f"Mode: {payload['mode']} ({payload['wall_seconds'] / 60:.1f} min wall on the shared "
-        f"2-core machine{_invocations(payload)}); world: {_sizes(payload)}. Mean ± std over {n} seeds (seed s: its "
+        f"2-core machine{_invocations(payload)}); world: {_sizes(payload)}; {journeys_phrase(payload)}. Mean ± std over {n} seeds (seed s: its "
         "own simulated world and training key). Grouped AUUC is the oracle-normalized score of "
         "docs/almmta.md, *Grouped AUUC protocol* (random 0.5, oracle 1; not causalml's); *RCT* recomputes it on the "
         "randomized arm (same observational buckets, difference in means; *exact*: outcome "
@@ -1020,8 +1020,35 @@ def _all_bucket_gains(worlds: dict) -> dict:
     return {w: g for w, res in worlds.items() if (g := bucket_gains(res)) is not None}
 
 
+# Every benchmark world draws journey lengths uniformly from 2..L, so the journey a single
+# deletion leaves (1..L-1 touches) is one training holds (docs/almmta.md, *Deleted journeys*).
+JOURNEY_LENGTHS = dict(variable_length=True, min_len=2)
+
+
+def journey_lengths(cfg: SimConfig) -> str:
+    """The journey lengths of a world, as its benchmark payloads record them."""
+    return f"{cfg.min_len}..{cfg.max_len}" if cfg.variable_length else f"{cfg.max_len}"
+
+
+def journeys_phrase(payload: dict) -> str:
+    """What a results header says about journey lengths and deletions (old payloads included)."""
+    lengths = payload.get("journey_lengths")
+    if lengths is None:
+        return (
+            "every journey has L touches and a deletion kept the other touches' observed time "
+            "features (a run from before docs/almmta.md, *Deleted journeys*)"
+        )
+    return (
+        f"journey lengths uniform on {lengths}; a deletion is the journey logged without the "
+        "touch (docs/almmta.md, *Deleted journeys*)"
+    )
+
+
 def base_config(sizes) -> SimConfig:
-    """The default world at a benchmark size (half as many RCT users as observational ones)."""
+    """The default world at a benchmark size (half as many RCT users as observational ones).
+
+    Journey lengths are uniform on 2..L (``JOURNEY_LENGTHS``).
+    """
     return SimConfig.preset(
         "default",
         n_users=sizes.n_users,
@@ -1029,6 +1056,7 @@ def base_config(sizes) -> SimConfig:
         n_clusters=sizes.n_clusters,
         max_len=sizes.max_len,
         n_rct=sizes.n_users // 2,
+        **JOURNEY_LENGTHS,
     )
 
 
@@ -1105,6 +1133,7 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {
         "mode": mode,
         "sizes": dataclasses.asdict(sizes),
+        "journey_lengths": journey_lengths(base_config(sizes)),
         "seeds": len(seeds),
         "worlds": worlds,
         "results": worlds["default"],

@@ -84,6 +84,7 @@ from flax import nnx
 
 import almmta_jax as am
 from benchmarks import _common
+from benchmarks import almmta_simulator as sim_bench
 from drgrad_jax import loop
 
 RESULTS_MD = pathlib.Path(__file__).parent / "RESULTS.md"
@@ -152,7 +153,8 @@ def _score(est, truth, mask):
 def prepare(quick: bool, seed: int = 0, **sim_overrides):
     """Simulated world, IPW from a fitted propensity, and the train/val/test batches."""
     n_users = 6_000 if quick else 20_000
-    sim_cfg = am.simulate.SimConfig.preset("default", n_users=n_users, n_rct=200, **sim_overrides)
+    world = {**sim_bench.JOURNEY_LENGTHS, **sim_overrides}
+    sim_cfg = am.simulate.SimConfig.preset("default", n_users=n_users, n_rct=200, **world)
     sim = am.simulate.simulate_cdp(sim_cfg, seed=seed)
     train_rows = sim.split == 0
     k = sim_cfg.n_clusters
@@ -412,7 +414,7 @@ def results_section(payload: dict) -> str:
         "",
         f"Mode: {'quick' if payload['quick'] else 'full'}{' + study sweep' if payload['study'] else ''}; "
         f"{payload['train_journeys']} training journeys of one simulated world (seed "
-        f"{payload['seed']}), {payload['epochs']} epochs, batch {payload['batch_size']}, "
+        f"{payload['seed']}; {sim_bench.journeys_phrase(payload)}), {payload['epochs']} epochs, batch {payload['batch_size']}, "
         f"model d={payload['d_model']} with {payload['num_layers']} layer(s); "
         f"mean ± std over {payload['seeds']} training seeds. Spearman is per journey against "
         f"`delta_x` on {payload.get('scored_journeys', 600)} test journeys, averaged; *pooled* "
@@ -584,6 +586,7 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_size": batch,
         "pool_size": pool_size,
         "train_journeys": int(train.y.shape[0]),
+        "journey_lengths": sim_bench.journey_lengths(sim_cfg),
         "scored_journeys": n_score,
         "d_model": mc.d_model,
         "num_layers": mc.num_layers,
