@@ -249,3 +249,29 @@ def test_criteo_benchmark_falls_back_without_data(tmp_path, capsys):
 
     out = almmta_criteo.main(["--quick", "--data", str(tmp_path), "--no-results"])
     assert out["results"] == {} and "absent" in capsys.readouterr().out
+
+
+def test_criteo_user_table_scaling_touches_the_user_tables_only():
+    """Full-mode Criteo scales the user-id tables' updates and nothing else (docs/almmta.md, *Criteo training*)."""
+    from almmta_jax import ALMMTA
+    from benchmarks import almmta_criteo
+
+    tx = almmta_criteo._scale_user_table(10.0)
+    alm = ALMMTA(ModelConfig((6, 3), d_x=3, max_len=5, num_users=4, d_model=8), rngs=nnx.Rngs(0))
+    user_cfg = dataclasses.replace(CFG, num_users=4)
+    for model in (alm, bl.DNAMTA(user_cfg, rngs=nnx.Rngs(0))):
+        params = nnx.state(model, nnx.Param)
+        ones = jax.tree.map(jnp.ones_like, params)
+        out, _ = tx.update(ones, tx.init(params), params)
+        scaled = [
+            jax.tree_util.keystr(path)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(out)
+            if float(jnp.max(leaf)) == 10.0
+        ]
+        assert len(scaled) == 1 and scaled[0].endswith("['embedding'].value"), scaled
+        assert "user" in scaled[0]
+        n_leaves = len(jax.tree_util.tree_leaves(out))
+        assert (
+            sum(float(jnp.max(leaf)) == 1.0 for leaf in jax.tree_util.tree_leaves(out))
+            == n_leaves - 1
+        )
