@@ -218,6 +218,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"({time.perf_counter() - start:.1f}s)",
         flush=True,
     )
+    if args.quick:
+        print(
+            "[criteo] quick mode checks the pipeline end to end; it is not a comparison: "
+            f"{train.y.shape[0]} journeys for {sizes.alm_epochs} epochs leave every method far "
+            "below its full-mode AUC (benchmarks/RESULTS.md; docs/almmta.md, *Criteo training*).",
+            flush=True,
+        )
     camp = jnp.asarray(train.touch_ids[..., 0])
     tmask = jnp.asarray(train.touch_mask)
     prop = fit_propensity(jnp.asarray(h_train), camp, tmask, k, key=key)
