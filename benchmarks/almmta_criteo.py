@@ -396,7 +396,7 @@ def markdown(payload: dict) -> str:
         "only (the shipped train split has no cat1..cat9 or cost), so numbers are **not strictly "
         "comparable** with the published ones. The proxy is the documented recency/last-touch "
         "surrogate; `proxy_direct` reads it at test time (leaky). CPA = 1000 * spent / "
-        "conversions (lower is better).",
+        "conversions (lower is better). " + _training_sentence(payload["sizes"]),
         "",
         "| method | AUC | AUC, users converted in train | log-loss | avg grouped AUUC "
         "(buckets scored) | CPA at 1/16 budget |",
@@ -410,6 +410,17 @@ def markdown(payload: dict) -> str:
             f"{_fmt(r['cpa'][-1], 2)} |"
         )
     lines += ["", reading(results), ""]
+    traces = [
+        f"{name} {', '.join(f'{a:.3f}' for a in r['epoch_eval_auc'])}"
+        for name, r in results.items()
+        if r.get("epoch_eval_auc")
+    ]
+    if traces:
+        lines += [
+            "*Convergence:* held-out AUC after each epoch on a random 4,096 test journeys (a "
+            "trace; nothing is selected on it): " + "; ".join(traces) + ".",
+            "",
+        ]
     lines += _reference_lines(payload.get("references", {}))
     lines += [
         "<details><summary>Every column (user gAUC, CPA at every budget, published numbers)"
@@ -431,6 +442,24 @@ def markdown(payload: dict) -> str:
         )
     lines += ["", "</details>", ""]
     return "\n".join(lines)
+
+
+def _training_sentence(sizes: dict) -> str:
+    """How the methods were trained, from a payload's sizes (older payloads lack the scale)."""
+    if "alm_epochs" not in sizes:
+        return ""
+    scale = sizes.get("user_lr_scale", 1.0)
+    journeys = sizes.get("train_journeys") or "all 164,647"
+    table = (
+        f"the user-id tables at {scale:g}x that rate (docs/almmta.md, *Criteo training*)"
+        if scale != 1.0
+        else "the user-id tables at the same rate"
+    )
+    return (
+        f"Training: {journeys} train journeys, ALM-MTA {sizes['alm_epochs']} epochs and the "
+        f"baselines {sizes['baseline_epochs']}, AdamW at peak learning rate 1e-3 (LR 1e-2), "
+        f"{table}."
+    )
 
 
 def _seen_auc(r: dict) -> float:

@@ -260,6 +260,15 @@ def test_criteo_table_is_narrow_with_a_reading_and_every_column_below(tmp_path):
     assert "user_converted_in_train" not in md.read_text()
     details = text.split("<details>")[1]
     assert "| alm_mta | 0.6000 | 25.00 | 21.00 | 18.00 | 14.90 | 0.9729 / – | – |" in details
+    # A full run says how it trained and shows ALM-MTA's per-epoch trace.
+    results["alm_mta"]["epoch_eval_auc"] = [0.85, 0.83, 0.964]
+    sizes = {"train_journeys": None, "alm_epochs": 3, "baseline_epochs": 3, "user_lr_scale": 10.0}
+    path.write_text(json.dumps(dict(payload, sizes=sizes, results=results)))
+    almmta_criteo.main(["--render", str(path), "--results", str(md)])
+    text = md.read_text()
+    assert "Training: all 164,647 train journeys, ALM-MTA 3 epochs and the baselines 3" in text
+    assert "the user-id tables at 10x that rate" in text
+    assert "nothing is selected on it): alm_mta 0.850, 0.830, 0.964." in text
 
 
 # ----------------------------------------------------------------------------- DRGrad traces
