@@ -155,6 +155,18 @@ def _row_order(name: str) -> int:
     return order.index(name) if name in order else len(order)
 
 
+def _in_study_order(by_world: dict) -> list:
+    """``(world, value)`` pairs in the study's order (rho = 1 first, no leak before leak).
+
+    A JSON round trip sorts the keys; the tables keep the order of ``study_worlds``.
+    """
+
+    def key(label: str):
+        return (-float(label.split("rho=")[1]), label.startswith("leak"))
+
+    return [(w, by_world[w]) for w in sorted(by_world, key=key)]
+
+
 def markdown(payload: dict) -> str:
     """The RESULTS.md section of a study payload: per-world tables and the paired tests."""
     n = payload["seeds"]
@@ -175,7 +187,7 @@ def markdown(payload: dict) -> str:
         "drops (docs/almmta.md, *Confounded ceiling*). Mean ± std over seeds.",
         "",
     ]
-    for world, res in payload["worlds"].items():
+    for world, res in _in_study_order(payload["worlds"]):
         lines += [f"### World `{world}`", ""]
         lines += [
             "| method | " + " | ".join(c[0] for c in COLUMNS) + " |",
@@ -191,7 +203,7 @@ def markdown(payload: dict) -> str:
         "| world | ALM-MTA row | vs | metric | diff [95% CI] | paired t p | ALM-MTA higher in |",
         "|---|---|---|---|---|---|---|",
     ]
-    for world, tests in payload["paired"].items():
+    for world, tests in _in_study_order(payload["paired"]):
         for t in tests:
             lines.append(
                 f"| {world} | {t['a']} | {t['b']} | {t['metric']} | {sim_bench._ci(t)} | "
