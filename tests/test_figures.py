@@ -269,6 +269,11 @@ def test_criteo_table_is_narrow_with_a_reading_and_every_column_below(tmp_path):
     assert "Training: all 164,647 train journeys, ALM-MTA 3 epochs and the baselines 3" in text
     assert "the user-id tables at 10x that rate" in text
     assert "nothing is selected on it): alm_mta 0.850, 0.830, 0.964." in text
+    # The leaky proxy-direct row is never read as the best predictor.
+    leaky = dict(results, proxy_direct=dict(results["dml"], auc=1.0))
+    line = almmta_criteo.reading(leaky)
+    assert line.startswith("*Reading:* dml predicts conversions best (AUC 0.8500) (proxy_direct,")
+    assert "scores 1.0000: the leak, not a prediction" in line
 
 
 # ----------------------------------------------------------------------------- DRGrad traces
