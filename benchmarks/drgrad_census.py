@@ -176,7 +176,7 @@ def all_methods(d: data.MultiTaskData, sizes: dict) -> list[Method]:
         )
     )  # fmt: skip
     released = functools.partial(models.census_released, v, nd, 2)
-    tower_drgrad = lambda **kw: lambda m: drgrad_jax.drgrad(m.drgrad_towers(), **kw)
+    tower_drgrad = lambda **kw: lambda m: drgrad_jax.drgrad(m.drgrad_towers("params"), **kw)
     zoo = {
         "PCGrad": lambda m: drgrad_jax.pcgrad(),
         "CAGrad": lambda m: drgrad_jax.cagrad(),

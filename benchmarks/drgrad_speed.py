@@ -71,7 +71,7 @@ def build(batch: int, seed: int = 0):
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y), axis=0)
 
     adam = optax.adam(1e-3)
-    tx_params = optax.chain(drgrad_jax.drgrad(model.drgrad_towers()), adam)
+    tx_params = optax.chain(drgrad_jax.drgrad(model.drgrad_towers("params")), adam)
     tx_rep = drgrad_jax.drgrad(model.drgrad_towers("activations"), space="activations", num_tasks=2)
 
     @jax.jit

@@ -409,7 +409,7 @@ def methods(
     mmoe = functools.partial(
         models.MMoE, d.vocab_sizes, d.num_dense, 2, **{**common, "expert_hidden": (split_width,)}
     )
-    tx = lambda **kw: lambda m: drgrad_jax.drgrad(m.drgrad_towers(), **kw)
+    tx = lambda **kw: lambda m: drgrad_jax.drgrad(m.drgrad_towers("params"), **kw)
     act = lambda m: drgrad_jax.drgrad(
         m.drgrad_towers("activations"), space="activations", num_tasks=2
     )

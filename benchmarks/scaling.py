@@ -114,7 +114,7 @@ def _drgrad_setup(batch: int, method: str = "drgrad"):
     model = functools.partial(
         models.SplitMMoE, synth.vocab_sizes, synth.num_dense, 2, num_experts=4, expert_hidden=(32,)
     )
-    towers = model(rngs=nnx.Rngs(0)).drgrad_towers()
+    towers = model(rngs=nnx.Rngs(0)).drgrad_towers("params")
     tx = {
         "drgrad": lambda: drgrad_jax.drgrad(towers, num_tasks=2),
         "pcgrad": lambda: drgrad_jax.pcgrad(seed=0),

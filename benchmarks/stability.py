@@ -74,7 +74,7 @@ def drgrad_run(steps: int, chunk: int, param_limit: float, seed: int = 0) -> dic
     model = functools.partial(
         models.SplitMMoE, d.vocab_sizes, d.num_dense, 2, num_experts=4, expert_hidden=(16,)
     )
-    towers = model(rngs=nnx.Rngs(0)).drgrad_towers()
+    towers = model(rngs=nnx.Rngs(0)).drgrad_towers("params")
     epochs = math.ceil(steps / (d.train.num_examples // batch))
     config = drgrad_jax.TrainConfig(
         model,

@@ -29,6 +29,7 @@ from drgrad_jax._src.transform import DRGradState
 from drgrad_jax._src.transform import drgrad
 from drgrad_jax._src.transform import find_drgrad_state
 from drgrad_jax._src.transform import mixing_weights
+from drgrad_jax._src.transform import transform_space
 
 # --- the multi-task gradient method zoo ----------------------------------------
 from drgrad_jax._src.aligned_mtl import AlignedMTLState
@@ -225,6 +226,7 @@ __all__ = [
     "drgrad_released",
     "find_drgrad_state",
     "mixing_weights",
+    "transform_space",
     "released_code_route",
     "route",
     "SHARED",

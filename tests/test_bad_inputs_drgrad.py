@@ -58,7 +58,7 @@ def _config(d, **kw):
     model = functools.partial(
         _NaNGradModel, d.vocab_sizes, d.num_dense, 2, num_experts=2, expert_hidden=(8,)
     )
-    tx = drgrad_jax.drgrad(model(rngs=nnx.Rngs(0)).drgrad_towers(), num_tasks=2)
+    tx = drgrad_jax.drgrad(model(rngs=nnx.Rngs(0)).drgrad_towers("params"), num_tasks=2)
     return drgrad_jax.TrainConfig(model, optax.adam(1e-2), tx, batch_size=32, num_epochs=2, **kw)
 
 
@@ -159,8 +159,10 @@ def test_zero_task_gradient_gives_a_finite_update(synth, method, zero):
     )
     params = nnx.to_pure_dict(nnx.state(model))
     tx = {
-        "drgrad": lambda: drgrad_jax.drgrad(model.drgrad_towers(), num_tasks=2),
-        "drgrad_ema": lambda: drgrad_jax.drgrad(model.drgrad_towers(), num_tasks=2, updater="ema"),
+        "drgrad": lambda: drgrad_jax.drgrad(model.drgrad_towers("params"), num_tasks=2),
+        "drgrad_ema": lambda: drgrad_jax.drgrad(
+            model.drgrad_towers("params"), num_tasks=2, updater="ema"
+        ),
         "pcgrad": lambda: drgrad_jax.pcgrad(seed=0),
     }[method]()
     rng = np.random.default_rng(len(zero))

@@ -160,7 +160,7 @@ def test_an_injected_bad_temperature_is_skipped_by_the_trainers_guard():
     construction; each step's update is NaN, so the guard skips and counts it."""
     d = data.drgrad_synthetic("conflict", 32, 16, 16, dim=4, num_sines=0, seed=2)
     model = functools.partial(models.SplitMMoE, d.vocab_sizes, d.num_dense, 2, num_experts=2)
-    towers = model(rngs=nnx.Rngs(0)).drgrad_towers()
+    towers = model(rngs=nnx.Rngs(0)).drgrad_towers("params")
     inject = optax.inject_hyperparams(dj.drgrad, static_args=("towers", "num_tasks"))
     for temperature, skipped in ((1.0, 0), (-1.0, 2)):
         tx = inject(towers=towers, num_tasks=2, temperature=temperature)

@@ -63,15 +63,25 @@ NO_AUX = "routes between a primary task and at least one auxiliary task"
 @pytest.mark.parametrize(
     "towers,kwargs",
     [
-        ({"dedicated": "t1a", "shared": "t1b"}, {}),
-        ({"dedicated": "t1a", "shared": "t1b"}, {"num_tasks": 1}),
-        ({"dedicated": "t1a", "shared": "t1b"}, {"num_tasks": 2, "pairing": "as_printed"}),
+        ({"dedicated": "t1a", "shared": "t1b"}, {"space": "params"}),
+        ({"dedicated": "t1a", "shared": "t1b"}, {"space": "params", "num_tasks": 1}),
+        (
+            {"dedicated": "t1a", "shared": "t1b"},
+            {"space": "params", "num_tasks": 2, "pairing": "as_printed"},
+        ),
+        ({"dedicated": "v1", "shared": "vs"}, {"num_tasks": 1}),
         ({"dedicated": "v1", "shared": "vs"}, {"space": "activations", "num_tasks": 1}),
     ],
 )
 def test_drgrad_without_an_auxiliary_task_is_refused_at_construction(towers, kwargs):
     with pytest.raises(ValueError, match=NO_AUX):
         drgrad(towers, **kwargs)
+
+
+def test_towers_without_aux_roles_are_representations_and_need_num_tasks():
+    """``space=None`` reads the space from the towers (docs/drgrad.md, *Ablations*)."""
+    with pytest.raises(ValueError, match=r"no 'aux:<j>' roles name representations.*num_tasks"):
+        drgrad({"dedicated": "v1", "shared": "vs"})
 
 
 def test_drgrad_aux_role_beyond_declared_num_tasks_is_refused_at_construction():

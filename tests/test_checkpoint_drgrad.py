@@ -32,7 +32,7 @@ def _model(d, hidden=(8,)):
 def _config(d, method="drgrad", hidden=(8,)):
     model = _model(d, hidden)
     if method == "drgrad":
-        tx = drgrad_jax.drgrad(model(rngs=nnx.Rngs(0)).drgrad_towers(), num_tasks=2)
+        tx = drgrad_jax.drgrad(model(rngs=nnx.Rngs(0)).drgrad_towers("params"), num_tasks=2)
     else:
         tx = drgrad_jax.pcgrad(seed=0)
     return drgrad_jax.TrainConfig(model, optax.adam(1e-2), tx, batch_size=32, num_epochs=3)
@@ -145,7 +145,10 @@ CHANGED = {
         "None, here [1.0, 2.0]",
     ),
     "space": (
-        lambda d: dataclasses.replace(_config(d), space="activations"),
+        lambda d: dataclasses.replace(
+            _config(d),
+            mtl_transform=drgrad_jax.drgrad({"dedicated": "v1", "shared": "vs"}, num_tasks=2),
+        ),
         "'params', here 'activations'",
     ),
     "shared_grads": (

@@ -203,7 +203,7 @@ def test_split_mmoe_towers_identical_and_found_by_drgrad_paths():
     shapes = lambda t: [x.shape for x in jax.tree.leaves(t)]
     assert shapes(params["tower_dedicated"]) == shapes(params["tower_shared"])
     assert shapes(params["tower_dedicated"]) == shapes(params["aux_towers"]["2"])
-    towers = model.drgrad_towers()
+    towers = model.drgrad_towers("params")
     assert towers == {
         "dedicated": "tower_dedicated",
         "shared": "tower_shared",

@@ -104,7 +104,7 @@ def _config(d, method):
     model = functools.partial(
         _Inspecting, d.vocab_sizes, d.num_dense, 2, num_experts=2, expert_hidden=(8,)
     )
-    towers = model(rngs=nnx.Rngs(0)).drgrad_towers()
+    towers = model(rngs=nnx.Rngs(0)).drgrad_towers("params")
     tx = {
         "drgrad": drgrad_jax.drgrad(towers, num_tasks=2),
         "pcgrad": drgrad_jax.pcgrad(seed=0),

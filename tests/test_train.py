@@ -203,7 +203,7 @@ def test_drgrad_split_mmoe_reads_mu_and_learns(personalized, capsys):
     d = personalized
     m = models.SplitMMoE(d.vocab_sizes, d.num_dense, 2, num_experts=2, rngs=nnx.Rngs(0))
     model = functools.partial(models.SplitMMoE, d.vocab_sizes, d.num_dense, 2, num_experts=2)
-    tx = drgrad_jax.drgrad(m.drgrad_towers(), updater="ema", num_tasks=2)
+    tx = drgrad_jax.drgrad(m.drgrad_towers("params"), updater="ema", num_tasks=2)
     config = drgrad_jax.TrainConfig(
         model, optax.adam(1e-2), tx, batch_size=64, num_epochs=2, log_every=1, name="drgrad"
     )
@@ -247,3 +247,40 @@ def test_bad_configs(synth):
         drgrad_jax.make_train(drgrad_jax.TrainConfig(model, shared_grads="sum"), synth)
     with pytest.raises(dataclasses.FrozenInstanceError):
         drgrad_jax.TrainConfig(model).batch_size = 3
+
+
+def test_drgrad_routes_in_activation_space_by_default_and_make_train_follows():
+    """The default towers are v1 / v_s; TrainConfig.space=None takes the transform's space
+    (docs/drgrad.md, *Ablations*), and the run equals the explicit activation-space run."""
+    d = data.conflict_world(128, 32, 32, dim=4, seed=0)
+    split = functools.partial(
+        models.SplitMMoE, d.vocab_sizes, d.num_dense, 2, num_experts=2, expert_hidden=(4,),
+        tower=(4,),
+    )  # fmt: skip
+    model = split(rngs=nnx.Rngs(0))
+    assert model.drgrad_towers() == {"dedicated": "v1", "shared": "vs"}
+    tx = drgrad_jax.drgrad(model.drgrad_towers(), num_tasks=2)
+    assert drgrad_jax.transform_space(tx) == "activations"
+    assert drgrad_jax.transform_space(drgrad_jax.drgrad(model.drgrad_towers("params"))) == "params"
+    released = drgrad_jax.drgrad_released({"head:0": "a", "head:1": "b"})
+    assert drgrad_jax.transform_space(released) == "params"
+    assert drgrad_jax.transform_space(drgrad_jax.pcgrad()) is None
+    base = drgrad_jax.TrainConfig(
+        split, optax.adam(1e-2), mtl_transform=tx, batch_size=32, num_epochs=1
+    )
+    trainer = drgrad_jax.make_train(base, d)
+    assert trainer.config.space == "activations"
+    explicit = drgrad_jax.make_train(dataclasses.replace(base, space="activations"), d)
+    key = jax.random.key(3)
+    a, b = jax.jit(trainer)(key), jax.jit(explicit)(key)
+    np.testing.assert_array_equal(np.asarray(a.val_auc), np.asarray(b.val_auc))
+    np.testing.assert_array_equal(np.asarray(a.mu), np.asarray(b.mu))
+    # Other transforms (and none) keep per-task parameter gradients.
+    for other in (None, drgrad_jax.pcgrad()):
+        cfg = dataclasses.replace(base, mtl_transform=other)
+        assert drgrad_jax.make_train(cfg, d).config.space == "params"
+    # A space that contradicts the transform's towers is refused before anything compiles.
+    with pytest.raises(
+        ValueError, match=r"routes in 'activations' space.*drgrad_towers\('params'\)"
+    ):
+        drgrad_jax.make_train(dataclasses.replace(base, space="params"), d)

@@ -470,7 +470,8 @@ class SplitMMoE(nnx.Module):
     Task 0 is the primary task; tasks 1..K-1 are auxiliary. T1', T1'' and the
     auxiliary towers have identical shapes and live at the paths
     ``tower_dedicated``, ``tower_shared`` and ``aux_towers/<j>``, which is what
-    ``drgrad(towers=model.drgrad_towers())`` routes between.
+    ``drgrad(towers=model.drgrad_towers("params"))`` routes between; the
+    default ``drgrad_towers()`` routes at v1 / v_s instead.
 
     Two splits of the forward pass. ``drgrad_trunk`` / ``drgrad_heads`` cut at
     DRGrad's representations ``{"v1", "vs"}`` (``space="activations"`` of
@@ -504,8 +505,8 @@ class SplitMMoE(nnx.Module):
       >>> m = SplitMMoE((), 3, num_tasks=3, rngs=nnx.Rngs(0))
       >>> m(None, jnp.ones((2, 3)), mu=jnp.array([0.7, 0.3])).shape
       (2, 3)
-      >>> m.drgrad_towers()["aux:2"]
-      'aux_towers/2'
+      >>> m.drgrad_towers("params")["aux:2"], m.drgrad_towers()
+      ('aux_towers/2', {'dedicated': 'v1', 'shared': 'vs'})
 
     References:
       Liu, Miao, Xia, "Direct Routing Gradient (DRGrad): A Personalized
@@ -619,8 +620,14 @@ class SplitMMoE(nnx.Module):
             return int(path[1])
         return SHARED
 
-    def drgrad_towers(self, space: str = "params") -> dict[str, str]:
-        """The ``towers`` argument of ``drgrad`` for this model's params or its ``drgrad_trunk``."""
+    def drgrad_towers(self, space: str = "activations") -> dict[str, str]:
+        """The ``towers`` argument of ``drgrad``: the representations v1 / v_s, or the towers.
+
+        The default routes at this model's ``drgrad_trunk`` (``"activations"``),
+        where the router's sign carries the task relation (docs/drgrad.md,
+        *Ablations*); ``"params"`` names the towers T1', T1'' and the auxiliary
+        towers instead.
+        """
         if space == "activations":
             return {"dedicated": "v1", "shared": "vs"}
         if space != "params":

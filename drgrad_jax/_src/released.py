@@ -115,4 +115,4 @@ def drgrad_released(
         new_leaves = [o.astype(g.dtype) for o, g in zip(out, leaves)]
         return jax.tree_util.tree_unflatten(treedef, new_leaves), new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return transform.mark_space(optax.GradientTransformationExtraArgs(init_fn, update_fn), "params")

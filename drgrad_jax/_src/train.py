@@ -45,7 +45,7 @@ from drgrad_jax._src.representation import (
 )
 from drgrad_jax._src.shared_sum import check_summed_shared_grads
 from drgrad_jax._src.task_grads import per_task_grads, per_task_rep_grads
-from drgrad_jax._src.transform import mixing_weights
+from drgrad_jax._src.transform import mixing_weights, transform_space
 
 SPACES = ("params", "activations")
 
@@ -62,9 +62,13 @@ class TrainConfig:
       mtl_transform: a multi-task gradient transformation taking per-task
         gradients ``[K, ...]`` (DRGrad, PCGrad, ...), or ``None`` for the plain
         summed-loss gradient.
-      space: ``"params"`` (per-task parameter gradients) or ``"activations"``
+      space: ``"params"`` (per-task parameter gradients), ``"activations"``
         (per-task gradients at a representation, finished with one trunk VJP;
-        needs ``mtl_transform``). At ``"activations"`` a ``drgrad`` transform
+        needs ``mtl_transform``) or ``None`` (default): a ``drgrad`` /
+        ``drgrad_released`` transform's own space (``transform_space``; with
+        ``SplitMMoE.drgrad_towers()`` that is ``"activations"``), else
+        ``"params"``. An explicit space that contradicts a DRGrad
+        transform's is refused. At ``"activations"`` a ``drgrad`` transform
         routes at the model's ``drgrad_trunk`` (v1, v_s) when it has one; every
         other transform acts at the model's shared representation, ``trunk``
         (MGDA-UB), which must hold a tensor read by more than one task (see
@@ -104,7 +108,7 @@ class TrainConfig:
         default_factory=lambda: optax.adam(1e-3)
     )
     mtl_transform: optax.GradientTransformation | None = None
-    space: str = "params"
+    space: str | None = None
     batch_size: int = 256
     num_epochs: int = 10
     task_weights: tuple[float, ...] | None = None
@@ -243,6 +247,28 @@ def select_by_validation(
     epoch = jnp.argmax(val, axis=-1)
     test = jnp.take_along_axis(result.test_auc, epoch[..., None, None], axis=-2)[..., 0, :]
     return epoch, test
+
+
+def resolve_space(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``space`` set: a DRGrad transform's own space when None, else "params".
+
+    Raises:
+      ValueError: an explicit ``space`` that contradicts the DRGrad transform's.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}.")
+    own = transform_space(config.mtl_transform)
+    if config.space is None:
+        return dataclasses.replace(config, space=own or "params")
+    if own is not None and config.space != own:
+        raise ValueError(
+            f"config.space={config.space!r}, but the DRGrad transform routes in {own!r} space "
+            "(its towers name "
+            + ("representations" if own == "activations" else "parameter subtrees")
+            + "). Leave config.space None to follow the transform, or build the transform "
+            f"with towers for {config.space!r} (e.g. model.drgrad_towers({config.space!r}))."
+        )
+    return config
 
 
 def _check_config(config: TrainConfig, data: MultiTaskData) -> None:
@@ -537,6 +563,7 @@ def make_train(
       >>> int(state.step), losses.shape
       (6, (2,))
     """
+    config = resolve_space(config)
     _check_config(config, data)
     check_data(data)
     _check_mesh_arg(mesh)

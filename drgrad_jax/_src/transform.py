@@ -162,6 +162,26 @@ def next_state(state, norms, diags, *, updater, ema_decay, temperature) -> DRGra
     return DRGradState(count, accum, mu, diag)
 
 
+def mark_space(tx, space: str):
+    """Records on ``tx`` (its ``init`` function) the space its towers live in; returns ``tx``."""
+    tx.init.drgrad_space = space
+    return tx
+
+
+def transform_space(tx) -> str | None:
+    """The space a ``drgrad`` / ``drgrad_released`` transformation routes in, or None for others.
+
+    ``make_train`` reads it when ``TrainConfig.space`` is None.
+
+    Example:
+      >>> transform_space(drgrad({"dedicated": "v1", "shared": "vs"}, num_tasks=2))
+      'activations'
+      >>> transform_space(drgrad({"dedicated": "a", "shared": "b", "aux:1": "c"}))
+      'params'
+    """
+    return getattr(getattr(tx, "init", None), "drgrad_space", None)
+
+
 def _check_choices(space, pairing, updater):
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}; got {space!r}.")
@@ -207,8 +227,9 @@ def _paper_primaries(roles, space, pairing, num_tasks):
             )
     if space == "activations" and num_tasks is None:
         raise ValueError(
-            "space='activations' needs num_tasks (every non-primary task of the shared "
-            "representation is auxiliary, and the state is sized by their number)."
+            "space='activations' (towers with no 'aux:<j>' roles name representations, such "
+            "as SplitMMoE.drgrad_towers()) needs num_tasks: every non-primary task of the "
+            "shared representation is auxiliary, and the state is sized by their number."
         )
     return primaries
 
@@ -229,7 +250,7 @@ def _aux_gradients(roles, space, paths, leaves, k, i_ded, i_sh, aux_tasks):
 def drgrad(
     towers: Mapping[str, str | tuple[str, ...]],
     *,
-    space: str = "params",
+    space: str | None = None,
     pairing: str = "consistent",
     updater: str = "cumulative",
     router: bool = True,
@@ -292,10 +313,17 @@ def drgrad(
       towers: mapping from role to one path prefix (or a tuple of them), e.g.
         ``{"dedicated": "tower_dedicated", "shared": "tower_shared",
         "aux:1": "aux_towers/1"}``. Paths join pytree keys with ``/``.
-      space: ``"params"`` (default) or ``"activations"``. Prefer
-        ``"activations"``: there the sign of xi_aux agrees with a world's
-        known task relation on 91-100% of steps, in parameter space (towers
-        initialised independently) on 8-87% (docs/drgrad.md, *Ablations*).
+      space: ``"activations"``, ``"params"`` or ``None`` (default: read from
+        ``towers``; with ``"aux:<j>"`` roles the towers are parameter
+        subtrees and the space is ``"params"``, without them they are
+        representations and it is ``"activations"``). ``SplitMMoE``'s default
+        towers are its representations v1 / v_s, because only there the
+        router has a signal to act on: the sign of xi_aux agrees with a
+        world's known task relation on 91-100% of steps, against 8-87% in
+        parameter space, where T1' and T2 are independently initialised
+        towers whose coordinates do not correspond (docs/drgrad.md,
+        *Ablations*). The transform records its space for ``make_train``
+        (``transform_space``).
       pairing: ``"consistent"`` (default) or ``"as_printed"``.
       updater: ``"cumulative"`` (default), ``"mean"``, ``"ema"`` or ``"fixed"``.
         The paper's cumulative sums are unbounded, so mu saturates: on Census
@@ -343,13 +371,15 @@ def drgrad(
       Information Surgery for Multi-Task Learning (MTL) Recommendations",
       AAAI 2025. https://arxiv.org/abs/2510.09643
     """
+    roles = parse_roles(towers, ("dedicated", "shared", "aux"), "drgrad")
+    if space is None:
+        space = "params" if any(kind == "aux" for kind, _ in roles) else "activations"
     _check_choices(space, pairing, updater)
     if not isinstance(router, bool):
         raise TypeError(
             f"router must be a bool (False: the updater-only ablation); got {router!r}."
         )
     num_tasks = static_num_tasks(num_tasks)
-    roles = parse_roles(towers, ("dedicated", "shared", "aux"), "drgrad")
     _check_disjoint(roles, "drgrad")
     primaries = _paper_primaries(roles, space, pairing, num_tasks)
 
@@ -404,12 +434,15 @@ def drgrad(
         return jax.tree_util.tree_unflatten(treedef, new_leaves), new_state
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    return with_domains(
-        tx,
-        "drgrad",
-        gamma=(gamma, POSITIVE),
-        temperature=(temperature, POSITIVE),
-        ema_decay=(ema_decay, UNIT_RIGHT_OPEN),
+    return mark_space(
+        with_domains(
+            tx,
+            "drgrad",
+            gamma=(gamma, POSITIVE),
+            temperature=(temperature, POSITIVE),
+            ema_decay=(ema_decay, UNIT_RIGHT_OPEN),
+        ),
+        space,
     )
 
 
