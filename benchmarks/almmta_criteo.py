@@ -134,10 +134,15 @@ def _scale_user_table(factor: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def _optimizer(lr: float, weight_decay: float, total_steps: int, user_lr_scale: float):
-    """The default optimizer of both families, with the user table's learning rate scaled."""
+def _optimizer(config, total_steps: int, user_lr_scale: float) -> optax.GradientTransformation:
+    """``config``'s default optimizer (a ``TrainConfig`` or ``BaselineConfig``: the same four
+    fields), followed by the user tables' learning-rate factor."""
     base = almmta_jax.default_optimizer(
-        lr, warmup_steps=100, total_steps=total_steps, weight_decay=weight_decay
+        config.learning_rate,
+        warmup_steps=config.lr_warmup_steps,
+        total_steps=total_steps,
+        weight_decay=config.weight_decay,
+        clip_norm=config.clip_norm,
     )
     return optax.chain(base, _scale_user_table(user_lr_scale))
 
@@ -275,14 +280,15 @@ def main(argv: list[str] | None = None) -> dict:
             )
             if sizes.user_lr_scale != 1.0:
                 total = sizes.alm_epochs * steps_per_epoch
-                tx = _optimizer(cfg.learning_rate, cfg.weight_decay, total, sizes.user_lr_scale)
-                cfg = dataclasses.replace(cfg, optimizer=tx)
+                cfg = dataclasses.replace(
+                    cfg, optimizer=_optimizer(cfg, total, sizes.user_lr_scale)
+                )
             if name == "alm_mta_no_contrastive":
                 cfg = almmta_jax.alm_mta_variant(cfg, "no_contrastive")
             trainer = make_train(cfg, train, monitor)
             state, (_, evals) = jax.jit(trainer)(key)
             model = trainer.model(state)
-            # Held-out AUC after every epoch (the first eval_size test journeys).
+            # Held-out AUC after every epoch, on the random monitor journeys.
             epoch_auc = np.asarray(evals.outcome_auc).round(4).tolist()
             ups, probs = [], []
             n_test = test.y.shape[0]
@@ -332,9 +338,7 @@ def main(argv: list[str] | None = None) -> dict:
                     raise ValueError(f"unknown method {name!r}")
                 if sizes.user_lr_scale != 1.0:
                     total = sizes.baseline_epochs * steps_per_epoch
-                    tx = _optimizer(
-                        bcfg.learning_rate, bcfg.weight_decay, total, sizes.user_lr_scale
-                    )
+                    tx = _optimizer(bcfg, total, sizes.user_lr_scale)
                     bcfg = dataclasses.replace(bcfg, optimizer=tx)
                 run = jax.jit(almmta_jax.make_baseline_train(fn, bcfg, data))(key)
                 u, prob = almmta_jax.attribute_baseline(run.model(), test)

@@ -272,8 +272,7 @@ def resolve_space(config: TrainConfig) -> TrainConfig:
 
 
 def _check_config(config: TrainConfig, data: MultiTaskData) -> None:
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}.")
+    """Checks a config that ``resolve_space`` has already typed and resolved."""
     if not isinstance(data, MultiTaskData):
         raise TypeError(f"data must be a MultiTaskData; got {type(data).__name__}.")
     if config.space not in SPACES:
