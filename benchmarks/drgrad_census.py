@@ -2,7 +2,9 @@
 
 Census-Income (KDD), income (task 1, primary) and never-married (task 2).
 Rows: SharedBottom, MMoE, Split-MMoE, PLE (parameter counts matched to the
-Split-MMoE that DRGrad trains), every multi-task method of the zoo on the
+Split-MMoE that DRGrad trains), the matched MMoE trained on income alone
+(``ALONE``: its income AUC minus MMoE's measures the negative transfer a
+router could undo), every multi-task method of the zoo on the
 matched MMoE (the paper's baselines PCGrad, CAGrad, Nash-MTL, and MGDA, GradVac,
 IMTL-G, Aligned-MTL, UPGrad, DWA, uncertainty weighting, linear scalarization,
 then ``NEW_ZOO``: ConFIG, DualProj, FairGrad, ExcessMTL, MoDo, SDMGrad, CR-MOGM,
@@ -125,9 +127,12 @@ BASELINES = (
     *NEW_ZOO,
     "Equal weighting (tuned)",
 )
+ALONE = "MMoE, income alone"  # the matched MMoE on the income loss only: negative transfer
 QUICK = ("MMoE", "Split-MMoE", "PCGrad", "DRGrad (paper mode)", "+ router (fixed mu)")
 ROWS = (  # the table's order (a JSON round trip sorts the keys)
-    *BASELINES,
+    *BASELINES[:2],
+    ALONE,
+    *BASELINES[2:],
     "DRGrad (paper mode)",
     "DRGrad (released-code mode)",
     "+ router (fixed mu)",
@@ -194,6 +199,7 @@ def all_methods(d: data.MultiTaskData, sizes: dict) -> list[Method]:
     rows = [
         Method("SharedBottom", shared_bottom),
         Method("MMoE", mmoe),
+        Method(ALONE, mmoe, lambda m: drgrad_jax.linear_scalarization(np.array([1.0, 0.0]))),
         Method("Split-MMoE", split),
         Method("PLE", ple),
         *(Method(name, mmoe, tx) for name, tx in zoo.items()),
@@ -233,20 +239,27 @@ def markdown(results: dict, tests: dict, header: str, figures: tuple[str, ...] =
         header,
         "",
         "| Method | params | income AUC | marital AUC | income − MMoE [95% CI] |"
-        " paper (income / marital) |",
-        "|---|---|---|---|---|---|",
+        " marital − MMoE [95% CI] | paper (income / marital) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    diffs = {} if not tests or "MMoE" not in results else {
-        name: (m, lo, hi) for name, m, lo, hi in forest_rows(results, "MMoE")
-    }  # fmt: skip
+    diffs = [{}, {}] if not tests or "MMoE" not in results else [
+        {name: (m, lo, hi) for name, m, lo, hi in forest_rows(results, "MMoE", task)}
+        for task in (0, 1)
+    ]  # fmt: skip
     for name, r in results.items():
         paper = PAPER_TABLE3.get(name)
         pa = "–" if paper is None else f"{paper[0]:.4f} / {paper[1]:.4f}"
-        d = diffs.get(name)
-        dd = "–" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]"
+        dd = []
+        for task in (0, 1):
+            d = None if name == ALONE and task == 1 else diffs[task].get(name)
+            dd.append("–" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]")
+        marital = (
+            "not trained" if name == ALONE
+            else f"{r['task2_auc_mean']:.4f} ± {r['task2_auc_std']:.4f}"
+        )  # fmt: skip
         lines.append(
             f"| {name} | {r['num_params']} | {r['task1_auc_mean']:.4f} ± {r['task1_auc_std']:.4f}"
-            f" | {r['task2_auc_mean']:.4f} ± {r['task2_auc_std']:.4f} | {dd} | {pa} |"
+            f" | {marital} | {dd[0]} | {dd[1]} | {pa} |"
         )
     lines += ["", reading(results), ""]
     for name, t in tests.items():
@@ -260,15 +273,23 @@ def markdown(results: dict, tests: dict, header: str, figures: tuple[str, ...] =
 
 
 def reading(results: dict) -> str:
-    """One line under the table: the spread of income AUC, the learning rates, DRGrad vs MMoE."""
-    income = {n: r["task1_auc_mean"] for n, r in results.items()}
+    """One line under the table: negative transfer, the spread of income AUC, the rates, DRGrad vs MMoE."""
+    income = {n: r["task1_auc_mean"] for n, r in results.items() if n != ALONE}
     lo, hi = min(income, key=income.get), max(income, key=income.get)
     lrs = [r["lr"] for r in results.values()]
     common = max(set(lrs), key=lrs.count)
     others = [f"{n} {r['lr']:g}" for n, r in results.items() if r["lr"] != common]
     lr = f"lr {common:g} for every row" + (f" but {', '.join(others)}" if others else "")
+    nt = ""
+    if ALONE in results and "MMoE" in results and len(results["MMoE"]["test_auc_per_seed"]) > 1:
+        t = paired(results[ALONE], results["MMoE"])
+        nt = (
+            f"income trained alone − beside marital status (negative transfer if > 0): "
+            f"{t['mean_diff']:+.4f} [{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}], "
+            f"p = {t['p_value']:.2g}; "
+        )
     line = (
-        f"*Reading:* every row lies within {income[hi] - income[lo]:.4f} income AUC "
+        f"*Reading:* {nt}every multi-task row lies within {income[hi] - income[lo]:.4f} income AUC "
         f"({lo} {income[lo]:.4f} to {hi} {income[hi]:.4f}); {lr}"
     )
     if "DRGrad (paper mode)" in income and "MMoE" in income:
@@ -286,8 +307,10 @@ FIGURES = {
 }
 
 
-def forest_rows(results: dict, reference: str) -> list[tuple[str, float, float, float]]:
-    """``(method, mean, low, high)`` of the paired income-AUC difference from ``reference``.
+def forest_rows(
+    results: dict, reference: str, task: int = 0
+) -> list[tuple[str, float, float, float]]:
+    """``(method, mean, low, high)`` of the paired difference from ``reference`` (income: task 0).
 
     The interval is the two-sided 95% Student t interval of the per-seed differences (the
     paired t-test's own interval); methods with another seed count are left out.
@@ -297,7 +320,7 @@ def forest_rows(results: dict, reference: str) -> list[tuple[str, float, float, 
     for name, r in results.items():
         if name == reference or len(r["test_auc_per_seed"]) != n or n < 2:
             continue
-        t = paired(r, results[reference])
+        t = paired(r, results[reference], task)
         out.append((name, t["mean_diff"], *t["ci95"]))
     return out
 

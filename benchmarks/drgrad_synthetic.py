@@ -1,12 +1,14 @@
 """DRGrad's synthetic Table 2 on worlds whose task relation is known and measured.
 
 Worlds (``data.cooperate_world``, ``conflict_world``, ``personalized_world``,
-``paper_world``; docs/drgrad.md, *Synthetic worlds*): each is first measured
+``paper_world``, and in medium / full runs ``compete_world``; docs/drgrad.md,
+*Synthetic worlds*): each is first measured
 (``measure_world``): ``mean_task_cos``, the mean over the training steps of a
 plain MMoE (summed loss, Adam) of the cosine between the two tasks'
 gradients at its shared representation, over seeds; the same cosine for
 converged linear heads on the inputs (a relation no linear last layer can
-undo); the labels' correlation. Then every row is trained for several seeds
+undo); the labels' correlation; and, from the rows, task 1's negative
+transfer (the matched MMoE on task 1 alone minus MMoE). Then every row is trained for several seeds
 and a learning-rate grid in ONE program (``drgrad_jax.sweep_learning_rates``): MMoE, Split-MMoE (the network
 DRGrad trains, summed loss, mu = 0.5/0.5), DRGrad part by part (router only,
 updater only, both, mean / EMA updaters, activation space; docs/drgrad.md,
@@ -378,7 +380,7 @@ QUICK_ROWS = (
 def methods(
     d: data.MultiTaskData, sizes: dict, *, ppnet: str | None = None, baselines: bool = False
 ) -> list[Method]:
-    """The rows of a world: MMoE, Split-MMoE, DRGrad part by part, (gate rows), (baselines).
+    """The rows of a world: MMoE, MMoE on task 1 alone, Split-MMoE, DRGrad part by part, (gate rows), (baselines).
 
     DRGrad's parts (docs/drgrad.md, *Ablations*): the router alone (mu fixed at
     0.5), the updater alone (``router=False``: mu from the unrouted norms),
@@ -387,7 +389,9 @@ def methods(
     only through the personalized gate: the gate alone (Split-MMoE with the
     gate, summed loss) and with DRGrad. ``baselines`` adds the gradient
     methods of the zoo on MMoE and a tuned equal-weighting row (a wider rate
-    grid). Parameter counts are matched to the Split-MMoE.
+    grid). Parameter counts are matched to the Split-MMoE. ``ALONE`` is the
+    matched MMoE trained on task 1's loss only: its task-1 AUC minus MMoE's is
+    the world's negative transfer (``negative_transfer``).
     """
     common = dict(
         embed_dim=4,
@@ -414,8 +418,10 @@ def methods(
         m.drgrad_towers("activations"), space="activations", num_tasks=2
     )
     summed = dict(shared_grads="summed")
+    alone = np.array([1.0, 0.0], np.float32)  # task 2's loss weighted 0
     out = [
         Method("MMoE", mmoe),
+        Method(ALONE, mmoe, lambda m: drgrad_jax.linear_scalarization(alone)),
         Method("Split-MMoE", split),
         Method("+ router (fixed mu)", split, tx(updater="fixed"), **summed),
         Method("+ updater (no router)", split, tx(router=False), **summed),
@@ -447,6 +453,18 @@ ZOO = {
     "FAMO": lambda m: drgrad_jax.famo(num_tasks=2),
 }
 TUNED_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # the equal-weighting row's wider grid
+ALONE = "MMoE, task 1 alone"  # the reference for negative transfer: task 2 weighted 0
+
+
+def negative_transfer(w: dict) -> dict | None:
+    """Task 1's AUC trained alone minus trained beside task 2 (MMoE, paired over seeds).
+
+    Positive: sharing with task 2 costs task 1 (negative transfer, the
+    condition the router's gating of task 2 acts on). ``None`` when the world
+    lacks either row.
+    """
+    res = w["results"]
+    return paired(res[ALONE], res["MMoE"]) if ALONE in res and "MMoE" in res else None
 
 
 PAPER_COLUMN = {  # which of the paper's Table 2 columns a world stands beside
@@ -465,12 +483,32 @@ def markdown_table2(worlds: dict, compare: bool = True) -> str:
     and p-value (both tasks, so a seesaw shows); under each world, the
     router's readings in both spaces.
     """
+    lines = [
+        "What each world contains, measured before any comparison: the cosine at Z of a plain MMoE,",
+        "converged linear heads' cosine on x, and task 1's AUC trained alone minus trained with task 2",
+        f'("{ALONE}" − MMoE, paired over seeds; > 0 is negative transfer).',
+        "",
+        "| World | cos at Z (MMoE) | linear-head cos | task 1 alone − with task 2 [95% CI], p |",
+        "|---|---|---|---|",
+    ]
+    for world, w in worlds.items():
+        nt = negative_transfer(w) if compare else None
+        cell = "–" if nt is None else (
+            f"{nt['mean_diff']:+.4f} [{nt['ci95'][0]:+.4f}, {nt['ci95'][1]:+.4f}], "
+            f"p = {nt['p_value']:.2g}"
+        )  # fmt: skip
+        lin = w.get("linear_head_cos")
+        lines.append(
+            f"| {world} | {w['mean_task_cos']:+.3f} | {'–' if lin is None else f'{lin:+.3f}'} "
+            f"| {cell} |"
+        )
+    lines.append("")
     head = "| World | cos at Z (MMoE) | Method | label-1 AUC | label-2 AUC |"
     rule = "|---|---|---|---|---|"
     if compare:
         head += " label-1 − MMoE [95% CI], p | label-2 − MMoE [95% CI], p |"
         rule += "---|---|"
-    lines = [head + " label-1 / label-2 [paper] |", rule + "---|"]
+    lines += [head + " label-1 / label-2 [paper] |", rule + "---|"]
     for world, w in worlds.items():
         column = PAPER_TABLE2.get(PAPER_COLUMN.get(world, ""), {})
         mmoe = w["results"].get("MMoE")
@@ -479,11 +517,13 @@ def markdown_table2(worlds: dict, compare: bool = True) -> str:
             pa = "–" if paper is None else f"{paper[0]:.4f} / {paper[1]:.4f}"
             cells = [
                 f"{r['task1_auc_mean']:.4f} ± {r['task1_auc_std']:.4f}",
-                f"{r['task2_auc_mean']:.4f} ± {r['task2_auc_std']:.4f}",
+                "not trained"
+                if name == ALONE
+                else f"{r['task2_auc_mean']:.4f} ± {r['task2_auc_std']:.4f}",
             ]
             if compare:
                 for task in (0, 1):
-                    if mmoe is None or name == "MMoE":
+                    if mmoe is None or name == "MMoE" or (name == ALONE and task == 1):
                         cells.append("–")
                         continue
                     t = paired(r, mmoe, task)
@@ -526,7 +566,7 @@ def world_tests(w: dict) -> dict:
     best = max(base, key=lambda k: base[k]["task1_auc_mean"]) if base else None
     out = {}
     for name, r in res.items():
-        if name in BASELINE_ROWS:
+        if name in BASELINE_ROWS or name == ALONE:  # ALONE measures the world
             continue
         for ref in dict.fromkeys(("MMoE", best)):
             if ref in res:
@@ -549,7 +589,7 @@ def render(payload: dict) -> str:
         "relation (docs/drgrad.md, *Synthetic worlds*); the paper's columns are its Table 2 "
         "cooperate / conflict numbers, on its own generator, beside the world of the same name.",
         "",
-        payload["markdown"],
+        markdown_table2(worlds),
         "",
         "Paired tests of each DRGrad row against the best baseline of its world (task-1 AUC):",
         "",
@@ -576,9 +616,12 @@ def world_makers(n_train: int, n_eval: int, quick: bool) -> dict[str, Callable]:
         "personalized": lambda: data.personalized_world(*sizes, num_users=20),
         "paper_theta60": lambda: data.paper_world(*sizes, cos_theta=0.5),
         "paper_theta120": lambda: data.paper_world(*sizes, cos_theta=-0.5),
+        "compete": lambda: data.compete_world(*sizes),
     }
     if quick or n_train < 100_000:  # quick and medium
         del out["paper_theta60"]  # the same label-flip world as theta120 up to the flip
+    if quick:  # its negative transfer needs the medium run's data and seeds to show
+        del out["compete"]
     return out
 
 
@@ -626,7 +669,7 @@ def measure_world(
     return summary, traces
 
 
-RELATION = {"cooperate": 1.0, "conflict": -1.0}  # by construction (rho); others: measured
+RELATION = {"cooperate": 1.0, "conflict": -1.0, "compete": float("nan")}  # by construction
 TRACED = ("DRGrad", "DRGrad, activation space")  # the two router spaces
 
 
@@ -639,7 +682,8 @@ def run_worlds(makers: dict, sizes: dict, kw: dict, cos_kw: dict, trace_kw: dict
     relation (``routing_agreement``; the relation is known by construction for
     ``cooperate`` / ``conflict``, taken as the sign of ``mean_task_cos`` for the
     paper's generator, and left out for the personalized world, where it
-    changes sign within every batch).
+    changes sign within every batch, and the competing world, which has none).
+    After its rows, a world's negative transfer is printed (``negative_transfer``).
     """
     worlds, traces_json, trace_series = {}, {}, {}
     for name, make in makers.items():
@@ -651,6 +695,13 @@ def run_worlds(makers: dict, sizes: dict, kw: dict, cos_kw: dict, trace_kw: dict
         ms = [m for m in ms if wanted is None or m.name in wanted]
         summary, mmoe_traces = measure_world(d, by_name["MMoE"], cos_kw, groups=personalized)
         rows = {m.name: run_method(m, d, **kw) for m in _common.rows(ms, name)}
+        nt = negative_transfer({"results": rows}) if kw["seeds"] > 1 else None
+        if nt is not None:
+            print(
+                f"  measured: task 1 alone − with task 2 {nt['mean_diff']:+.4f} "
+                f"[{nt['ci95'][0]:+.4f}, {nt['ci95'][1]:+.4f}], p = {nt['p_value']:.2g}",
+                flush=True,
+            )
         relation = (
             float("nan")
             if personalized

@@ -15,6 +15,7 @@ from drgrad_jax._src.data import (
     mmoe_synthetic,
 )
 from drgrad_jax._src.worlds import (
+    compete_world,
     conflict_world,
     cooperate_world,
     paper_world,
@@ -25,6 +26,7 @@ from drgrad_jax._src.worlds import (
 __all__ = [
     "CENSUS_COLUMNS",
     "CENSUS_TASKS",
+    "compete_world",
     "MultiTaskData",
     "Split",
     "conflict_world",

@@ -24,6 +24,7 @@ WORLDS = {
     "conflict": data.conflict_world,
     "personalized": functools.partial(data.personalized_world, num_users=6),
     "paper": functools.partial(data.paper_world, cos_theta=-0.5),
+    "compete": functools.partial(data.compete_world, directions=2),
 }
 
 
@@ -85,6 +86,10 @@ def test_bad_world_arguments_are_named():
         data.personalized_world(10, 10, 10, num_users=1)
     with pytest.raises(ValueError, match="cos_theta"):
         data.paper_world(10, 10, 10, cos_theta=-2.0)
+    with pytest.raises(ValueError, match="directions"):
+        data.compete_world(10, 10, 10, directions=5, dim=8)
+    with pytest.raises(ValueError, match="frequency"):
+        data.compete_world(10, 10, 10, frequency=0.0)
 
 
 # --- the construction ------------------------------------------------------------------
@@ -109,6 +114,37 @@ def test_paper_world_as_printed_is_a_label_flip():
     assert np.mean(flip.train.labels[:, 0] != flip.train.labels[:, 1]) > 0.99
     np.testing.assert_allclose(flip.train.dense.mean(0), 0.0, atol=1e-4)  # standardized inputs
     np.testing.assert_allclose(flip.train.dense.std(0), 1.0, atol=1e-3)
+
+
+def test_compete_world_matches_the_moments_of_its_definition():
+    """Moments of t_k = sum_j sin(w q_j^T x) / sqrt(m) + e_k, x ~ N(0, I), q_j orthonormal.
+
+    For s ~ N(0, 1): E[sin(w s) s] = w exp(-w^2 / 2) (Stein), Var sin(w s) =
+    (1 - exp(-2 w^2)) / 2. So the least-squares reading of t_k on x has norm
+    w exp(-w^2 / 2) and the two tasks' readings are orthogonal (disjoint
+    directions); Var t_k = (1 - exp(-2 w^2)) / 2 + noise^2; the tasks are
+    independent, so t1 and t2 are uncorrelated, and so are their squares.
+    """
+    w, noise = 1.0, 0.3
+    d = data.compete_world(200_000, 10, 10, directions=3, frequency=w, dim=8, noise_std=noise)
+    x, t = d.train.dense.astype(np.float64), d.train.targets.astype(np.float64)
+    read = np.linalg.lstsq(x, t, rcond=None)[0]  # [d, 2]
+    np.testing.assert_allclose(np.linalg.norm(read, axis=0), w * np.exp(-w * w / 2), rtol=0.03)
+    cos = read[:, 0] @ read[:, 1] / np.prod(np.linalg.norm(read, axis=0))
+    assert abs(cos) < 0.03, cos
+    np.testing.assert_allclose(t.var(0), (1 - np.exp(-2 * w * w)) / 2 + noise**2, rtol=0.02)
+    assert abs(np.corrcoef(t.T)[0, 1]) < 0.01
+    assert abs(np.corrcoef((t**2).T)[0, 1]) < 0.01
+    # Each task reads exactly 3 directions: the rest of x is noise to it (an 8-dim
+    # input, 6 directions used): the readings together span 2 dimensions of x, and
+    # the squared targets' Stein matrix E[(t_k^2 - E t_k^2)(x x^T - I)] has rank 3.
+    for k in (0, 1):
+        c = (
+            (t[:, k] ** 2 - (t[:, k] ** 2).mean())[:, None, None]
+            * (x[:, :, None] * x[:, None, :] - np.eye(8))
+        ).mean(0)
+        ev = np.sort(np.abs(np.linalg.eigvalsh(c)))[::-1]
+        assert ev[2] > 10 * ev[3], (k, ev)
 
 
 # --- the measurement ---------------------------------------------------------------------

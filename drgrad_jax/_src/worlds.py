@@ -19,8 +19,9 @@ tasks push the shared feature in opposite directions; flipping task 2's label
 flips both the head and the error, and the product (the cosine) keeps its
 sign. Each task alone is equally hard in both worlds: only the relation
 differs. The personalized world draws ``rho`` from a user group that the data
-carry only as ``Split.user`` (the personalized gate's input), and the paper's
-own generator is given as printed, to measure what it contains.
+carry only as ``Split.user`` (the personalized gate's input); the competing
+world has no relation at all, only two tasks sharing too few units; and the
+paper's own generator is given as printed, to measure what it contains.
 """
 
 from __future__ import annotations
@@ -240,6 +241,71 @@ def personalized_world(
     )
     desc = f"personalized_world rho_g={rho_g.tolist()} users={num_users} {desc} seed={seed}"
     return _world(arrays, sizes, dim, desc, num_users=int(num_users))
+
+
+def compete_world(
+    num_train: int = 100_000,
+    num_val: int = 10_000,
+    num_test: int = 10_000,
+    *,
+    directions: int = 4,
+    frequency: float = 2.0,
+    dim: int = 16,
+    noise_std: float = 0.25,
+    seed: int = 0,
+) -> MultiTaskData:
+    """Two tasks on disjoint input directions: nothing to share, capacity to compete for.
+
+    With ``x ~ N(0, I_d)``, orthonormal directions ``q_1..q_2m`` (``m = directions``,
+    a random rotation) and own noise ``e_k ~ N(0, noise_std^2)``::
+
+      t1 = sum_{j <= m} sin(w q_j^T x) / sqrt(m) + e1,   t2 = sum_{j > m} sin(w q_j^T x) / sqrt(m) + e2
+
+    (``w = frequency``), each label ``1[t_k > median over train]``. The tasks
+    read orthogonal directions, so neither helps the other, and each needs
+    many hidden units (``sin`` is not monotone): a small shared expert pool is
+    split between them. The condition a method acts on here is negative
+    transfer (task 1 trained alone beats task 1 trained beside task 2), not a
+    gradient conflict (docs/drgrad.md, *Synthetic worlds*).
+
+    Args:
+      num_train, num_val, num_test: split sizes (drawn i.i.d.).
+      directions: input directions each task reads; ``2 * directions <= dim``.
+      frequency: the sines' angular frequency (higher needs more units).
+      dim, noise_std, seed: as in ``relation_world``.
+
+    Returns:
+      A ``MultiTaskData`` with ``dense`` = x, no categorical fields, no user ids.
+
+    Example:
+      >>> d = compete_world(200, 50, 50, directions=2, dim=6)
+      >>> d.train.dense.shape, float(d.train.labels.mean())
+      ((200, 6), 0.5)
+    """
+    sizes = _split_sizes(num_train, num_val, num_test)
+    _check(dim, 0.0, noise_std)
+    if int(directions) != directions or not 1 <= 2 * directions <= dim:
+        raise ValueError(
+            f"directions must be an int in [1, dim / 2 = {dim // 2}]; got {directions!r}."
+        )
+    if not np.isfinite(frequency) or frequency <= 0:
+        raise ValueError(f"frequency must be a finite number > 0; got {frequency!r}.")
+    rng = np.random.default_rng(seed)
+    n, m = sum(sizes), int(directions)
+    q = np.linalg.qr(rng.standard_normal((dim, dim)))[0][:, : 2 * m]
+    x = rng.standard_normal((n, dim))
+    waves = np.sin(frequency * (x @ q)) / np.sqrt(m)
+    noise = noise_std * rng.standard_normal((n, 2))
+    targets = (np.stack([waves[:, :m].sum(1), waves[:, m:].sum(1)], 1) + noise).astype(np.float32)
+    arrays = {
+        "cat": np.zeros((n, 0), np.int32),
+        "dense": x.astype(np.float32),
+        "labels": _binarize(targets, sizes[0]),
+        "user": None,
+        "targets": targets,
+    }
+    desc = f"compete_world directions={m} frequency={frequency} d={dim} noise_std={noise_std}"
+    return _world(arrays, sizes, dim, f"{desc} seed={seed}")
 
 
 def _paper_features(rng: np.random.Generator, n: int, num_sparse: int, num_dense: int):
