@@ -15,7 +15,8 @@ cumulative updater) and the authors' released-code mode (their rule on the
 first dense kernel of each head of their PLE, with their setup:
 ``RELEASED_SETUP``). Ablation (Table 5 and docs/drgrad.md, *Ablations*):
 Split-MMoE, + router (``updater="fixed"``), + updater alone (``router=False``),
-both; DRGrad variants (activation space, as-printed pairing, mean / EMA updater).
+both; DRGrad variants (activation space, with and without the updater; as-printed
+pairing; mean / EMA updater).
 
 Seeds and learning rates are one program per method (``sweep_learning_rates``);
 the rate is chosen on validation task-1 AUC only, and the test AUC is read at the
@@ -138,6 +139,7 @@ ROWS = (  # the table's order (a JSON round trip sorts the keys)
     "+ router (fixed mu)",
     "+ updater (no router)",
     "DRGrad, activation space",
+    "+ router (fixed mu), activation space",
     "DRGrad, as-printed pairing",
     "DRGrad, mean updater",
     "DRGrad, EMA updater",
@@ -182,6 +184,11 @@ def all_methods(d: data.MultiTaskData, sizes: dict) -> list[Method]:
     )  # fmt: skip
     released = functools.partial(models.census_released, v, nd, 2)
     tower_drgrad = lambda **kw: lambda m: drgrad_jax.drgrad(m.drgrad_towers("params"), **kw)
+    act_drgrad = lambda **kw: (
+        lambda m: drgrad_jax.drgrad(
+            m.drgrad_towers("activations"), space="activations", num_tasks=2, **kw
+        )
+    )
     zoo = {
         "PCGrad": lambda m: drgrad_jax.pcgrad(),
         "CAGrad": lambda m: drgrad_jax.cagrad(),
@@ -215,12 +222,11 @@ def all_methods(d: data.MultiTaskData, sizes: dict) -> list[Method]:
         Method("+ router (fixed mu)", split, tower_drgrad(updater="fixed"), shared_grads="summed"),
         Method("+ updater (no router)", split, tower_drgrad(router=False), shared_grads="summed"),
         # Variants, to see where DRGrad's result comes from.
+        Method("DRGrad, activation space", split, act_drgrad(), space="activations"),
         Method(
-            "DRGrad, activation space",
+            "+ router (fixed mu), activation space",
             split,
-            lambda m: drgrad_jax.drgrad(
-                m.drgrad_towers("activations"), space="activations", num_tasks=2
-            ),
+            act_drgrad(updater="fixed"),
             space="activations",
         ),
         Method("DRGrad, as-printed pairing", split, tower_drgrad(pairing="as_printed"), shared_grads="summed"),
@@ -334,7 +340,7 @@ def plot_forest(results: dict, reference: str, path: pathlib.Path) -> pathlib.Pa
     y = np.arange(len(rows))[::-1]
     mean = np.array([r[1] for r in rows])
     err = np.array([[r[1] - r[2] for r in rows], [r[3] - r[1] for r in rows]])
-    drgrad = np.array([r[0].startswith(("DRGrad", "+ router")) for r in rows])
+    drgrad = np.array([r[0].startswith(("DRGrad", "+ router", "+ updater")) for r in rows])
     for pick, color in ((~drgrad, "tab:blue"), (drgrad, "tab:red")):  # DRGrad rows in red
         if pick.any():
             ax.errorbar(

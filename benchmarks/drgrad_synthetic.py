@@ -384,8 +384,8 @@ def methods(
 
     DRGrad's parts (docs/drgrad.md, *Ablations*): the router alone (mu fixed at
     0.5), the updater alone (``router=False``: mu from the unrouted norms),
-    both (the paper's DRGrad, cumulative updater), the mean and EMA updaters,
-    and both in activation space. With ``ppnet`` the user reaches the model
+    both (the paper's DRGrad, cumulative updater), the mean and EMA updaters;
+    and router alone, updater alone and both in activation space. With ``ppnet`` the user reaches the model
     only through the personalized gate: the gate alone (Split-MMoE with the
     gate, summed loss) and with DRGrad. ``baselines`` adds the gradient
     methods of the zoo on MMoE and a tuned equal-weighting row (a wider rate
@@ -414,9 +414,12 @@ def methods(
         models.MMoE, d.vocab_sizes, d.num_dense, 2, **{**common, "expert_hidden": (split_width,)}
     )
     tx = lambda **kw: lambda m: drgrad_jax.drgrad(m.drgrad_towers("params"), **kw)
-    act = lambda m: drgrad_jax.drgrad(
-        m.drgrad_towers("activations"), space="activations", num_tasks=2
+    act = lambda **kw: (
+        lambda m: drgrad_jax.drgrad(
+            m.drgrad_towers("activations"), space="activations", num_tasks=2, **kw
+        )
     )
+    acts = dict(space="activations")
     summed = dict(shared_grads="summed")
     alone = np.array([1.0, 0.0], np.float32)  # task 2's loss weighted 0
     out = [
@@ -428,7 +431,9 @@ def methods(
         Method("DRGrad", split, tx(), **summed),
         Method("DRGrad, mean updater", split, tx(updater="mean"), **summed),
         Method("DRGrad, EMA updater", split, tx(updater="ema"), **summed),
-        Method("DRGrad, activation space", split, act, space="activations"),
+        Method("DRGrad, activation space", split, act(), **acts),
+        Method("+ router (fixed mu), activation space", split, act(updater="fixed"), **acts),
+        Method("+ updater (no router), activation space", split, act(router=False), **acts),
     ]
     if ppnet:
         pp = functools.partial(split, ppnet=ppnet, num_users=d.num_users)
