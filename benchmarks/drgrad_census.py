@@ -481,6 +481,7 @@ def main(argv: list[str] | None = None) -> dict:
     duration = time.perf_counter() - start_all
     header = (
         f"### DRGrad Table 3 (Census columns) and Table 5 ablation\n\n"
+        f"`python -m benchmarks.drgrad_census` (regenerates this section). "
         f"Split: {d.description}. {len(d.train.labels)} train / {len(d.val.labels)} val / "
         f"{len(d.test.labels)} test rows; {seeds} seeds x {epochs} epochs "
         f"({'quick' if q else 'full'} mode{', rows subset' if args.methods else ''}), lr from {list(lrs)} on validation income AUC, "
