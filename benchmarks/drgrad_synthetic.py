@@ -580,9 +580,82 @@ def world_tests(w: dict) -> dict:
     return out
 
 
-def render(payload: dict) -> str:
-    """The ``drgrad-synthetic`` span of RESULTS.md from a medium or full run's JSON."""
-    worlds = payload["worlds"]
+FIGURE = "drgrad_synthetic_table2.png"
+
+
+def plot_table2(worlds: dict, path: pathlib.Path) -> pathlib.Path:
+    """Table 2 as a forest plot: each row's paired AUC difference from MMoE, per world and task.
+
+    One panel per world and task (rows: worlds; columns: task 1, task 2), each
+    with its own x range (the personalized gate's task-2 gain is 100x the
+    others); DRGrad's rows red, baselines blue, MMoE on task 1 alone green (the
+    world's negative transfer).
+    """
+    plt = _common.pyplot()
+    names = [n for n in next(iter(worlds.values()))["results"] if n != "MMoE"]
+    names += [n for w in worlds.values() for n in w["results"] if n not in names + ["MMoE"]]
+    fig, axes = plt.subplots(
+        len(worlds), 2, figsize=(8.0, 0.6 + len(worlds) * 0.17 * len(names)), squeeze=False
+    )
+    y = np.arange(len(names))[::-1]
+    for row, (world, w) in enumerate(worlds.items()):
+        res = w["results"]
+        for task, ax in enumerate(axes[row]):
+            for i, name in enumerate(names):
+                if name not in res or "MMoE" not in res or (name == ALONE and task == 1):
+                    continue
+                t = paired(res[name], res["MMoE"], task)
+                color = "tab:green" if name == ALONE else (
+                    "tab:red" if name.startswith(("DRGrad", "+ ", "gate")) else "tab:blue"
+                )  # fmt: skip
+                lo, hi = t["ci95"]
+                ax.errorbar(
+                    t["mean_diff"], y[i], xerr=[[t["mean_diff"] - lo], [hi - t["mean_diff"]]],
+                    fmt="o", ms=2.5, lw=0.8, capsize=1.5, color=color,
+                )  # fmt: skip
+            ax.axvline(0.0, color="k", lw=0.6)
+            ax.set_yticks(y, names if task == 0 else [], fontsize=6)
+            ax.tick_params(axis="x", labelsize=6)
+            ax.set_title(
+                f"{world} (cos at Z {w['mean_task_cos']:+.2f}): task {task + 1} − MMoE", fontsize=7
+            )
+    fig.tight_layout()
+    return _common.save_figure(fig, path, dpi=80)
+
+
+WORLD_ORDER = (
+    "cooperate",
+    "conflict",
+    "personalized",
+    "paper_theta60",
+    "paper_theta120",
+    "compete",
+)
+ROW_ORDER = (  # the table's order of rows (a JSON round trip sorts the keys)
+    "MMoE", ALONE, "Split-MMoE", "+ router (fixed mu)", "+ updater (no router)", "DRGrad",
+    "DRGrad, mean updater", "DRGrad, EMA updater", "DRGrad, activation space",
+    "+ router (fixed mu), activation space", "+ updater (no router), activation space",
+    "gate only", "DRGrad + personalized gate", *ZOO, "Equal weighting (tuned)",
+)  # fmt: skip
+
+
+def in_order(d: dict, order: tuple[str, ...]) -> dict:
+    """``d`` with the keys named in ``order`` first, in that order, then the rest as given."""
+    rank = lambda k: order.index(k) if k in order else len(order)  # noqa: E731
+    return dict(sorted(d.items(), key=lambda kv: rank(kv[0])))
+
+
+def render(payload: dict, results_md: pathlib.Path | None = None) -> str:
+    """The ``drgrad-synthetic`` span of RESULTS.md from a medium or full run's JSON.
+
+    Worlds and rows are listed in ``WORLD_ORDER`` / ``ROW_ORDER``. With
+    ``results_md``, the forest plot of Table 2 (``plot_table2``) is drawn into
+    the figures folder beside it and linked under the table.
+    """
+    worlds = {
+        name: w | {"results": in_order(w["results"], ROW_ORDER)}
+        for name, w in in_order(payload["worlds"], WORLD_ORDER).items()
+    }
     lines = [
         "### DRGrad Table 2 on worlds with a measured task relation",
         "",
@@ -596,6 +669,19 @@ def render(payload: dict) -> str:
         "",
         markdown_table2(worlds),
         "",
+    ]
+    if results_md is not None and all("MMoE" in w["results"] for w in worlds.values()):
+        plot_table2(worlds, _common.figures_dir(results_md) / FIGURE)
+        lines += [
+            f"![Table 2 as paired differences from MMoE, 95% CI over seeds](figures/{FIGURE})",
+            "",
+            "*Reading:* each point is a row's test AUC minus MMoE's on the same seeds (mean, 95% "
+            "t interval), per world (panel rows) and task (columns); DRGrad's parts red, "
+            "baselines blue, MMoE on task 1 alone green. An interval that crosses 0 is no "
+            "measured difference.",
+            "",
+        ]
+    lines += [
         "Paired tests of each DRGrad row against the best baseline of its world (task-1 AUC):",
         "",
     ]
@@ -777,7 +863,9 @@ def main(argv: list[str] | None = None) -> dict:
         payload = json.loads(pathlib.Path(args.from_json).read_text())
         if payload.get("quick") or "mode" not in payload:
             raise ValueError(f"--from-json {args.from_json}: not a medium or full run.")
-        _common.write_results_span("drgrad-synthetic", render(payload), _results(args))
+        _common.write_results_span(
+            "drgrad-synthetic", render(payload, _results(args)), _results(args)
+        )
         return payload
     q, medium = args.quick, args.medium and not args.quick
     small = q or medium
@@ -852,7 +940,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     _common.write_json(args.json, payload)
     if not q and not args.methods:  # only a whole table goes to RESULTS.md
-        _common.write_results_span("drgrad-synthetic", render(payload), _results(args))
+        _common.write_results_span(
+            "drgrad-synthetic", render(payload, _results(args)), _results(args)
+        )
     failed = [k for k, ok in checks.items() if not ok]
     if failed:
         raise SystemExit(f"measured task relation out of its band: {failed}")

@@ -148,7 +148,8 @@ def test_table2_renders_into_its_own_span_and_refuses_a_quick_run(tmp_path):
     import json
 
     rng = np.random.default_rng(2)
-    res = {"MMoE": _row(rng, 0.90), "PCGrad": _row(rng, 0.93), "DRGrad": _row(rng, 0.92)}
+    res = {"DRGrad": _row(rng, 0.92), "PCGrad": _row(rng, 0.93), "MMoE": _row(rng, 0.90)}
+    res[bench.ALONE] = _row(rng, 0.95)  # a world with negative transfer
     w = {"mean_task_cos": -0.2, "results": res}
     w["paired_tests"] = bench.world_tests(w)
     payload = {
@@ -163,6 +164,16 @@ def test_table2_renders_into_its_own_span_and_refuses_a_quick_run(tmp_path):
     text = md.read_text()
     assert "Census kept" in text and "<!-- drgrad-synthetic:begin -->" in text
     assert "conflict: DRGrad vs best baseline (PCGrad): task 1" in text
+    nt = _rows.paired(res[bench.ALONE], res["MMoE"])  # the world's line, before Table 2
+    assert f"| conflict | -0.200 | – | {nt['mean_diff']:+.4f} [{nt['ci95'][0]:+.4f}," in text
+    assert f"{bench.ALONE} vs" not in text  # a measurement of the world, not a contender
+    assert f"| {bench.ALONE} | 0.9500 ± 0.0030 | not trained |" in text
+    table2 = [ln.split(" | ") for ln in text.splitlines() if ln.startswith("| conflict | -0.200 |")]
+    rows = [cells[2] for cells in table2 if len(cells) > 5]
+    assert rows == ["MMoE", bench.ALONE, "DRGrad", "PCGrad"]  # table order, not the JSON's
+    assert "](figures/drgrad_synthetic_table2.png)" in text
+    png = tmp_path / "figures" / "drgrad_synthetic_table2.png"
+    assert png.stat().st_size < 200_000 and png.read_bytes()[:4] == b"\x89PNG"
     path.write_text(json.dumps(payload | {"quick": True}))
     with pytest.raises(ValueError, match="not a medium or full run"):
         bench.main(["--from-json", str(path), "--results", str(md)])
