@@ -100,7 +100,7 @@ def test_census_from_json_writes_narrow_table_reading_and_figures(tmp_path):
     path.write_text(json.dumps(_census_payload(np.random.default_rng(1))))
     drgrad_census.main(["--from-json", str(path), "--results", str(md)])
     text = md.read_text()
-    assert _header(text) == ["Method", "params", "income AUC", "marital AUC", "income − MMoE [95% CI]", "paper (income / marital)"]  # fmt: skip
+    assert _header(text) == ["Method", "params", "income AUC", "marital AUC", "income − MMoE [95% CI]", "marital − MMoE [95% CI]", "paper (income / marital)"]  # fmt: skip
     assert re.search(r"\| PCGrad \|[^\n]*\| [+-]0\.\d{4} \[[+-]0\.\d{4}, [+-]0\.\d{4}\] \|", text)
     reading = _line_after_table(text)
     assert reading.startswith("*Reading:*") and "income AUC" in reading
