@@ -380,7 +380,7 @@ QUICK_ROWS = (
 def methods(
     d: data.MultiTaskData, sizes: dict, *, ppnet: str | None = None, baselines: bool = False
 ) -> list[Method]:
-    """The rows of a world: MMoE, MMoE on task 1 alone, Split-MMoE, DRGrad part by part, (gate rows), (baselines).
+    """A world's rows: MMoE, MMoE on task 1 alone, Split-MMoE, DRGrad part by part, gate, zoo.
 
     DRGrad's parts (docs/drgrad.md, *Ablations*): the router alone (mu fixed at
     0.5), the updater alone (``router=False``: mu from the unrouted norms),
@@ -464,9 +464,9 @@ ALONE = "MMoE, task 1 alone"  # the reference for negative transfer: task 2 weig
 def negative_transfer(w: dict) -> dict | None:
     """Task 1's AUC trained alone minus trained beside task 2 (MMoE, paired over seeds).
 
-    Positive: sharing with task 2 costs task 1 (negative transfer, the
-    condition the router's gating of task 2 acts on). ``None`` when the world
-    lacks either row.
+    Positive: sharing with task 2 costs task 1 (negative transfer, what a
+    method that withholds task 2's gradient could win back). ``None`` when the
+    world lacks either row.
     """
     res = w["results"]
     return paired(res[ALONE], res["MMoE"]) if ALONE in res and "MMoE" in res else None
