@@ -99,6 +99,18 @@ def _binarize(targets: np.ndarray, num_train: int) -> np.ndarray:
     return (targets > median[None, :]).astype(np.float32)
 
 
+def _dense_arrays(dense, targets: np.ndarray, n_train: int, user=None) -> dict:
+    """A generated world's arrays: float32 ``dense`` inputs, no categorical field, labels
+    ``1[target > its training median]``, optional ``user`` ids and the raw ``targets``."""
+    return {
+        "cat": np.zeros((len(dense), 0), np.int32),
+        "dense": np.asarray(dense, np.float32),
+        "labels": _binarize(targets, n_train),
+        "user": user,
+        "targets": targets,
+    }
+
+
 def _split(arrays: dict, n_train: int, n_val: int) -> tuple[Split, Split, Split]:
     bounds = [(0, n_train), (n_train, n_train + n_val), (n_train + n_val, None)]
     out = []
@@ -183,13 +195,7 @@ def mmoe_synthetic(
             targets.append(_mmoe_label(x, w, alphas, betas, noise_std * rng.standard_normal(n)))
             names.append(f"t{t}_{pair}")
     targets = np.stack(targets, axis=1).astype(np.float32)
-    arrays = {
-        "cat": np.zeros((n, 0), np.int32),
-        "dense": x.astype(np.float32),
-        "labels": _binarize(targets, n_train),
-        "user": None,
-        "targets": targets,
-    }
+    arrays = _dense_arrays(x, targets, n_train)
     train, val, test = _split(arrays, n_train, n_val)
     return MultiTaskData(
         train,

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from drgrad_jax._src.data import MultiTaskData, _binarize, _split, _split_sizes
+from drgrad_jax._src.data import MultiTaskData, _dense_arrays, _split, _split_sizes
 
 TASKS = ("task1", "task2")
 
@@ -70,13 +70,7 @@ def _relation_world(
     cause = cause_scale * rng.choice(np.array([-1.0, 1.0]), n)
     e1, e2 = noise_std * rng.standard_normal((2, n))
     targets = np.stack([f + cause + e1, relation * f + cause + e2], axis=1).astype(np.float32)
-    arrays = {
-        "cat": np.zeros((n, 0), np.int32),
-        "dense": x.astype(np.float32),
-        "labels": _binarize(targets, n_train),
-        "user": user,
-        "targets": targets,
-    }
+    arrays = _dense_arrays(x, targets, n_train, user)
     return arrays, f"d={dim} cause_scale={cause_scale} noise_std={noise_std}"
 
 
@@ -297,13 +291,7 @@ def compete_world(
     waves = np.sin(frequency * (x @ q)) / np.sqrt(m)
     noise = noise_std * rng.standard_normal((n, 2))
     targets = (np.stack([waves[:, :m].sum(1), waves[:, m:].sum(1)], 1) + noise).astype(np.float32)
-    arrays = {
-        "cat": np.zeros((n, 0), np.int32),
-        "dense": x.astype(np.float32),
-        "labels": _binarize(targets, sizes[0]),
-        "user": None,
-        "targets": targets,
-    }
+    arrays = _dense_arrays(x, targets, sizes[0])
     desc = f"compete_world directions={m} frequency={frequency} d={dim} noise_std={noise_std}"
     return _world(arrays, sizes, dim, f"{desc} seed={seed}")
 
@@ -385,13 +373,7 @@ def paper_world(
     targets = np.stack([label1, label2], axis=1).astype(np.float32)
     mean, std = x[: sizes[0]].mean(0), x[: sizes[0]].std(0)
     dense = ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
-    arrays = {
-        "cat": np.zeros((n, 0), np.int32),
-        "dense": dense,
-        "labels": _binarize(targets, sizes[0]),
-        "user": None,
-        "targets": targets,
-    }
+    arrays = _dense_arrays(dense, targets, sizes[0])
     dim = int(num_sparse + num_dense)
     desc = (
         f"paper_world cos_theta={cos_theta:+.2f} sparse={num_sparse} dense={num_dense} seed={seed}"
