@@ -60,6 +60,30 @@ def test_per_task_grads_equals_jacrev_with_and_without_labels(setup):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("at_once", [1, 2, 5, None])
+def test_per_task_grads_equal_jacrev_however_many_tasks_run_at_once(setup, at_once):
+    # K = 3: groups of 2 leave a remainder of 1; 5 is more than K.
+    params, x = setup
+    want = jax.jacrev(loss_fn)(params, x)
+    _, got = per_task_grads(loss_fn, params, x, task_of={"towers/1": 1}, tasks_at_once=at_once)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Under a vmap over batches (seeds of a vmapped trainer), each batch's own gradients.
+    xs = jnp.stack([x, 2.0 * x])
+    batched = jax.vmap(lambda x: per_task_grads(loss_fn, params, x, tasks_at_once=at_once)[1])(xs)
+    for i in range(2):
+        want_i = jax.jacrev(loss_fn)(params, xs[i])
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(want_i)):
+            np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "all"])
+def test_per_task_grads_refuses_a_bad_tasks_at_once(setup, bad):
+    params, x = setup
+    with pytest.raises(ValueError, match="tasks_at_once must be a positive int"):
+        per_task_grads(loss_fn, params, x, tasks_at_once=bad)
+
+
 def test_per_task_grads_has_aux_and_bad_input(setup):
     params, x = setup
     losses, g, aux = per_task_grads(lambda p, x: (loss_fn(p, x), {"n": 3}), params, x, has_aux=True)
@@ -295,6 +319,44 @@ def test_gramian_weighting_combines_the_weights_of_the_unscaled_gramian(magnitud
     for got, g in zip(jax.tree.leaves(update), jax.tree.leaves(g64)):
         np.testing.assert_allclose(got, np.tensordot(w, g, axes=1), rtol=1e-5)
     assert int(state.count) == 1
+
+
+@pytest.mark.parametrize("magnitude", [1e-28, 1e-12, 1.0, 1e16, 1e30])
+def test_scaled_gramian_is_the_float64_gramian_over_a_power_of_two(magnitude):
+    # One large leaf (the one-pass reduction, with a remainder) and one small
+    # leaf (the matrix product); magnitudes where float32 G G^T alone would
+    # underflow (1e-28), overflow (1e30), or be fine.
+    rng = np.random.default_rng(7)
+    g64 = {"big": rng.normal(size=(3, 70001)), "small": rng.normal(size=(3, 5, 4))}
+    g64 = jax.tree.map(lambda g: g * magnitude, g64)
+    flat = np.concatenate([g.reshape(3, -1) for g in jax.tree.leaves(g64)], axis=1)
+    want = flat @ flat.T
+    gram, s = jax.jit(task_grads.scaled_gramian)(jax.tree.map(jnp.asarray, g64))
+    s = float(s)
+    assert s > 0 and np.log2(s) == np.round(np.log2(s))
+    np.testing.assert_allclose(np.asarray(gram, np.float64), want / s**2, rtol=1e-5)
+    # s is the power of two nearest the largest task-gradient norm.
+    assert 0.5 <= np.max(np.diag(want)) / s**2 <= 2.0
+    np.testing.assert_array_equal(gram, np.asarray(gram).T)
+
+
+def test_scaled_gramian_of_zero_or_wildly_different_norms():
+    gram, s = task_grads.scaled_gramian({"w": jnp.zeros((2, 70000))})
+    assert float(s) == 1.0 and not np.any(np.asarray(gram))
+    # Norms 1e-20 and 1e20 together: the large one sets the scale, the small one
+    # vanishes next to it, and nothing is infinite.
+    g = np.random.default_rng(0).normal(size=(2, 70000)) * np.array([[1e-20], [1e20]])
+    gram, s = task_grads.scaled_gramian({"w": jnp.asarray(g, jnp.float32)})
+    assert np.all(np.isfinite(gram))
+    np.testing.assert_allclose(float(gram[1, 1]) * float(s) ** 2, np.sum(g[1] ** 2), rtol=1e-5)
+    assert abs(float(gram[0, 0])) < 1e-30
+    # A squared norm of 2**127 is finite in float32, but dividing it by s**2 =
+    # 2**128 would leave float32's normal range: the next scale is used.
+    g = np.zeros((2, 70000), np.float32)
+    g[0, 0], g[1, 1] = 2.0**63.5, 2.0**40
+    gram, s = task_grads.scaled_gramian({"w": jnp.asarray(g)})
+    want = np.diag([2.0**127, 2.0**80]) / float(s) ** 2
+    np.testing.assert_allclose(np.asarray(gram, np.float64), want, rtol=1e-6)
 
 
 def test_longest_task_of_prefix_wins_whichever_comes_first(setup):
