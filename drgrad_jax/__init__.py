@@ -17,6 +17,7 @@ from drgrad_jax._src.task_grads import (
     gramian,
     per_task_grads,
     per_task_rep_grads,
+    scaled_gramian,
     sum_tasks,
 )
 
@@ -235,5 +236,6 @@ __all__ = [
     "gramian",
     "per_task_grads",
     "per_task_rep_grads",
+    "scaled_gramian",
     "sum_tasks",
 ]

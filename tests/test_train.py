@@ -284,3 +284,20 @@ def test_drgrad_routes_in_activation_space_by_default_and_make_train_follows():
         ValueError, match=r"routes in 'activations' space.*drgrad_towers\('params'\)"
     ):
         drgrad_jax.make_train(dataclasses.replace(base, space="params"), d)
+
+
+def test_tasks_at_once_changes_speed_not_the_run(synth):
+    # The K = 2 backward passes through the shared experts run one after another
+    # (default), or vmapped together: the same PCGrad run, up to float rounding.
+    def run(**kw):
+        config = drgrad_jax.TrainConfig(
+            mmoe(synth), optax.adam(1e-2), drgrad_jax.pcgrad(), batch_size=64, num_epochs=2, **kw
+        )
+        return drgrad_jax.make_train(config, synth)(jax.random.key(3))
+
+    loop_run, vmap_run = run(), run(tasks_at_once=None)
+    np.testing.assert_allclose(loop_run.train_loss, vmap_run.train_loss, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(loop_run.params), jax.tree.leaves(vmap_run.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="config.tasks_at_once must be a positive int"):
+        run(tasks_at_once=0)

@@ -10,7 +10,12 @@ import optax
 
 from drgrad_jax._src.domains import NON_NEGATIVE, UNIT_RIGHT_OPEN, with_domains
 from drgrad_jax._src.loss_weighting import _losses_arg
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, require_num_tasks
+from drgrad_jax._src.task_grads import (
+    check_matches_params,
+    check_task_grads,
+    combine,
+    require_num_tasks,
+)
 
 EPSILON = 1e-8
 """Added to the losses before their logarithm and to the norms before dividing."""
@@ -114,9 +119,7 @@ def db_mtl(
         )
         norms = jnp.sqrt(sq)
         scales = jnp.max(norms) / (norms + EPSILON)
-        updates = jax.tree.map(
-            lambda e, g: jnp.tensordot(scales, e, axes=1).astype(g.dtype), ema, task_grads
-        )
+        updates = jax.tree.map(lambda u, g: u.astype(g.dtype), combine(scales, ema), task_grads)
         finite = jnp.all(jnp.isfinite(norms)) & jnp.all(jnp.isfinite(losses))
         new_state = optax.tree.where(finite, DBMTLState(count=t, grad_ema=ema), state)
         return updates, new_state

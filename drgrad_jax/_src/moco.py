@@ -13,6 +13,7 @@ from drgrad_jax._src.domains import NON_NEGATIVE, POSITIVE, UNIT, with_domains
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
+    combine,
     gramian,
     require_num_tasks,
 )
@@ -115,9 +116,7 @@ def moco(
         gram = gramian(tracked)
         lam = state.weights
         lam = projection_simplex(lam - gamma_t * (gram @ lam + jnp.asarray(rho, jnp.float32) * lam))
-        updates = jax.tree.map(
-            lambda y, g: jnp.tensordot(lam, y, axes=1).astype(g.dtype), tracked, task_grads
-        )
+        updates = jax.tree.map(lambda u, g: u.astype(g.dtype), combine(lam, tracked), task_grads)
         new_state = MoCoState(count=optax.safe_increment(state.count), tracked=tracked, weights=lam)
         return updates, optax.tree.where(jnp.all(jnp.isfinite(gram)), new_state, state)
 

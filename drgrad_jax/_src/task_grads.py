@@ -310,8 +310,17 @@ def scaled_gramian(task_grads) -> tuple[jax.Array, jax.Array]:
     zero, or non-finite), the Gramian as formed is returned with ``s = 1``. No
     branch: the cost is the same under ``vmap``.
 
+    Args:
+      task_grads: pytree with leaves ``[K, *shape]``.
+
     Returns:
       The float32 ``[K, K]`` Gramian of ``task_grads / s``, and ``s`` (float32).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> gram, s = scaled_gramian({"w": jnp.array([[3e20, 0.0], [0.0, 4e20]])})
+      >>> float(s) == 2.0 ** 68, bool(jnp.all(jnp.isfinite(gram)))
+      (True, True)
     """
     exponents = GRAMIAN_SCALE_EXPONENTS
     grams = _gramians(task_grads, tuple(2.0**e for e in exponents))
@@ -464,15 +473,7 @@ def per_task_grads(
     """
     if shared not in ("per_task", "summed"):
         raise ValueError(f"shared must be 'per_task' or 'summed'; got {shared!r}.")
-    if tasks_at_once is not None and (
-        isinstance(tasks_at_once, bool)
-        or not isinstance(tasks_at_once, (int, np.integer))
-        or tasks_at_once < 1
-    ):
-        raise ValueError(
-            "tasks_at_once must be a positive int (tasks whose backward passes run together) "
-            f"or None (all at once); got {tasks_at_once!r}."
-        )
+    check_tasks_at_once(tasks_at_once)
     label_leaves = leaf_task_labels(task_of, params)
     if shared == "summed":
         label_leaves = [0 if lab == SHARED else lab for lab in label_leaves]
@@ -519,6 +520,17 @@ def per_task_grads(
     if has_aux:
         return losses, task_grads, aux
     return losses, task_grads
+
+
+def check_tasks_at_once(value, name: str = "tasks_at_once") -> None:
+    """Refuses a ``tasks_at_once`` that is neither a positive int nor ``None``."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+    ):
+        raise ValueError(
+            f"{name} must be a positive int (tasks whose backward passes run together) "
+            f"or None (all at once); got {value!r}."
+        )
 
 
 def map_tasks(fn: Callable[[Any], Any], xs, tasks_at_once: int | None = 1):

@@ -44,7 +44,7 @@ from drgrad_jax._src.representation import (
     task_heads_name,
 )
 from drgrad_jax._src.shared_sum import check_summed_shared_grads
-from drgrad_jax._src.task_grads import per_task_grads, per_task_rep_grads
+from drgrad_jax._src.task_grads import check_tasks_at_once, per_task_grads, per_task_rep_grads
 from drgrad_jax._src.transform import mixing_weights, transform_space
 
 SPACES = ("params", "activations")
@@ -88,6 +88,11 @@ class TrainConfig:
         parameter space, an equal-weight ``linear_scalarization`` or ``mean``).
         ``make_train`` refuses it with the library's other methods (PCGrad,
         MGDA, ...; docs/drgrad.md, *Using the transformations*).
+      tasks_at_once: the ``tasks_at_once`` argument of ``per_task_grads``: how
+        many tasks' backward passes through shared leaves run together as one
+        vmap (``1``, the default: one after another, fastest on CPU; ``None``:
+        all K at once). The gradients, and so the run, are the same
+        (docs/drgrad.md, *Cost of the K backward passes*).
       eval_batch_size: evaluation chunk size (bounds memory on large splits).
       log_every: print one line per seed every this many epochs (0: silent).
       name: prefix of the printed lines and label of the progress bar.
@@ -115,6 +120,7 @@ class TrainConfig:
     pos_weights: tuple[float, ...] | None = None
     use_task_of: bool = True
     shared_grads: str = "per_task"
+    tasks_at_once: int | None = 1
     eval_batch_size: int = 4096
     log_every: int = 0
     name: str = "train"
@@ -281,6 +287,7 @@ def _check_config(config: TrainConfig, data: MultiTaskData) -> None:
         raise ValueError(
             f"config.shared_grads must be 'per_task' or 'summed'; got {config.shared_grads!r}."
         )
+    check_tasks_at_once(config.tasks_at_once, "config.tasks_at_once")
     if config.space == "activations" and config.mtl_transform is None:
         raise ValueError("config.space='activations' needs a config.mtl_transform.")
     for name in ("batch_size", "num_epochs", "eval_batch_size"):
@@ -390,8 +397,11 @@ def _gradient_step(config: TrainConfig, graphdef, abstract, num_tasks: int):
         if config.mtl_transform is None
         else optax.with_extra_args_support(config.mtl_transform)
     )
-    # Only pass ``shared`` when asked, so the default works with any contract version.
+    # Only pass ``shared`` and ``tasks_at_once`` when asked, so the default works with
+    # any contract version.
     shared_kw = {} if config.shared_grads == "per_task" else {"shared": config.shared_grads}
+    if config.tasks_at_once != 1:
+        shared_kw["tasks_at_once"] = config.tasks_at_once
     opt = config.optimizer
 
     def step(ts: TrainState, batch: Split):
