@@ -301,3 +301,26 @@ def test_tasks_at_once_changes_speed_not_the_run(synth):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="config.tasks_at_once must be a positive int"):
         run(tasks_at_once=0)
+
+
+def test_tasks_at_once_reaches_per_task_grads(synth, monkeypatch):
+    from drgrad_jax._src import train as train_module
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("tasks_at_once", 1))
+        return drgrad_jax.per_task_grads(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "per_task_grads", spy)
+    for at_once in (None, 2):
+        config = drgrad_jax.TrainConfig(
+            mmoe(synth),
+            mtl_transform=drgrad_jax.mgda(),
+            batch_size=64,
+            num_epochs=1,
+            tasks_at_once=at_once,
+        )
+        drgrad_jax.make_train(config, synth).init(jax.random.key(0))
+        jax.eval_shape(drgrad_jax.make_train(config, synth), jax.random.key(0))
+        assert seen[-1] == at_once
