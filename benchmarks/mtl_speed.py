@@ -7,7 +7,8 @@ step paired with a plain step run right next to it, at two levels:
 * ``<method>_K<k>_params``: parameter level. ``per_task_grads`` with the
   model's task labels: one forward pass, one backward pass for the towers and
   gates (task-exclusive) and K backward passes for the shared experts (one
-  vmapped VJP); the method then combines the per-task gradients of all leaves.
+  after another, ``tasks_at_once=1``); the method then combines the per-task
+  gradients of all leaves.
 * ``<method>_K<k>_rep``: representation level (MGDA-UB), at the model's
   declared shared representation, the one ``TrainConfig(space="activations")``
   uses: ``MMoE.trunk``, the gates' input and the expert outputs ``[B, E, d]``
