@@ -302,16 +302,20 @@ class _CountState(NamedTuple):
     count: jax.Array
 
 
+def _grads_and_gramian(seed, shapes, magnitude):
+    """Float64 Gaussian task gradients (leaves of ``shapes``) times ``magnitude``, and their Gramian."""
+    rng = np.random.default_rng(seed)
+    g64 = {name: rng.normal(size=shape) * magnitude for name, shape in shapes.items()}
+    flat = np.concatenate([g.reshape(g.shape[0], -1) for g in jax.tree.leaves(g64)], axis=1)
+    return g64, flat @ flat.T
+
+
 @pytest.mark.parametrize("magnitude", [1e-25, 1.0, 1e20])
 def test_gramian_weighting_combines_the_weights_of_the_unscaled_gramian(magnitude):
     # weights_fn(G) = G 1 / trace(G) is scale-free (scale_power 0), so the update
     # is sum_k w_k g_k with w from the float64 Gramian of the gradients as given,
     # whether they are tiny, unit or huge (float32 G G^T alone under/overflows).
-    rng = np.random.default_rng(3)
-    g64 = {"a": rng.normal(size=(3, 4)), "b": rng.normal(size=(3, 2, 3))}
-    g64 = jax.tree.map(lambda g: g * magnitude, g64)
-    flat = np.concatenate([g.reshape(3, -1) for g in jax.tree.leaves(g64)], axis=1)
-    gram = flat @ flat.T
+    g64, gram = _grads_and_gramian(3, {"a": (3, 4), "b": (3, 2, 3)}, magnitude)
     w = gram.sum(1) / np.trace(gram)
     grads = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), g64)
     tx = task_grads.gramian_weighting(lambda G: G.sum(1) / jnp.trace(G), _CountState)
@@ -326,11 +330,7 @@ def test_scaled_gramian_is_the_float64_gramian_over_a_power_of_two(magnitude):
     # One large leaf (the one-pass reduction, with a remainder) and one small
     # leaf (the matrix product); magnitudes where float32 G G^T alone would
     # underflow (1e-28), overflow (1e30), or be fine.
-    rng = np.random.default_rng(7)
-    g64 = {"big": rng.normal(size=(3, 70001)), "small": rng.normal(size=(3, 5, 4))}
-    g64 = jax.tree.map(lambda g: g * magnitude, g64)
-    flat = np.concatenate([g.reshape(3, -1) for g in jax.tree.leaves(g64)], axis=1)
-    want = flat @ flat.T
+    g64, want = _grads_and_gramian(7, {"big": (3, 70001), "small": (3, 5, 4)}, magnitude)
     gram, s = jax.jit(task_grads.scaled_gramian)(jax.tree.map(jnp.asarray, g64))
     s = float(s)
     assert s > 0 and np.log2(s) == np.round(np.log2(s))
