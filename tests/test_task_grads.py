@@ -325,12 +325,15 @@ def test_gramian_weighting_combines_the_weights_of_the_unscaled_gramian(magnitud
     assert int(state.count) == 1
 
 
-@pytest.mark.parametrize("magnitude", [1e-28, 1e-12, 1.0, 1e16, 1e30])
-def test_scaled_gramian_is_the_float64_gramian_over_a_power_of_two(magnitude):
-    # One large leaf (the one-pass reduction, with a remainder) and one small
-    # leaf (the matrix product); magnitudes where float32 G G^T alone would
-    # underflow (1e-28), overflow (1e30), or be fine.
-    g64, want = _grads_and_gramian(7, {"big": (3, 70001), "small": (3, 5, 4)}, magnitude)
+@pytest.mark.parametrize(
+    "k, magnitude",
+    [(3, 1e-28), (3, 1e-12), (3, 1.0), (3, 1e16), (3, 1e30), (10, 1e-28), (10, 1e30)],
+)
+def test_scaled_gramian_is_the_float64_gramian_over_a_power_of_two(k, magnitude):
+    # One large leaf (the one-pass reduction with a remainder at K = 3; matrix
+    # products at K = 10) and one small leaf (a matrix product); magnitudes where
+    # float32 G G^T alone would underflow (1e-28), overflow (1e30), or be fine.
+    g64, want = _grads_and_gramian(7, {"big": (k, 70001), "small": (k, 5, 4)}, magnitude)
     gram, s = jax.jit(task_grads.scaled_gramian)(jax.tree.map(jnp.asarray, g64))
     s = float(s)
     assert s > 0 and np.log2(s) == np.round(np.log2(s))

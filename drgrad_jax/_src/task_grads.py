@@ -200,8 +200,9 @@ def combine(weights: jax.Array, task_grads):
 ONE_PASS_MIN_SIZE = 1 << 16
 """Leaves with at least this many elements per task take ``_gramian_one_pass``."""
 
-ONE_PASS_MAX_TASKS = 16
-"""Above this many tasks every leaf goes through the matrix product."""
+ONE_PASS_MAX_PRODUCTS = 136
+"""Most products ``g_i * g_j`` one reduction carries (all pairs of 16 tasks at one scale,
+of 9 tasks at ``scaled_gramian``'s three); beyond it, leaves go through matrix products."""
 
 
 def gramian(task_grads) -> jax.Array:
@@ -240,7 +241,7 @@ def _gramians(task_grads, scales: tuple[float, ...]) -> jax.Array:
     total = None
     for g in jax.tree_util.tree_leaves(task_grads):
         k, n = g.shape[0], int(np.prod(g.shape[1:], dtype=np.int64))
-        if n >= ONE_PASS_MIN_SIZE and k <= ONE_PASS_MAX_TASKS:
+        if n >= ONE_PASS_MIN_SIZE and len(scales) * k * (k + 1) // 2 <= ONE_PASS_MAX_PRODUCTS:
             part = _gramian_one_pass(g, scales)
         else:
             flat = jnp.stack([c * g.reshape(k, n).astype(jnp.float32) for c in scales])
@@ -303,7 +304,9 @@ def scaled_gramian(task_grads) -> tuple[jax.Array, jax.Array]:
     One pass over the gradients forms the Gramian of ``2**e * task_grads`` for
     each ``e`` in ``GRAMIAN_SCALE_EXPONENTS``; the first whose largest diagonal
     entry lies in ``SAFE_GRAMIAN_RANGE`` is kept: nothing in it overflowed, and
-    underflow cost it at most ``2**-36`` of that entry. Together the three
+    underflow cost it at most ``2**-36`` of that entry (up to ``2**30`` entries
+    per task). Above 9 tasks, large leaves take three matrix products instead
+    (``ONE_PASS_MAX_PRODUCTS``). Together the three
     scales cover squared task-gradient norms from ``2**-188`` to float32's
     largest. ``s`` is the power of two nearest the largest task-gradient norm,
     and dividing by ``s**2`` is exact. When no scale qualifies (all gradients
