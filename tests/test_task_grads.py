@@ -385,3 +385,30 @@ def test_task_dots_are_the_inner_products_with_one_tree():
         jax.tree.map(jnp.asarray, g), jax.tree.map(lambda o: jnp.asarray(o, jnp.float32), other)
     )
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [3, 17])
+def test_sum_tasks_is_the_sum_over_the_task_axis(k):
+    # Up to 16 tasks the rows are added one by one; above, one reduction.
+    g = {"w": jnp.asarray(np.random.default_rng(k).normal(size=(k, 3, 2)), jnp.float32)}
+    np.testing.assert_allclose(drgrad_jax.sum_tasks(g)["w"], np.sum(g["w"], axis=0), rtol=1e-5)
+
+
+def test_rep_grads_from_one_task_copy_are_the_gradient_at_the_representation(setup):
+    params, x = setup
+    one = lambda p, reps, x: heads_fn(p, {"h": reps["h"]}, x)[:1]
+    copies = lambda p, c, x: one(p, {"h": c["h"][0]}, x)
+    got = per_task_rep_grads(trunk_fn, copies, params, x, num_tasks=1)
+    reps = trunk_fn(params, x)
+    want = jax.grad(lambda r: one(params, r, x)[0])(reps)
+    np.testing.assert_allclose(got.rep_task_grads["h"][0], want["h"], rtol=1e-5, atol=1e-7)
+
+
+def test_disagreeing_task_axes_are_named_leaf_by_leaf():
+    g = {"a": jnp.zeros((2, 3)), "b": jnp.zeros((3, 3))}
+    with pytest.raises(
+        ValueError,
+        match=r"task_grads\['b'\] has task-axis length 3 but "
+        r"task_grads\['a'\] has 2",
+    ):
+        drgrad_jax.check_task_grads(g)
