@@ -10,14 +10,13 @@ update with the params' shape, so it composes with any optax optimizer::
 # ruff: noqa: I001  (imports are grouped by topic below, not alphabetically)
 
 # --- the per-task-gradient contract -------------------------------------------
+from drgrad_jax._src.gramian import gramian, scaled_gramian
 from drgrad_jax._src.task_grads import (
     SHARED,
     RepGrads,
     check_task_grads,
-    gramian,
     per_task_grads,
     per_task_rep_grads,
-    scaled_gramian,
     sum_tasks,
 )
 

@@ -10,6 +10,7 @@ from flax import nnx
 
 import drgrad_jax
 from drgrad_jax import SHARED, gramian, per_task_grads, per_task_rep_grads
+from drgrad_jax._src import gramian as gramian_module
 from drgrad_jax._src import task_grads
 
 
@@ -208,7 +209,7 @@ def test_gramian_one_pass_matches_float64(k):
     sizes = {"even": (k, 64, 1024), "prime": (k, 65537), "small": (k, 7, 3)}
     g = {name: rng.normal(size=shape).astype(np.float32) for name, shape in sizes.items()}
     g["half"] = rng.normal(size=(k, 70000)).astype(jnp.bfloat16)
-    assert 64 * 1024 >= task_grads.ONE_PASS_MIN_SIZE > 7 * 3
+    assert 64 * 1024 >= gramian_module.ONE_PASS_MIN_SIZE > 7 * 3
     flat = np.concatenate([np.asarray(v, np.float64).reshape(k, -1) for v in g.values()], axis=1)
     got = np.asarray(jax.jit(gramian)(jax.tree.map(jnp.asarray, g)))
     assert got.dtype == np.float32
@@ -318,7 +319,7 @@ def test_gramian_weighting_combines_the_weights_of_the_unscaled_gramian(magnitud
     g64, gram = _grads_and_gramian(3, {"a": (3, 4), "b": (3, 2, 3)}, magnitude)
     w = gram.sum(1) / np.trace(gram)
     grads = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), g64)
-    tx = task_grads.gramian_weighting(lambda G: G.sum(1) / jnp.trace(G), _CountState)
+    tx = gramian_module.gramian_weighting(lambda G: G.sum(1) / jnp.trace(G), _CountState)
     update, state = tx.update(grads, tx.init(None))
     for got, g in zip(jax.tree.leaves(update), jax.tree.leaves(g64)):
         np.testing.assert_allclose(got, np.tensordot(w, g, axes=1), rtol=1e-5)
@@ -334,7 +335,7 @@ def test_scaled_gramian_is_the_float64_gramian_over_a_power_of_two(k, magnitude)
     # products at K = 10) and one small leaf (a matrix product); magnitudes where
     # float32 G G^T alone would underflow (1e-28), overflow (1e30), or be fine.
     g64, want = _grads_and_gramian(7, {"big": (k, 70001), "small": (k, 5, 4)}, magnitude)
-    gram, s = jax.jit(task_grads.scaled_gramian)(jax.tree.map(jnp.asarray, g64))
+    gram, s = jax.jit(gramian_module.scaled_gramian)(jax.tree.map(jnp.asarray, g64))
     s = float(s)
     assert s > 0 and np.log2(s) == np.round(np.log2(s))
     np.testing.assert_allclose(np.asarray(gram, np.float64), want / s**2, rtol=1e-5)
@@ -344,12 +345,12 @@ def test_scaled_gramian_is_the_float64_gramian_over_a_power_of_two(k, magnitude)
 
 
 def test_scaled_gramian_of_zero_or_wildly_different_norms():
-    gram, s = task_grads.scaled_gramian({"w": jnp.zeros((2, 70000))})
+    gram, s = gramian_module.scaled_gramian({"w": jnp.zeros((2, 70000))})
     assert float(s) == 1.0 and not np.any(np.asarray(gram))
     # Norms 1e-20 and 1e20 together: the large one sets the scale, the small one
     # vanishes next to it, and nothing is infinite.
     g = np.random.default_rng(0).normal(size=(2, 70000)) * np.array([[1e-20], [1e20]])
-    gram, s = task_grads.scaled_gramian({"w": jnp.asarray(g, jnp.float32)})
+    gram, s = gramian_module.scaled_gramian({"w": jnp.asarray(g, jnp.float32)})
     assert np.all(np.isfinite(gram))
     np.testing.assert_allclose(float(gram[1, 1]) * float(s) ** 2, np.sum(g[1] ** 2), rtol=1e-5)
     assert abs(float(gram[0, 0])) < 1e-30
@@ -357,7 +358,7 @@ def test_scaled_gramian_of_zero_or_wildly_different_norms():
     # 2**128 would leave float32's normal range: the next scale is used.
     g = np.zeros((2, 70000), np.float32)
     g[0, 0], g[1, 1] = 2.0**63.5, 2.0**40
-    gram, s = task_grads.scaled_gramian({"w": jnp.asarray(g)})
+    gram, s = gramian_module.scaled_gramian({"w": jnp.asarray(g)})
     want = np.diag([2.0**127, 2.0**80]) / float(s) ** 2
     np.testing.assert_allclose(np.asarray(gram, np.float64), want, rtol=1e-6)
 

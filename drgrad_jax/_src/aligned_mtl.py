@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
+from drgrad_jax._src.gramian import gramian_weighting
+from drgrad_jax._src.task_grads import require_num_tasks
 
 
 class AlignedMTLState(NamedTuple):

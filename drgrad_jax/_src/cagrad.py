@@ -10,6 +10,7 @@ import optax
 from optax.projections import projection_simplex
 
 from drgrad_jax._src.domains import NON_NEGATIVE, with_domains
+from drgrad_jax._src.gramian import gramian_weighting
 from drgrad_jax._src.min_norm import (
     EXACT_MAX_TASKS,
     PGD_ITERS,
@@ -20,7 +21,7 @@ from drgrad_jax._src.min_norm import (
     min_norm_weights,
     support_solve,
 )
-from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
+from drgrad_jax._src.task_grads import require_num_tasks
 
 
 class CAGradState(NamedTuple):

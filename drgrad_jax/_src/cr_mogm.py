@@ -12,13 +12,13 @@ import optax
 from drgrad_jax._src.conflict_free import conflict_free_weights
 from drgrad_jax._src.domains import REAL, UNIT, check_task_vector, with_domains
 from drgrad_jax._src.dualproj import dualproj_weights
+from drgrad_jax._src.gramian import gramian
 from drgrad_jax._src.imtl import imtl_g_weights
 from drgrad_jax._src.min_norm import min_norm_weights
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
     combine,
-    gramian,
     require_num_tasks,
 )
 from drgrad_jax._src.upgrad import upgrad_weights

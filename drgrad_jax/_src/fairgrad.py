@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.domains import NON_NEGATIVE, check, with_domains
-from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
+from drgrad_jax._src.gramian import gramian_weighting
+from drgrad_jax._src.task_grads import require_num_tasks
 
 
 class FairGradState(NamedTuple):

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import optax
 
 from drgrad_jax._src.domains import UNIT, with_domains
+from drgrad_jax._src.gramian import gramian
 from drgrad_jax._src.pcgrad import random_task_orders
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
     combine,
-    gramian,
     require_num_tasks,
 )
 

@@ -7,8 +7,9 @@ from typing import NamedTuple
 import jax
 import optax
 
+from drgrad_jax._src.gramian import gramian_weighting
 from drgrad_jax._src.min_norm import min_norm_weights
-from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
+from drgrad_jax._src.task_grads import require_num_tasks
 
 
 class MGDAState(NamedTuple):

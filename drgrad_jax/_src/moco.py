@@ -10,11 +10,11 @@ import optax
 from optax.projections import projection_simplex
 
 from drgrad_jax._src.domains import NON_NEGATIVE, POSITIVE, UNIT, with_domains
+from drgrad_jax._src.gramian import gramian
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
     combine,
-    gramian,
     require_num_tasks,
 )
 

@@ -10,7 +10,8 @@ import optax
 
 from drgrad_jax._src.domains import NON_NEGATIVE, with_domains
 from drgrad_jax._src.fairgrad import alpha_fair_solve
-from drgrad_jax._src.task_grads import gramian_weighting, require_num_tasks
+from drgrad_jax._src.gramian import gramian_weighting
+from drgrad_jax._src.task_grads import require_num_tasks
 
 
 class NashMTLState(NamedTuple):

@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from drgrad_jax._src.gramian import gramian
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
     combine,
-    gramian,
     require_num_tasks,
 )
 

@@ -16,11 +16,11 @@ from drgrad_jax._src.domains import (
     check_task_vector,
     with_domains,
 )
+from drgrad_jax._src.gramian import gramian
 from drgrad_jax._src.task_grads import (
     check_matches_params,
     check_task_grads,
     combine,
-    gramian,
     require_num_tasks,
 )
 
