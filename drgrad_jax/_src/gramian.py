@@ -13,9 +13,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from drgrad_jax._src.task_grads import check_matches_params, check_task_grads, combine
+from drgrad_jax._src.task_grads import stateless_weighting
 
 ONE_PASS_MIN_SIZE = 1 << 16
 """Leaves with at least this many elements per task take ``_gramian_one_pass``."""
@@ -190,16 +189,9 @@ def gramian_weighting(
       An ``optax.GradientTransformationExtraArgs``; extra arguments are ignored.
     """
 
-    def init_fn(params):
-        del params
-        return state_cls(count=jnp.zeros([], jnp.int32))
-
-    def update_fn(task_grads, state, params=None, **extra_args):
-        del extra_args
-        check_task_grads(task_grads, num_tasks)
-        check_matches_params(task_grads, params)
+    def weights_of(task_grads, k):
+        del k
         gram, s = scaled_gramian(task_grads)
-        weights = weights_fn(gram) * s ** (2 * jnp.asarray(scale_power, jnp.float32))
-        return combine(weights, task_grads), state_cls(count=optax.safe_increment(state.count))
+        return weights_fn(gram) * s ** (2 * jnp.asarray(scale_power, jnp.float32))
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return stateless_weighting(weights_of, state_cls, num_tasks)

@@ -14,10 +14,8 @@ import optax
 
 from drgrad_jax._src.domains import NON_NEGATIVE, check_task_vector, with_domains
 from drgrad_jax._src.task_grads import (
-    check_matches_params,
-    check_task_grads,
-    combine,
     require_num_tasks,
+    stateless_weighting,
 )
 
 
@@ -100,20 +98,7 @@ def fixed_weighting(
     Returns:
       An ``optax.GradientTransformationExtraArgs``; extra arguments are ignored.
     """
-
-    def init_fn(params):
-        del params
-        return state_cls(count=jnp.zeros([], jnp.int32))
-
-    def update_fn(task_grads, state, params=None, **extra_args):
-        del extra_args
-        k = check_task_grads(task_grads, num_tasks)
-        check_matches_params(task_grads, params)
-        return combine(weights_for(k), task_grads), state_cls(
-            count=optax.safe_increment(state.count)
-        )
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return stateless_weighting(lambda task_grads, k: weights_for(k), state_cls, num_tasks)
 
 
 def constant(

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 SHARED = -1
 """Label of a parameter leaf that every task reads (see ``per_task_grads``)."""
@@ -195,6 +196,39 @@ def combine(weights: jax.Array, task_grads):
         return total.astype(g.dtype)
 
     return jax.tree.map(one, task_grads)
+
+
+def stateless_weighting(
+    weights_of: Callable[[Any, int], jax.Array], state_cls, num_tasks: int | None = None
+) -> optax.GradientTransformationExtraArgs:
+    """The transformation ``d = sum_k w_k g_k`` with ``w = weights_of(task_grads, K)``.
+
+    The body shared by every weighting whose only state is a step count
+    (``fixed_weighting``, ``gramian_weighting``): check the per-task gradients,
+    compute the weights, combine.
+
+    Args:
+      weights_of: maps the per-task gradients and the task count ``K`` to
+        ``[K]`` float32 weights.
+      state_cls: a NamedTuple class with a single int32 ``count`` field.
+      num_tasks: optional ``K`` the task axis is checked against.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; extra arguments are ignored.
+    """
+
+    def init_fn(params):
+        del params
+        return state_cls(count=jnp.zeros([], jnp.int32))
+
+    def update_fn(task_grads, state, params=None, **extra_args):
+        del extra_args
+        k = check_task_grads(task_grads, num_tasks)
+        check_matches_params(task_grads, params)
+        weights = weights_of(task_grads, k)
+        return combine(weights, task_grads), state_cls(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def task_dots(task_grads, other) -> jax.Array:
