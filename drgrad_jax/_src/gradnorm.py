@@ -96,7 +96,7 @@ def gradnorm(
 
     The layer ``W`` needs no extra backward pass: the per-task gradients already
     hold one row per task for every shared leaf (``per_task_grads`` computes
-    them in the same vmapped VJP as the rest). ``layer`` names the leaves
+    them in the same K backward passes as the rest). ``layer`` names the leaves
     whose rows make up ``W`` by their ``/``-joined path prefixes (as in
     ``per_task_grads``' ``task_of``, e.g. ``"trunk/layers/1"``); ``None`` uses
     every leaf. At the representation level (``per_task_rep_grads``) the
