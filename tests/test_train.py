@@ -321,6 +321,5 @@ def test_tasks_at_once_reaches_per_task_grads(synth, monkeypatch):
             num_epochs=1,
             tasks_at_once=at_once,
         )
-        drgrad_jax.make_train(config, synth).init(jax.random.key(0))
         jax.eval_shape(drgrad_jax.make_train(config, synth), jax.random.key(0))
         assert seen[-1] == at_once

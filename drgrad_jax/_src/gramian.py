@@ -63,8 +63,7 @@ def _gramians(task_grads, scales: tuple[float, ...]) -> jax.Array:
         if n >= ONE_PASS_MIN_SIZE and len(scales) * k * (k + 1) // 2 <= ONE_PASS_MAX_PRODUCTS:
             part = _gramian_one_pass(g, scales)
         else:
-            flat = jnp.stack([c * g.reshape(k, n).astype(jnp.float32) for c in scales])
-            part = jnp.einsum("skn,sln->skl", flat, flat)
+            part = _matrix_gramians(g.reshape(k, n), scales)
         total = part if total is None else total + part
     return total
 
@@ -105,9 +104,14 @@ def _gramian_one_pass(g: jax.Array, scales: tuple[float, ...], width: int = 1024
         index[i, j] = index[j, i] = p
     full = sums[:, index]
     if body < n:
-        tail = jnp.stack([jnp.stack([c * f[body:] for f in flat]) for c in scales])
-        full = full + jnp.einsum("skn,sln->skl", tail, tail)
+        full = full + _matrix_gramians(jnp.stack([f[body:] for f in flat]), scales)
     return full
+
+
+def _matrix_gramians(flat: jax.Array, scales: tuple[float, ...]) -> jax.Array:
+    """``_gramians`` of ``flat [K, m]`` by one batched matrix product over the scales."""
+    scaled = jnp.stack([c * flat.astype(jnp.float32) for c in scales])
+    return jnp.einsum("skn,sln->skl", scaled, scaled)
 
 
 GRAMIAN_SCALE_EXPONENTS = (0, -64, 64)
@@ -125,10 +129,10 @@ def scaled_gramian(task_grads) -> tuple[jax.Array, jax.Array]:
     entry lies in ``SAFE_GRAMIAN_RANGE`` is kept: nothing in it overflowed, and
     underflow cost it at most ``2**-36`` of that entry (up to ``2**30`` entries
     per task). Above 9 tasks, large leaves take three matrix products instead
-    (``ONE_PASS_MAX_PRODUCTS``). Together the three
-    scales cover squared task-gradient norms from ``2**-188`` to float32's
-    largest. ``s`` is the power of two nearest the largest task-gradient norm,
-    and dividing by ``s**2`` is exact. When no scale qualifies (all gradients
+    (``ONE_PASS_MAX_PRODUCTS``). Together the three scales cover squared
+    task-gradient norms from ``2**-188`` to float32's largest. ``s`` is the
+    power of two nearest the largest task-gradient norm, and dividing by
+    ``s**2`` is exact. When no scale qualifies (all gradients
     zero, or non-finite), the Gramian as formed is returned with ``s = 1``. No
     branch: the cost is the same under ``vmap``.
 

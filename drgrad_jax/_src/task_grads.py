@@ -162,19 +162,28 @@ def check_matches_params(task_grads, params, *, name: str = "task_grads") -> Non
             )
 
 
-def sum_rows(g: jax.Array, dtype=None) -> jax.Array:
-    """``g.sum(0)`` as an unrolled chain of row additions (for up to 16 rows).
+def sum_rows(g: jax.Array, dtype=None, weights: jax.Array | None = None) -> jax.Array:
+    """``g.sum(0)``, or ``weights @ g``, as an unrolled chain of row additions (up to 16 rows).
 
     Written row by row so XLA folds zero rows away: a task-exclusive leaf laid out
     by ``per_task_grads`` (the gradient zero-padded along the task axis) sums back
-    to the gradient itself at no cost, where a reduction would read every row.
+    to the gradient itself at no cost, where a reduction would read every row; and
+    so XLA fuses the sum with the operations that produce each row, where a
+    contraction over the task axis would first stack them (docs/drgrad.md, *Cost
+    of the K backward passes*).
     """
     dtype = dtype or g.dtype
     if g.shape[0] > 16:
-        return jnp.sum(g.astype(dtype), axis=0)
-    total = g[0].astype(dtype)
+        if weights is None:
+            return jnp.sum(g.astype(dtype), axis=0)
+        return jnp.tensordot(weights, g.astype(dtype), axes=1)
+
+    def row(k):
+        return g[k].astype(dtype) if weights is None else weights[k] * g[k].astype(dtype)
+
+    total = row(0)
     for k in range(1, g.shape[0]):
-        total = total + g[k].astype(dtype)
+        total = total + row(k)
     return total
 
 
@@ -186,16 +195,7 @@ def sum_tasks(task_grads):
 def combine(weights: jax.Array, task_grads):
     """Returns ``sum_k weights[k] * task_grads[k]`` leaf by leaf, in each leaf's dtype."""
     w = weights.astype(jnp.float32)
-
-    def one(g):
-        if g.shape[0] > 16:
-            return jnp.tensordot(w, g.astype(jnp.float32), axes=1).astype(g.dtype)
-        total = w[0] * g[0].astype(jnp.float32)
-        for k in range(1, g.shape[0]):
-            total = total + w[k] * g[k].astype(jnp.float32)
-        return total.astype(g.dtype)
-
-    return jax.tree.map(one, task_grads)
+    return jax.tree.map(lambda g: sum_rows(g, jnp.float32, w).astype(g.dtype), task_grads)
 
 
 def stateless_weighting(

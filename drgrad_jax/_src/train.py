@@ -397,11 +397,6 @@ def _gradient_step(config: TrainConfig, graphdef, abstract, num_tasks: int):
         if config.mtl_transform is None
         else optax.with_extra_args_support(config.mtl_transform)
     )
-    # Only pass ``shared`` and ``tasks_at_once`` when asked, so the default works with
-    # any contract version.
-    shared_kw = {} if config.shared_grads == "per_task" else {"shared": config.shared_grads}
-    if config.tasks_at_once != 1:
-        shared_kw["tasks_at_once"] = config.tasks_at_once
     opt = config.optimizer
 
     def step(ts: TrainState, batch: Split):
@@ -413,7 +408,13 @@ def _gradient_step(config: TrainConfig, graphdef, abstract, num_tasks: int):
             )(params)
         elif config.space == "params":
             losses, task_grads = per_task_grads(
-                loss_fn, params, batch, mu, task_of=labels_of, **shared_kw
+                loss_fn,
+                params,
+                batch,
+                mu,
+                task_of=labels_of,
+                shared=config.shared_grads,
+                tasks_at_once=config.tasks_at_once,
             )
             grads, mtl_state = mtl.update(task_grads, mtl_state, params, losses=losses)
         else:
